@@ -1,0 +1,30 @@
+# make run   : fresh virtualenv + the analyze job on the bundled example data
+# make test  : fresh virtualenv + the test suite (what .ci/run calls)
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+OUT    ?= out/artifacts
+
+.PHONY: setup run test test-slow clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+run: setup
+	$(VENV)/bin/prepro analyze --spec examples/spec.yaml --input 'examples/data/*.csv' --format csv --output $(OUT)
+	$(VENV)/bin/prepro inspect $(OUT)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-slow: setup
+	$(PY) -m pytest -q --run-slow tests
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,172 @@
+"""The analyze job: files -> Arrow batches -> sharded exact counts -> ranked vocabularies
+-> artifact files -> manifest (last).
+
+    prepro analyze --spec spec.yaml --input 'data/*.csv' --format csv --output artifacts/
+
+Determinism: the inputs are sorted, every statistic merges associatively into a
+canonical result, the ranking is a total order, and the manifest is canonical JSON
+without timestamps, so any worker count or file order gives the same bytes.
+"""
+
+import platform
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipelines import io as prepro_io
+from pipelines.combiners import MergeTallies, MergeTokenCounts
+from pipelines.errors import InputError
+from pipelines.extract import feature_counts
+from pipelines.vocabulary import VocabularyWriter, cleanup, merged_ranking, write_run
+from prepro import artifacts, fs, spec as spec_lib
+
+DEFAULT_SHARDS = 16
+
+
+class ExtractCounts(beam.DoFn):
+    """Per batch: every feature's partial counts, split into shards by token hash."""
+
+    TALLY = "tally"
+    ROWS = "rows"
+
+    def __init__(self, spec: spec_lib.Spec, num_shards: int):
+        self._spec = spec
+        self._num_shards = num_shards
+
+    def process(self, batch):
+        yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
+        for name, feature in sorted(self._spec.features.items()):
+            counts, tally = feature_counts(batch, feature)
+            yield beam.pvalue.TaggedOutput(self.TALLY, (name, tally))
+            for shard, part in enumerate(counts.shards(self._num_shards)):
+                if part.table().num_rows or part.documents:
+                    yield (name, shard), part
+
+
+def _source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
+    columns = {}
+    for f in spec.features.values():
+        kind = "int" if f.is_integer else "string"
+        if columns.setdefault(f.source, kind) != kind:
+            raise spec_lib.SpecError(f"column '{f.source}' feeds both string and integer features")
+    return columns
+
+
+def finalize_feature(item, spec: spec_lib.Spec, output: str):
+    """Merges one feature's runs into its vocabulary file; returns its manifest entry."""
+    name, grouped = item
+    feature = spec.features[name]
+    runs, tallies = grouped["runs"], grouped["tally"]
+    tally = tallies[0]
+    writer = VocabularyWriter()
+    for count, token in merged_ranking(runs, spec_lib.max_learned_tokens(feature)):
+        writer.add(count, token)
+    if writer.size == 0:
+        raise InputError(f"no tokens to learn: {tally.values} values, all empty, missing or "
+                         f"mask/OOV tokens", feature=name)
+    relpath = f"{name}/vocabulary.txt"
+    entry = artifacts.write_state_file(output, relpath, writer.data())
+    occurrences = sum(r.occurrences for r in runs)
+    figures = {
+        "rows": tally.rows, "values": tally.values, "missing": tally.missing,
+        "invalid_utf8_replaced": tally.invalid_utf8_replaced,
+        "invalid_utf8_skipped": tally.invalid_utf8_skipped,
+        "documents": sum(r.documents for r in runs),
+        "tokens_seen": sum(r.occurrences_all for r in runs),
+        "special_tokens_seen": sum(r.occurrences_all for r in runs) - occurrences,
+        "distinct_tokens": sum(r.distinct for r in runs),
+        "tokens_kept": writer.size,
+        "coverage": round(writer.kept_occurrences / occurrences, 6) if occurrences else 0.0,
+        "top_tokens": writer.top,
+    }
+    state = {"vocabulary_file": relpath, "vocabulary_size": writer.size,
+             "token_start": spec_lib.token_start(feature), "exceptions": writer.exceptions}
+    return name, {**feature.to_dict(), "state": state, "figures": figures}, {relpath: entry}
+
+
+def write_manifest(_, features, rows, spec, inputs, fmt, runner_name, output):
+    row_counts = dict(rows)
+    total = sum(row_counts.values())
+    if total == 0:
+        raise InputError(f"the inputs hold no rows: {[i['path'] for i in inputs]}")
+    files, feature_entries = {}, {}
+    for name, entry, file_entries in sorted(features, key=lambda f: f[0]):
+        feature_entries[name] = entry
+        files.update(file_entries)
+    missing = sorted(set(spec.features) - set(feature_entries))
+    if missing:
+        raise InputError(f"features {missing} received no values")
+    manifest = {
+        "spec": spec.to_dict(),
+        "features": feature_entries,
+        "files": files,
+        "provenance": {
+            "inputs": [{**i, "rows": row_counts.get(i["path"], 0)} for i in inputs],
+            "input_format": fmt,
+            "rows_read": total,
+            "runner": runner_name,
+            "versions": _versions(),
+        },
+    }
+    artifacts.publish_manifest(output, manifest)
+    yield manifest
+
+
+def _versions():
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for pkg in ("prepro", "apache-beam", "pyarrow", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, output: str,
+                   work_dir: str, runner_name: str, num_shards: int = DEFAULT_SHARDS):
+    columns = _source_columns(spec)
+    token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()}
+    paths = [i["path"] for i in inputs]
+    batches = (p
+               | "Inputs" >> beam.Create(paths)
+               | "SpreadFiles" >> beam.Reshuffle()
+               | "Read" >> beam.FlatMap(prepro_io.read_batches, fmt, columns))
+    extracted = batches | "Extract" >> beam.ParDo(ExtractCounts(spec, num_shards)).with_output_types(
+        Tuple[Any, Any]).with_outputs(
+        ExtractCounts.TALLY, ExtractCounts.ROWS, main="counts")
+    runs = (extracted.counts
+            | "CountShards" >> beam.CombinePerKey(MergeTokenCounts(token_types))
+            | "RankShards" >> beam.Map(lambda kv: (kv[0][0], write_run(spec.features[kv[0][0]], kv[1],
+                                                                        work_dir, kv[0][1]))))
+    tallies = extracted[ExtractCounts.TALLY] | "Tally" >> beam.CombinePerKey(MergeTallies())
+    features = (({"runs": runs, "tally": tallies})
+                | "JoinFeature" >> beam.CoGroupByKey()
+                | "Finalize" >> beam.Map(finalize_feature, spec, output))
+    rows = extracted[ExtractCounts.ROWS] | "RowsPerFile" >> beam.CombinePerKey(sum)
+    return (p
+            | "Once" >> beam.Create([None])
+            | "Manifest" >> beam.FlatMap(write_manifest, beam.pvalue.AsList(features),
+                                         beam.pvalue.AsList(rows), spec, inputs, fmt, runner_name, output))
+
+
+def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
+                pipeline_args: Optional[List[str]] = None, num_shards: int = DEFAULT_SHARDS) -> Dict:
+    """Runs the job to completion and returns the manifest it published."""
+    from pipelines import runners
+    if fmt not in prepro_io.FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
+    inputs = prepro_io.match_inputs(patterns)
+    artifacts.begin_publish(output)
+    work_dir = fs.join(output, f".prepro-work-{uuid.uuid4().hex}")
+    runner, options, runner_name = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs))
+    try:
+        with beam.Pipeline(runner=runner, options=options) as p:
+            build_pipeline(p, spec, inputs, fmt, output, work_dir, runner_name, num_shards)
+    except Exception as e:
+        raise runners.unwrap_error(e) from None
+    finally:
+        cleanup(work_dir)
+    return artifacts.read_manifest(output)

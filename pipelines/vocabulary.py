@@ -1,0 +1,86 @@
+"""Ranking a feature's vocabulary without holding it on one worker.
+
+Each shard (a disjoint slice of the distinct tokens, by stable hash) ranks its own
+tokens and writes them as a sorted run file; only its first `max_tokens` can make the
+global cut, so a shard keeps no more. The finalizer streams a k-way merge of the runs
+and writes the vocabulary file once, in order. Memory is one batch per run.
+"""
+
+import dataclasses
+import hashlib
+import heapq
+import os
+import uuid
+from typing import Iterator, List, Optional
+
+import pyarrow as pa
+
+from prepro import fs, spec as spec_lib, vocab
+from prepro.stats import TokenCounts
+
+_RUN_BATCH = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    path: str
+    distinct: int       # distinct tokens in the shard (before any cut), specials removed
+    occurrences: int    # occurrences of those tokens
+    documents: int
+    occurrences_all: int  # occurrences including mask/OOV tokens
+
+
+def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str, shard: int) -> Run:
+    kept = counts.without(spec_lib.special_tokens(feature))
+    table = kept.table()
+    ranked = kept.ranked(spec_lib.max_learned_tokens(feature)).select(["token", "count"])
+    path = fs.join(work_dir, feature.name, f"run-{shard:05d}-{uuid.uuid4().hex}.arrow")
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, ranked.schema) as writer:
+        writer.write_table(ranked, max_chunksize=_RUN_BATCH)
+    fs.write_bytes(path, sink.getvalue().to_pybytes())
+    occurrences = int(pa.compute.sum(table["count"]).as_py() or 0)
+    return Run(path, table.num_rows, occurrences, counts.documents, counts.occurrences)
+
+
+def _read_run(path: str) -> Iterator[tuple]:
+    reader = pa.ipc.open_stream(fs.read_bytes(path))
+    for batch in reader:
+        yield from zip(batch.column(1).to_pylist(), batch.column(0).to_pylist())
+
+
+def merged_ranking(runs: List[Run], limit: Optional[int]) -> Iterator[tuple]:
+    """(count, token) pairs in Keras's order across all runs, at most `limit` of them."""
+    merged = heapq.merge(*(_read_run(r.path) for r in sorted(runs, key=lambda r: r.path)), reverse=True)
+    for i, item in enumerate(merged):
+        if limit is not None and i >= limit:
+            return
+        yield item
+
+
+class VocabularyWriter:
+    """Streams the ranked tokens into `vocabulary.txt`, setting aside exceptions."""
+
+    def __init__(self):
+        self.lines: List[bytes] = []
+        self.exceptions: List[list] = []
+        self.size = 0
+        self.kept_occurrences = 0
+        self.top: List[list] = []
+
+    def add(self, count: int, token) -> None:
+        if len(self.top) < 20:
+            self.top.append([token if isinstance(token, int) else token.decode("utf-8", "replace"), count])
+        if vocab.is_file_safe(token):
+            self.lines.append(vocab.encode_token(token) + b"\n")
+        else:
+            self.exceptions.append([self.size, vocab.token_to_json(token)])
+        self.size += 1
+        self.kept_occurrences += count
+
+    def data(self) -> bytes:
+        return b"".join(self.lines)
+
+
+def cleanup(work_dir: str) -> None:
+    fs.delete([work_dir])

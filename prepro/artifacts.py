@@ -1,0 +1,83 @@
+"""The artifact directory: state files plus `manifest.json`, written last.
+
+Layout (see docs/artifact-format.md):
+
+    manifest.json                  format, spec, figures, file checksums, provenance
+    <feature>/vocabulary.txt       Keras vocabulary file: one token per line, UTF-8
+
+Publishing is atomic for readers: an existing manifest is deleted before any file
+changes, state files are written next, and the manifest (with every file's size and
+SHA-256) is written last in one atomic write. A directory without a manifest is not
+an artifact; a file that does not match its checksum is refused by `read_manifest`.
+"""
+
+import hashlib
+import json
+from typing import Any, Dict, Mapping
+
+from prepro import fs
+
+FORMAT = "prepro.artifacts"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that is missing, incomplete, corrupt or of an unknown format."""
+
+
+def file_entry(data: bytes) -> Dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def begin_publish(root: str) -> None:
+    """Invalidates an earlier artifact at `root` before any of its files change."""
+    fs.delete([fs.join(root, MANIFEST)])
+
+
+def write_state_file(root: str, relpath: str, data: bytes) -> Dict[str, Any]:
+    fs.write_bytes(fs.join(root, relpath), data)
+    return file_entry(data)
+
+
+def publish_manifest(root: str, manifest: Mapping[str, Any]) -> bytes:
+    data = manifest_bytes(manifest)
+    fs.write_bytes(fs.join(root, MANIFEST), data)
+    return data
+
+
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """Canonical JSON: sorted keys, fixed separators, so equal content is equal bytes."""
+    body = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
+    return (json.dumps(body, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def read_manifest(root: str, verify: bool = True) -> Dict[str, Any]:
+    path = fs.join(root, MANIFEST)
+    if not fs.exists(path):
+        raise ArtifactError(f"{root}: no {MANIFEST}; not a prepro artifact, or its job did not finish")
+    try:
+        manifest = json.loads(fs.read_bytes(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: unreadable manifest: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a prepro manifest (format={manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format version {manifest.get('format_version')!r}; this prepro "
+                            f"reads version {FORMAT_VERSION}. Re-run the analyze job or upgrade prepro.")
+    if verify:
+        for relpath, expected in sorted(manifest.get("files", {}).items()):
+            verify_file(root, relpath, expected)
+    return manifest
+
+
+def verify_file(root: str, relpath: str, expected: Mapping[str, Any]) -> bytes:
+    path = fs.join(root, relpath)
+    if not fs.exists(path):
+        raise ArtifactError(f"{path}: listed in the manifest but missing")
+    data = fs.read_bytes(path)
+    if file_entry(data) != dict(expected):
+        raise ArtifactError(f"{path}: size or SHA-256 does not match the manifest "
+                            f"(expected {dict(expected)}, found {file_entry(data)}); the artifact "
+                            f"was modified or partly overwritten")
+    return data

@@ -1,0 +1,74 @@
+"""File access for local paths and remote ones (gs://, s3://, ...).
+
+Remote paths go through Beam's FileSystems when Beam is installed (the analyze job)
+and through tf.io.gfile otherwise (a training job), so prepro never needs its own
+cloud clients. Local paths use the standard library, which gives atomic renames.
+"""
+
+import os
+from typing import List
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def join(*parts: str) -> str:
+    head = parts[0].rstrip("/")
+    return "/".join([head] + [p.strip("/") for p in parts[1:]]) if is_remote(head) else os.path.join(*parts)
+
+
+def read_bytes(path: str) -> bytes:
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    try:
+        from apache_beam.io.filesystems import FileSystems
+        with FileSystems.open(path) as f:
+            return f.read()
+    except ImportError:
+        import tensorflow as tf
+        return tf.io.gfile.GFile(path, "rb").read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes a whole file; locally through a temporary name and an atomic rename."""
+    if not is_remote(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return
+    try:
+        from apache_beam.io.filesystems import FileSystems
+        with FileSystems.create(path) as f:  # object stores publish a whole object at close
+            f.write(data)
+    except ImportError:
+        import tensorflow as tf
+        with tf.io.gfile.GFile(path, "wb") as f:
+            f.write(data)
+
+
+def exists(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.exists(path)
+    try:
+        from apache_beam.io.filesystems import FileSystems
+        return FileSystems.exists(path)
+    except ImportError:
+        import tensorflow as tf
+        return tf.io.gfile.exists(path)
+
+
+def delete(paths: List[str]) -> None:
+    paths = [p for p in paths if exists(p)]
+    if not paths:
+        return
+    if not is_remote(paths[0]):
+        import shutil
+        for p in paths:
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+        return
+    from apache_beam.io.filesystems import FileSystems
+    FileSystems.delete(paths)

@@ -1,0 +1,119 @@
+"""TextVectorization's tokenization (standardize -> split -> n-grams) on Arrow arrays.
+
+Each function reproduces one step of `keras.layers.TextVectorization._preprocess`
+byte for byte, vectorised with pyarrow compute (no TensorFlow import, so Beam workers
+start fast). Callables given as `standardize` or `split` receive TensorFlow tensors,
+exactly as in Keras, so only they import TensorFlow.
+
+Documents arrive as a binary array of valid UTF-8 (see `pipelines.extract` for the
+invalid UTF-8 policy). Tokens leave as two parallel arrays: the index of the document
+each token came from, and the token bytes. Counting needs nothing more; order within
+a document does not matter to a vocabulary or to document frequencies.
+"""
+
+from typing import Any, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Keras's punctuation pattern (text_vectorization.py): the 32 characters of
+# string.punctuation. tests/test_text.py checks it against Keras's source.
+STRIP_PUNCTUATION_REGEX = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+NGRAM_SEPARATOR = b" "
+
+Tokens = Tuple[np.ndarray, pa.Array]  # (document index per token, token bytes)
+
+
+def standardize(docs: pa.Array, how: Any) -> pa.Array:
+    """Keras's `standardize`: "lower" is ASCII-only; punctuation is ASCII-only."""
+    if how in ("lower", "lower_and_strip_punctuation"):
+        # tf.strings.lower without an encoding maps bytes A-Z only; Arrow's
+        # ascii_lower does the same on a string view of the bytes.
+        docs = pc.ascii_lower(docs.view(pa.string())).view(pa.binary())
+    if how in ("strip_punctuation", "lower_and_strip_punctuation"):
+        docs = pc.replace_substring_regex(docs, STRIP_PUNCTUATION_REGEX, "")
+    if callable(how):
+        docs = _from_tensor(how(_to_tensor(docs)))
+    return docs
+
+
+def split(docs: pa.Array, how: Any) -> Tokens:
+    if how is None:
+        return np.arange(len(docs), dtype=np.int64), docs
+    if how == "whitespace":
+        # ascii_split_whitespace splits on exactly the six ASCII spaces that
+        # tf.strings.split uses; it leaves empty strings at the edges, Keras does not.
+        lists = pc.ascii_split_whitespace(docs.view(pa.string()))
+        doc_ids = pc.list_parent_indices(lists).to_numpy()
+        tokens = pc.list_flatten(lists).view(pa.binary())
+        keep = pc.not_equal(pc.binary_length(tokens), 0)
+        return doc_ids[keep.to_numpy(zero_copy_only=False)], tokens.filter(keep)
+    if how == "character":
+        return split_characters(docs)
+    if callable(how):
+        return _from_ragged(how(_to_tensor(docs)))
+    raise ValueError(f"unknown split {how!r}")
+
+
+def split_characters(docs: pa.Array) -> Tokens:
+    """One token per code point of valid UTF-8: a new token starts at every byte
+    that is not a continuation byte (0b10xxxxxx)."""
+    docs = _binary(docs)
+    offsets = np.frombuffer(docs.buffers()[1], dtype=np.int32)[docs.offset:docs.offset + len(docs) + 1]
+    data = np.frombuffer(docs.buffers()[2], dtype=np.uint8) if docs.buffers()[2] else np.zeros(0, np.uint8)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    starts = lo + np.flatnonzero((data[lo:hi] & 0xC0) != 0x80)
+    token_offsets = np.append(starts, hi).astype(np.int32)
+    tokens = pa.BinaryArray.from_buffers(
+        pa.binary(), len(starts), [None, pa.py_buffer(token_offsets), docs.buffers()[2]])
+    doc_ids = np.searchsorted(offsets, starts, side="right") - 1
+    return doc_ids.astype(np.int64), tokens
+
+
+def ngrams(tokens: Tokens, widths: Any) -> Tokens:
+    """tf.strings.ngrams(ngram_width=widths, separator=" "): an int n means 1..n."""
+    if widths is None:
+        return tokens
+    widths = tuple(range(1, widths + 1)) if isinstance(widths, int) else tuple(widths)
+    doc_ids, values = tokens
+    parts_ids, parts_tokens = [], []
+    for width in widths:
+        # A gram starts at i when tokens i..i+width-1 belong to the same document.
+        starts = np.arange(len(values) - width + 1, dtype=np.int64) if len(values) >= width else np.zeros(0, np.int64)
+        if width > 1 and len(starts):
+            starts = starts[doc_ids[starts] == doc_ids[starts + width - 1]]
+        pieces = [values.take(pa.array(starts + k)) for k in range(width)]
+        grams = pieces[0] if width == 1 else pc.binary_join_element_wise(*pieces, NGRAM_SEPARATOR)
+        parts_ids.append(doc_ids[starts])
+        parts_tokens.append(grams)
+    return np.concatenate(parts_ids), pa.concat_arrays(parts_tokens)
+
+
+def tokenize(docs: pa.Array, options: dict) -> Tokens:
+    """The whole TextVectorization preprocessing for one batch of documents."""
+    docs = standardize(_binary(docs), options["standardize"])
+    return ngrams(split(docs, options["split"]), options["ngrams"])
+
+
+def _binary(arr: pa.Array) -> pa.Array:
+    if pa.types.is_large_binary(arr.type) or pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.binary()) if pa.types.is_large_binary(arr.type) else arr.cast(pa.string())
+    return arr.view(pa.binary()) if pa.types.is_string(arr.type) else arr
+
+
+def _to_tensor(docs: pa.Array):
+    import tensorflow as tf
+    return tf.constant(np.array(docs.to_pylist(), dtype=object), dtype=tf.string)
+
+
+def _from_tensor(tensor) -> pa.Array:
+    return pa.array(list(np.asarray(tensor.numpy()).reshape(-1)), pa.binary())
+
+
+def _from_ragged(ragged) -> Tokens:
+    import tensorflow as tf
+    if not isinstance(ragged, tf.RaggedTensor):
+        ragged = tf.RaggedTensor.from_tensor(ragged)
+    doc_ids = ragged.value_rowids().numpy().astype(np.int64)
+    return doc_ids, pa.array(list(ragged.flat_values.numpy()), pa.binary())

@@ -1,0 +1,93 @@
+"""The vocabulary rules: ranking order, truncation and the vocabulary file format.
+
+Keras ranks adapted tokens by count descending, breaking ties by token descending
+(`np.lexsort((tokens, counts))[::-1]`; raw UTF-8 bytes for strings, numeric order
+for integers), keeps the first `max_tokens - token_start` and writes one token per
+line (`tf.lookup.TextFileInitializer`). Every path in prepro ranks through
+`rank_order` and encodes through `encode_token`/`is_file_safe`.
+
+Tokens a Keras vocabulary file cannot hold (empty, containing a line break, or one
+that `str.splitlines` would split when Keras re-reads a saved `.keras` asset) are
+"exceptions": they are left out of `vocabulary.txt`, listed with their rank in the
+manifest, and the layer is then built from an in-memory list so indices stay exact.
+"""
+
+import base64
+from typing import Iterable, List, Sequence, Union
+
+import numpy as np
+
+Token = Union[bytes, int]
+
+
+def rank_order(tokens: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Indices that put `tokens` in Keras's order: count desc, then token desc.
+
+    `tokens` is an int64 array or an object array of bytes.
+    """
+    if len(tokens) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if tokens.dtype == object:
+        # NumPy's fixed-width bytes sort like raw bytes except that trailing NULs
+        # are ignored; a rank of the distinct tokens sorted by Python (exact byte
+        # order) gives lexsort an integer key with the true order.
+        order = sorted(range(len(tokens)), key=tokens.__getitem__)
+        token_key = np.empty(len(tokens), dtype=np.int64)
+        token_key[order] = np.arange(len(tokens))
+    else:
+        token_key = tokens
+    return np.lexsort((token_key, counts))[::-1]
+
+
+def sort_key(count: int, token: Token):
+    """The ranking as a Python key, for merging ranked runs (larger key ranks first)."""
+    return (count, token)
+
+
+def is_file_safe(token: Token) -> bool:
+    """Whether `token` survives a vocabulary file and a `.keras` save/load round trip."""
+    if isinstance(token, (int, np.integer)):
+        return True
+    if not token:
+        return False
+    try:
+        text = token.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return text.splitlines() == [text]
+
+
+def encode_token(token: Token) -> bytes:
+    if isinstance(token, (int, np.integer)):
+        return b"%d" % int(token)
+    return token
+
+
+def token_to_json(token: Token):
+    """Exceptions are stored in the manifest: ints as ints, strings as base64 (exact bytes)."""
+    if isinstance(token, (int, np.integer)):
+        return int(token)
+    return {"b64": base64.b64encode(token).decode("ascii")}
+
+
+def token_from_json(value) -> Token:
+    if isinstance(value, int):
+        return value
+    return base64.b64decode(value["b64"])
+
+
+def read_vocabulary_file(data: bytes, integer: bool) -> List[Token]:
+    """Parses a vocabulary file the way TextFileInitializer does (one trailing \\r is stripped)."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return [int(line) for line in lines] if integer else lines
+
+
+def merge_exceptions(file_tokens: Sequence[Token], exceptions: Iterable[tuple]) -> List[Token]:
+    """Rebuilds the full ranked vocabulary from the file and the (rank, token) exceptions."""
+    out = list(file_tokens)
+    for rank, token in sorted(exceptions):
+        out.insert(rank, token)
+    return out

@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="prepro",
+    version="0.1.0",
+    description="Keras preprocessing-layer state (vocabularies, ...) computed at scale with Apache Beam",
+    packages=find_packages(include=["prepro", "prepro.*", "pipelines", "pipelines.*"]),
+    python_requires=">=3.10",
+    # Compatible ranges; requirements.lock pins the exact, tested set.
+    install_requires=[
+        "apache-beam>=2.77,<2.78",
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "tensorflow-transform>=1.21,<1.22",
+        "pyarrow>=18",
+        "numpy",
+        "pyyaml",
+    ],
+    extras_require={"test": ["pytest"], "dask": ["apache-beam[dask]>=2.77,<2.78"]},
+    entry_points={"console_scripts": ["prepro=prepro.cli:main"]},
+)
