@@ -57,6 +57,8 @@ class Artifacts:
         for key in ("standardize", "split"):
             if key in config and isinstance(config[key], str) and spec_lib._is_callable_ref(config[key]):
                 config[key] = self._resolve(config[key], name)
+        if isinstance(config.get("ngrams"), list):  # YAML/JSON lists; Keras wants a tuple
+            config["ngrams"] = tuple(config["ngrams"])
         config.setdefault("name", name)
         state = entry["state"]
         if state["exceptions"]:

@@ -1,0 +1,60 @@
+"""Shared test helpers: write real input files, run the real Beam job, adapt real Keras layers."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running; run with `make test-slow` (--run-slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def run_job(tmp_path, features, files, fmt, **kwargs):
+    """Runs the analyze job on `files` (paths or globs) and loads the artifacts."""
+    import prepro
+    from pipelines.analyze import run_analyze
+    from prepro.spec import spec_from_dict
+    out = str(tmp_path / "artifacts")
+    run_analyze(spec_from_dict({"features": features}), files, fmt, out, **kwargs)
+    return prepro.load(out, custom_objects=kwargs.pop("custom_objects", None))
+
+
+def adapted_layer(layer, config, data):
+    """The reference: a stock Keras layer after a real adapt() on the same data."""
+    import keras
+    layer = getattr(keras.layers, layer)(**config)
+    layer.adapt(np.array(data, dtype=object if isinstance(data[0], (str, bytes)) else np.int64))
+    return layer
+
+
+def assert_same_layer(built, reference, probe):
+    """Identical vocabulary, size and outputs on `probe` (which should include OOV values)."""
+    assert built.get_vocabulary() == reference.get_vocabulary()
+    assert built.vocabulary_size() == reference.vocabulary_size()
+    got, want = np.asarray(built(probe)), np.asarray(reference(probe))
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
