@@ -60,14 +60,15 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
     feature = spec.features[name]
     runs, tallies = grouped["runs"], grouped["tally"]
     tally = tallies[0]
-    writer = VocabularyWriter()
-    for count, token in merged_ranking(runs, spec_lib.max_learned_tokens(feature)):
-        writer.add(count, token)
+    relpath = f"{name}/vocabulary.txt"
+    with fs.open_write(fs.join(output, relpath)) as out:
+        writer = VocabularyWriter(out)
+        for count, token in merged_ranking(runs, spec_lib.max_learned_tokens(feature)):
+            writer.add(count, token)
     if writer.size == 0:
         raise InputError(f"no tokens to learn: {tally.values} values, all empty, missing or "
                          f"mask/OOV tokens", feature=name)
-    relpath = f"{name}/vocabulary.txt"
-    entry = artifacts.write_state_file(output, relpath, writer.data())
+    entry = writer.file_entry()
     occurrences = sum(r.occurrences for r in runs)
     figures = {
         "rows": tally.rows, "values": tally.values, "missing": tally.missing,

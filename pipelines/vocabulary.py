@@ -9,7 +9,6 @@ and writes the vocabulary file once, in order. Memory is one batch per run.
 import dataclasses
 import hashlib
 import heapq
-import os
 import uuid
 from typing import Iterator, List, Optional
 
@@ -59,10 +58,16 @@ def merged_ranking(runs: List[Run], limit: Optional[int]) -> Iterator[tuple]:
 
 
 class VocabularyWriter:
-    """Streams the ranked tokens into `vocabulary.txt`, setting aside exceptions."""
+    """Streams ranked tokens into `vocabulary.txt`, setting aside exceptions.
 
-    def __init__(self):
-        self.lines: List[bytes] = []
+    Only the top tokens and the exception list stay in memory; the file is written as
+    the merge produces it, with its size and SHA-256 computed on the way.
+    """
+
+    def __init__(self, out):
+        self._out = out
+        self._sha = hashlib.sha256()
+        self.bytes = 0
         self.exceptions: List[list] = []
         self.size = 0
         self.kept_occurrences = 0
@@ -72,14 +77,17 @@ class VocabularyWriter:
         if len(self.top) < 20:
             self.top.append([token if isinstance(token, int) else token.decode("utf-8", "replace"), count])
         if vocab.is_file_safe(token):
-            self.lines.append(vocab.encode_token(token) + b"\n")
+            line = vocab.encode_token(token) + b"\n"
+            self._out.write(line)
+            self._sha.update(line)
+            self.bytes += len(line)
         else:
             self.exceptions.append([self.size, vocab.token_to_json(token)])
         self.size += 1
         self.kept_occurrences += count
 
-    def data(self) -> bytes:
-        return b"".join(self.lines)
+    def file_entry(self):
+        return {"bytes": self.bytes, "sha256": self._sha.hexdigest()}
 
 
 def cleanup(work_dir: str) -> None:

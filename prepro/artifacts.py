@@ -35,11 +35,6 @@ def begin_publish(root: str) -> None:
     fs.delete([fs.join(root, MANIFEST)])
 
 
-def write_state_file(root: str, relpath: str, data: bytes) -> Dict[str, Any]:
-    fs.write_bytes(fs.join(root, relpath), data)
-    return file_entry(data)
-
-
 def publish_manifest(root: str, manifest: Mapping[str, Any]) -> bytes:
     data = manifest_bytes(manifest)
     fs.write_bytes(fs.join(root, MANIFEST), data)

@@ -50,6 +50,36 @@ def write_bytes(path: str, data: bytes) -> None:
             f.write(data)
 
 
+class open_write:
+    """A streaming writer: `with fs.open_write(path) as f: f.write(...)`.
+
+    Locally the data goes to a temporary name renamed into place on success; object
+    stores publish the object when it is closed. Either way no reader sees a partial file.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        if is_remote(self.path):
+            from apache_beam.io.filesystems import FileSystems
+            self._file = FileSystems.create(self.path)
+        else:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self._tmp = f"{self.path}.tmp-{os.getpid()}"
+            self._file = open(self._tmp, "wb")
+        return self._file
+
+    def __exit__(self, exc_type, exc, tb):
+        self._file.close()
+        if not is_remote(self.path):
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+            else:
+                os.remove(self._tmp)
+        return False
+
+
 def exists(path: str) -> bool:
     if not is_remote(path):
         return os.path.exists(path)
