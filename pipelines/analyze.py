@@ -159,6 +159,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
+    spec_lib.check_callables(spec)
     inputs = prepro_io.match_inputs(patterns)
     artifacts.begin_publish(output)
     work_dir = fs.join(output, f".prepro-work-{uuid.uuid4().hex}")

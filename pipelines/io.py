@@ -41,16 +41,50 @@ def match_inputs(patterns: List[str]) -> List[Dict]:
 
 
 def read_batches(path: str, fmt: str, columns: Dict[str, str]) -> Iterator[Batch]:
-    """Reads `path`; `columns` maps each needed source column to "string" or "int"."""
-    from apache_beam.io.filesystems import FileSystems
+    """Reads `path`; `columns` maps each needed source column to "string" or "int".
+
+    Compressed files (.gz, .bz2, .zst, ... as Beam detects them by extension) are
+    decompressed while streaming.
+    """
     reader = _READERS[fmt]
     try:
-        with FileSystems.open(path, compression_type="auto") as f:
+        with open_input(path) as f:
             yield from reader(f, path, columns)
     except InputError:
         raise
-    except (OSError, pa.ArrowException) as e:
+    except (OSError, EOFError, pa.ArrowException) as e:
         raise InputError(f"cannot read as {fmt}: {e}", path=path) from None
+
+
+def open_input(path: str) -> io.BufferedIOBase:
+    """Opens `path` through Beam's file systems as a plain buffered binary stream."""
+    from apache_beam.io.filesystem import CompressedFile
+    from apache_beam.io.filesystems import FileSystems
+    f = FileSystems.open(path, compression_type="auto")
+    if isinstance(f, CompressedFile):
+        # Beam's CompressedFile is neither iterable nor a file pyarrow accepts (its
+        # `closed` is a method, which pyarrow reads as "closed"); a raw-stream adapter
+        # gives it the standard io interface.
+        return io.BufferedReader(_RawStream(f), buffer_size=1 << 20)
+    return f
+
+
+class _RawStream(io.RawIOBase):
+    def __init__(self, f):
+        self._f = f
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        if not self.closed:
+            self._f.close()
+        super().close()
 
 
 def _read_text(f, path, columns):
@@ -78,32 +112,58 @@ def _text_table(lines):
 
 def _read_csv(f, path, columns):
     from pyarrow import csv
-    header = csv.open_csv(io.BytesIO(_first_line(f)), read_options=csv.ReadOptions(block_size=1 << 20))
+    with open_input(path) as head:
+        header = csv.open_csv(io.BytesIO(_first_line(head)), read_options=csv.ReadOptions(block_size=1 << 20))
     _require_columns(columns, header.schema.names, path, "CSV header")
-    f.seek(0)
+
+    bad_rows = []
 
     def bad_row(row):
-        raise InputError(f"CSV row does not parse ({row.text!r}: expected {row.expected_columns} "
-                         f"columns, got {row.actual_columns})", path=path,
-                         row=row.number - 1 if row.number is not None and row.number > 0 else None)
+        # pyarrow ignores exceptions raised in this handler, so remember the row and
+        # let pyarrow stop with its own error, which is then replaced below.
+        bad_rows.append(row)
+        return "error"
 
     # Strings stay bytes (no UTF-8 check here: the feature's invalid_utf8 policy decides);
     # integers are parsed later so a bad value can be reported with its row.
     types = {name: pa.binary() for name in columns}
-    reader = csv.open_csv(
-        f, read_options=csv.ReadOptions(block_size=8 << 20),
-        parse_options=csv.ParseOptions(invalid_row_handler=bad_row, newlines_in_values=True),
-        convert_options=csv.ConvertOptions(include_columns=list(columns), column_types=types,
-                                           strings_can_be_null=False, quoted_strings_can_be_null=False))
     row = 1
-    for record_batch in reader:
-        yield Batch(path, row, pa.Table.from_batches([record_batch]))
-        row += record_batch.num_rows
+    try:
+        reader = csv.open_csv(
+            f, read_options=csv.ReadOptions(block_size=8 << 20),
+            parse_options=csv.ParseOptions(invalid_row_handler=bad_row, newlines_in_values=True),
+            convert_options=csv.ConvertOptions(include_columns=list(columns), column_types=types,
+                                               strings_can_be_null=False, quoted_strings_can_be_null=False))
+        for record_batch in reader:
+            yield Batch(path, row, pa.Table.from_batches([record_batch]))
+            row += record_batch.num_rows
+    except pa.ArrowInvalid:
+        if not bad_rows:
+            raise
+        bad = bad_rows[0]
+        raise InputError(f"CSV row does not parse ({bad.text!r}: expected {bad.expected_columns} "
+                         f"columns, got {bad.actual_columns})", path=path,
+                         row=_find_bad_csv_row(path, len(header.schema.names))) from None
 
 
 def _first_line(f) -> bytes:
     head = f.read(1 << 20)
     return head.split(b"\n", 1)[0] + b"\n"
+
+
+def _find_bad_csv_row(path, num_columns):
+    """The 1-based number of the first data row whose field count is wrong.
+
+    pyarrow does not number rows when values may hold newlines, so on this error path
+    only, the file is scanned again with Python's csv module (same quoting rules).
+    """
+    import csv
+    with open_input(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
+        for number, fields in enumerate(csv.reader(text)):
+            if number and fields and len(fields) != num_columns:
+                return number
+    return None
 
 
 def _read_jsonl(f, path, columns):

@@ -234,12 +234,27 @@ def _is_callable_ref(value: Any) -> bool:
 def resolve_callable(ref: str) -> Callable:
     """Imports 'package.module:function' (only the analyze job does this, from the user's spec)."""
     module, _, attr = ref.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise SpecError(f"cannot import {ref!r}: {e}") from None
     if not callable(obj):
-        raise SpecError(f"{ref} is not callable")
+        raise SpecError(f"{ref!r} is not callable")
     return obj
+
+
+def check_callables(spec: Spec) -> None:
+    """Fails early, naming the feature, if a 'module:function' in the spec does not import."""
+    for name, feature in sorted(spec.features.items()):
+        for key in ("standardize", "split"):
+            value = feature.config.get(key)
+            if _is_callable_ref(value):
+                try:
+                    resolve_callable(value)
+                except SpecError as e:
+                    raise SpecError(f"feature '{name}': {key}: {e}") from None
 
 
 def callable_name(fn: Any) -> str:

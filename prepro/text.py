@@ -17,6 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prepro import spec as spec_lib
+from prepro.spec import STANDARDIZE_OPTIONS
+
 # Keras's punctuation pattern (text_vectorization.py): the 32 characters of
 # string.punctuation. tests/test_text.py checks it against Keras's source.
 STRIP_PUNCTUATION_REGEX = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
@@ -27,6 +30,9 @@ Tokens = Tuple[np.ndarray, pa.Array]  # (document index per token, token bytes)
 
 def standardize(docs: pa.Array, how: Any) -> pa.Array:
     """Keras's `standardize`: "lower" is ASCII-only; punctuation is ASCII-only."""
+    how = _resolve(how)
+    if how is not None and not callable(how) and how not in STANDARDIZE_OPTIONS:
+        raise ValueError(f"unknown standardize {how!r}")
     if how in ("lower", "lower_and_strip_punctuation"):
         # tf.strings.lower without an encoding maps bytes A-Z only; Arrow's
         # ascii_lower does the same on a string view of the bytes.
@@ -39,6 +45,7 @@ def standardize(docs: pa.Array, how: Any) -> pa.Array:
 
 
 def split(docs: pa.Array, how: Any) -> Tokens:
+    how = _resolve(how)
     if how is None:
         return np.arange(len(docs), dtype=np.int64), docs
     if how == "whitespace":
@@ -94,6 +101,13 @@ def tokenize(docs: pa.Array, options: dict) -> Tokens:
     """The whole TextVectorization preprocessing for one batch of documents."""
     docs = standardize(_binary(docs), options["standardize"])
     return ngrams(split(docs, options["split"]), options["ngrams"])
+
+
+def _resolve(how: Any) -> Any:
+    """A 'module:function' reference from a spec file -> the function it names."""
+    if isinstance(how, str) and spec_lib._is_callable_ref(how):
+        return spec_lib.resolve_callable(how)
+    return how
 
 
 def _binary(arr: pa.Array) -> pa.Array:
