@@ -60,7 +60,10 @@ def adapt_layers(layers: Union[Sequence, Mapping], inputs: Union[str, List[str]]
         for name, layer in named.items():
             # An in-memory vocabulary, as adapt() leaves it: the layer does not depend
             # on the artifact files staying where they are.
-            layer.set_vocabulary(arts.vocabulary(name))
+            if layer.get_config().get("output_mode") == "tf_idf":
+                layer.set_vocabulary(*arts.tf_idf_state(name))
+            else:
+                layer.set_vocabulary(arts.vocabulary(name))
     finally:
         if output is None:
             shutil.rmtree(target, ignore_errors=True)

@@ -61,14 +61,17 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
     runs, tallies = grouped["runs"], grouped["tally"]
     tally = tallies[0]
     relpath = f"{name}/vocabulary.txt"
-    with fs.open_write(fs.join(output, relpath)) as out:
-        writer = VocabularyWriter(out)
-        for count, token in merged_ranking(runs, spec_lib.max_learned_tokens(feature)):
-            writer.add(count, token)
+    frequencies_relpath = f"{name}/document_frequencies.txt"
+    with fs.open_write(fs.join(output, relpath)) as vocabulary_out, \
+            fs.open_write(fs.join(output, frequencies_relpath)) as frequencies_out:
+        writer = VocabularyWriter(vocabulary_out, frequencies_out)
+        for count, token, document_frequency in merged_ranking(runs, spec_lib.max_learned_tokens(feature)):
+            writer.add(count, token, document_frequency)
     if writer.size == 0:
+        below = sum(r.below_thresholds for r in runs)
         raise InputError(f"no tokens to learn: {tally.values} values, all empty, missing or "
-                         f"mask/OOV tokens", feature=name)
-    entry = writer.file_entry()
+                         f"mask/OOV tokens" + (f", or below the thresholds ({below} tokens)" if below else ""),
+                         feature=name)
     occurrences = sum(r.occurrences for r in runs)
     figures = {
         "rows": tally.rows, "values": tally.values, "missing": tally.missing,
@@ -78,13 +81,17 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
         "tokens_seen": sum(r.occurrences_all for r in runs),
         "special_tokens_seen": sum(r.occurrences_all for r in runs) - occurrences,
         "distinct_tokens": sum(r.distinct for r in runs),
+        "below_thresholds": sum(r.below_thresholds for r in runs),
         "tokens_kept": writer.size,
         "coverage": round(writer.kept_occurrences / occurrences, 6) if occurrences else 0.0,
         "top_tokens": writer.top,
     }
     state = {"vocabulary_file": relpath, "vocabulary_size": writer.size,
+             "document_frequencies_file": frequencies_relpath,
+             "documents": figures["documents"],
              "token_start": spec_lib.token_start(feature), "exceptions": writer.exceptions}
-    return name, {**feature.to_dict(), "state": state, "figures": figures}, {relpath: entry}
+    files = {relpath: writer.vocabulary.file_entry(), frequencies_relpath: writer.frequencies.file_entry()}
+    return name, {**feature.to_dict(), "state": state, "figures": figures}, files
 
 
 def write_manifest(_, features, rows, spec, inputs, fmt, runner_name, output):

@@ -5,11 +5,21 @@ vocabulary file holds every token, the layer reads the file itself (a
 `TextFileInitializer`: nothing large embedded in a saved graph, and `.keras` files
 carry it as an asset). Otherwise (see `prepro.vocab` on exceptions) the layer gets
 the full list.
+
+`output_mode="tf_idf"`: Keras refuses a vocabulary file in that mode, so the layer
+gets the vocabulary as a list plus IDF weights computed from the artifact's document
+frequencies with Keras's own formula and TensorFlow ops (`idf_weights`). For
+vocabularies too large to embed in a saved graph, `tf_idf_parts` gives the same
+output as a file-backed `count` layer and a weight vector to multiply by.
 """
 
 from typing import Any, Dict, List, Mapping, Optional
 
+import numpy as np
+
 from prepro import artifacts, fs, spec as spec_lib, vocab
+
+OOV_TEXT_TOKEN = "[UNK]"  # TextVectorization's OOV token; its only special token in tf_idf mode
 
 
 class Artifacts:
@@ -61,11 +71,58 @@ class Artifacts:
             config["ngrams"] = tuple(config["ngrams"])
         config.setdefault("name", name)
         state = entry["state"]
-        if state["exceptions"]:
+        if config.get("output_mode") == "tf_idf":
+            config["vocabulary"], config["idf_weights"] = self.tf_idf_state(name)
+        elif state["exceptions"]:
             config["vocabulary"] = self.vocabulary(name)
         else:
             config["vocabulary"] = fs.join(self.root, state["vocabulary_file"])
         return getattr(keras.layers, entry["layer"])(**config)
+
+    def tf_idf_state(self, name: str):
+        """(vocabulary, idf_weights) for a tf_idf layer's constructor or `set_vocabulary`.
+
+        Both start with the OOV slot. Passing the special token and its weight
+        ourselves keeps Keras from padding with `np.average`, which can differ in the
+        last bit from the `tf.reduce_mean` that adapt() uses.
+        """
+        weights = self.idf_weights(name)
+        return ([OOV_TEXT_TOKEN] + self.vocabulary(name),
+                np.concatenate([[_oov_weight(weights)], weights]).astype(np.float32))
+
+    def document_frequencies(self, name: str) -> np.ndarray:
+        """How many documents (rows) each learned token occurs in, in rank order."""
+        state = self._feature(name)["state"]
+        data = fs.read_bytes(fs.join(self.root, state["document_frequencies_file"]))
+        return np.array(data.split(), dtype=np.int64)
+
+    def idf_weights(self, name: str) -> np.ndarray:
+        """Keras's IDF weight of each learned token, `log(1 + N / (1 + df))`, as float32.
+
+        Computed with the TensorFlow ops and dtypes `adapt()` uses (int64 counts, true
+        division in float64, then a cast), so the weights are the same bits.
+        """
+        import tensorflow as tf
+        documents = tf.constant(self._feature(name)["state"]["documents"], tf.int64)
+        frequencies = tf.constant(self.document_frequencies(name), tf.int64)
+        return tf.cast(tf.math.log(1 + documents / (1 + frequencies)), "float32").numpy()
+
+    def tf_idf_parts(self, name: str, **overrides):
+        """(count layer, weights): a file-backed `output_mode="count"` layer and the
+        float32 weight of every output index, such that
+        `keras.ops.multiply(counts_layer(x), weights)` equals the tf_idf layer's output.
+
+        For vocabularies too large to embed in a saved graph: the tokens stay in the
+        vocabulary file (an asset), only the weights (4 bytes per token) become a constant.
+        """
+        entry = self._feature(name)
+        if entry["config"].get("output_mode") != "tf_idf":
+            raise ValueError(f"feature {name!r} is not a tf_idf feature")
+        counts = self.layer(name, output_mode="count", **overrides)
+        _, weights = self.tf_idf_state(name)
+        if entry["config"].get("pad_to_max_tokens") and entry["config"].get("max_tokens"):
+            weights = np.pad(weights, (0, entry["config"]["max_tokens"] - len(weights)))
+        return counts, weights
 
     def _feature(self, name: str) -> Dict[str, Any]:
         try:
@@ -85,6 +142,12 @@ class Artifacts:
             return registered
         raise ValueError(f"feature {feature!r} was analyzed with the callable {ref!r}; artifacts never "
                          f"import code, so pass it: prepro.load(path, custom_objects={{{ref!r}: fn}})")
+
+
+def _oov_weight(weights: np.ndarray) -> np.float32:
+    """The OOV slot's weight as adapt() sets it: the float32 mean of the learned weights."""
+    import tensorflow as tf
+    return tf.reduce_mean(tf.constant(weights, tf.float32)).numpy()
 
 
 # Options that change the learned vocabulary or its index layout can't be overridden.

@@ -47,10 +47,11 @@ LAYER_DEFAULTS: Dict[str, Dict[str, Any]] = {
 STATE_OPTIONS = ("vocabulary", "idf_weights")
 
 LOOKUP_MODES = ("int", "one_hot", "multi_hot", "count")
-TEXT_MODES = ("int", "multi_hot", "count")
+TEXT_MODES = ("int", "multi_hot", "count", "tf_idf")
 STANDARDIZE_OPTIONS = (None, "lower", "strip_punctuation", "lower_and_strip_punctuation")
 SPLIT_OPTIONS = (None, "whitespace", "character")
 INVALID_UTF8_POLICIES = ("error", "replace", "skip")
+THRESHOLDS = ("min_count", "min_document_frequency")
 
 
 class SpecError(ValueError):
@@ -65,6 +66,12 @@ class FeatureSpec:
     `invalid_utf8` says what to do with a string value that is not UTF-8:
     "error" (default), "replace" (decode with U+FFFD) or "skip" (drop the value);
     replaced and skipped values are counted in the manifest.
+
+    `min_count` and `min_document_frequency` are thresholds `adapt()` lacks (TensorFlow
+    Transform's `frequency_threshold` and document-frequency filters): a token is kept
+    only if it occurs at least `min_count` times and in at least
+    `min_document_frequency` documents (rows), before the `max_tokens` cut. The
+    defaults, 1 and 1, keep exactly what `adapt()` keeps.
     """
 
     name: str
@@ -72,6 +79,8 @@ class FeatureSpec:
     layer: str
     config: Mapping[str, Any]
     invalid_utf8: str = "error"
+    min_count: int = 1
+    min_document_frequency: int = 1
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -89,6 +98,9 @@ class FeatureSpec:
         out = {"source": self.source, "layer": self.layer, "config": _plain(dict(self.config))}
         if self.invalid_utf8 != "error":
             out["invalid_utf8"] = self.invalid_utf8
+        for key in THRESHOLDS:
+            if getattr(self, key) != 1:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -139,7 +151,7 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     ctx = f"{where}: feature '{name}'"
     if not isinstance(entry, dict):
         raise SpecError(f"{ctx}: expected a mapping with source, layer and config")
-    unknown = set(entry) - {"source", "layer", "config", "invalid_utf8"}
+    unknown = set(entry) - {"source", "layer", "config", "invalid_utf8", *THRESHOLDS}
     if unknown:
         raise SpecError(f"{ctx}: unknown keys {sorted(unknown)}")
     layer = entry.get("layer")
@@ -152,7 +164,11 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     invalid_utf8 = entry.get("invalid_utf8", "error")
     if invalid_utf8 not in INVALID_UTF8_POLICIES:
         raise SpecError(f"{ctx}: invalid_utf8 must be one of {INVALID_UTF8_POLICIES}")
-    feature = FeatureSpec(name, source, layer, config, invalid_utf8)
+    thresholds = {key: entry.get(key, 1) for key in THRESHOLDS}
+    for key, value in thresholds.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SpecError(f"{ctx}: {key} must be a positive integer, got {value!r}")
+    feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds)
     validate_options(feature, ctx)
     return feature
 
@@ -175,8 +191,10 @@ def validate_options(feature: FeatureSpec, ctx: str) -> None:
         _validate_text(o, ctx)
     else:
         if o["output_mode"] not in LOOKUP_MODES:
-            raise SpecError(f"{ctx}: output_mode must be one of {LOOKUP_MODES} "
-                            f"(tf_idf is not supported yet)")
+            # adapt() counts documents for a lookup by the shape of each adapted batch
+            # (a 1-D batch is one document), which a file-based job cannot reproduce.
+            raise SpecError(f"{ctx}: output_mode must be one of {LOOKUP_MODES}; tf_idf is "
+                            f"supported for TextVectorization, whose documents are rows")
         if not isinstance(o["num_oov_indices"], int) or o["num_oov_indices"] < 0:
             raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer")
         token_type = int if feature.is_integer else str
@@ -190,7 +208,7 @@ def validate_options(feature: FeatureSpec, ctx: str) -> None:
 
 def _validate_text(o: Dict[str, Any], ctx: str) -> None:
     if o["output_mode"] not in TEXT_MODES:
-        raise SpecError(f"{ctx}: output_mode must be one of {TEXT_MODES} (tf_idf is not supported yet)")
+        raise SpecError(f"{ctx}: output_mode must be one of {TEXT_MODES}")
     for key, allowed in (("standardize", STANDARDIZE_OPTIONS), ("split", SPLIT_OPTIONS)):
         value = o[key]
         if value not in allowed and not callable(value) and not _is_callable_ref(value):

@@ -43,7 +43,9 @@ def test_yaml_spec_round_trip(tmp_path):
     ({"layer": "IntegerLookup", "config": {"mask_token": "x"}}, "mask_token must be int"),
     ({"layer": "TextVectorization", "config": {"split": "comma"}}, "split must be one of"),
     ({"layer": "TextVectorization", "config": {"ngrams": 0}}, "ngrams must be"),
-    ({"layer": "TextVectorization", "config": {"output_mode": "tf_idf"}}, "tf_idf is not supported yet"),
+    ({"layer": "StringLookup", "config": {"output_mode": "tf_idf"}}, "tf_idf is supported for TextVectorization"),
+    ({"layer": "StringLookup", "min_count": 0}, "min_count must be a positive integer"),
+    ({"layer": "TextVectorization", "min_document_frequency": "2"}, "min_document_frequency must be"),
     ({"layer": "StringLookup", "invalid_utf8": "ignore"}, "invalid_utf8 must be"),
 ])
 def test_bad_spec_names_feature_and_problem(entry, message):

@@ -75,6 +75,15 @@ class TokenCounts:
         drop = pc.is_in(table["token"], value_set=pa.array(list(tokens), self.token_type))
         return TokenCounts(self.token_type, [table.filter(pc.invert(drop))], self.documents, self.occurrences)
 
+    def at_least(self, min_count: int = 1, min_document_frequency: int = 1) -> "TokenCounts":
+        """Only the tokens with count >= min_count and doc_count >= min_document_frequency."""
+        if min_count <= 1 and min_document_frequency <= 1:
+            return self
+        table = self.table()
+        keep = pc.and_(pc.greater_equal(table["count"], min_count),
+                       pc.greater_equal(table["doc_count"], min_document_frequency))
+        return TokenCounts(self.token_type, [table.filter(keep)], self.documents, self.occurrences)
+
     def ranked(self, limit: Optional[int] = None) -> pa.Table:
         """Tokens in Keras's order (count desc, token desc), cut to `limit`."""
         table = self.table()
