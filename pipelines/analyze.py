@@ -8,6 +8,7 @@ canonical result, the ranking is a total order, and the manifest is canonical JS
 without timestamps, so any worker count or file order gives the same bytes.
 """
 
+import contextlib
 import platform
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
@@ -62,11 +63,14 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
     tally = tallies[0]
     relpath = f"{name}/vocabulary.txt"
     frequencies_relpath = f"{name}/document_frequencies.txt"
-    with fs.open_write(fs.join(output, relpath)) as vocabulary_out, \
-            fs.open_write(fs.join(output, frequencies_relpath)) as frequencies_out:
+    with contextlib.ExitStack() as files:
+        vocabulary_out = files.enter_context(fs.open_write(fs.join(output, relpath)))
+        frequencies_out = (files.enter_context(fs.open_write(fs.join(output, frequencies_relpath)))
+                           if spec_lib.needs_document_frequencies(feature) else None)
         writer = VocabularyWriter(vocabulary_out, frequencies_out)
-        for count, token, document_frequency in merged_ranking(runs, spec_lib.max_learned_tokens(feature)):
-            writer.add(count, token, document_frequency)
+        token_type = pa.int64() if feature.is_integer else pa.binary()
+        for ranked in merged_ranking(runs, spec_lib.max_learned_tokens(feature), token_type):
+            writer.add(ranked)
     if writer.size == 0:
         below = sum(r.below_thresholds for r in runs)
         raise InputError(f"no tokens to learn: {tally.values} values, all empty, missing or "
@@ -86,11 +90,12 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
         "coverage": round(writer.kept_occurrences / occurrences, 6) if occurrences else 0.0,
         "top_tokens": writer.top,
     }
-    state = {"vocabulary_file": relpath, "vocabulary_size": writer.size,
-             "document_frequencies_file": frequencies_relpath,
-             "documents": figures["documents"],
+    state = {"vocabulary_file": relpath, "vocabulary_size": writer.size, "documents": figures["documents"],
              "token_start": spec_lib.token_start(feature), "exceptions": writer.exceptions}
-    files = {relpath: writer.vocabulary.file_entry(), frequencies_relpath: writer.frequencies.file_entry()}
+    files = {relpath: writer.vocabulary.file_entry()}
+    if writer.frequencies is not None:
+        state["document_frequencies_file"] = frequencies_relpath
+        files[frequencies_relpath] = writer.frequencies.file_entry()
     return name, {**feature.to_dict(), "state": state, "figures": figures}, files
 
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pipelines.errors import InputError
 from pipelines.io import Batch
 from prepro import text
-from prepro.spec import FeatureSpec
+from prepro.spec import FeatureSpec, needs_document_frequencies
 from prepro.stats import TokenCounts
 
 
@@ -56,11 +56,25 @@ def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.nda
 
 def feature_counts(batch: Batch, feature: FeatureSpec) -> Tuple[TokenCounts, Tally]:
     values, _, tally = feature_values(batch, feature)
+    with_doc_counts = needs_document_frequencies(feature)
     if feature.is_text:
-        doc_ids, tokens = text.tokenize(values, feature.options)
-    else:
-        doc_ids, tokens = np.arange(len(values), dtype=np.int64), values
-    return TokenCounts.from_tokens(doc_ids, tokens, documents=len(values)), tally
+        return text_counts(values, feature.options, with_doc_counts), tally
+    doc_ids = np.arange(len(values), dtype=np.int64)
+    return TokenCounts.from_tokens(doc_ids, values, len(values), with_doc_counts), tally
+
+
+def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool) -> TokenCounts:
+    """TextVectorization's token (n-gram) counts for one batch of documents."""
+    doc_ids, tokens = text.unigrams(docs, options)
+    if text.widths_never_collide(options) and len(tokens):
+        encoded = pc.dictionary_encode(tokens)
+        counts = TokenCounts.from_ngram_ids(
+            doc_ids, encoded.indices.to_numpy(), encoded.dictionary, text.ngram_widths(options["ngrams"]),
+            len(docs), with_doc_counts)
+        if counts is not None:
+            return counts
+    doc_ids, tokens = text.ngrams((doc_ids, tokens), options["ngrams"])
+    return TokenCounts.from_tokens(doc_ids, tokens, len(docs), with_doc_counts)
 
 
 def _as_utf8(column, rows, path, feature, tally):

@@ -93,6 +93,9 @@ class Artifacts:
     def document_frequencies(self, name: str) -> np.ndarray:
         """How many documents (rows) each learned token occurs in, in rank order."""
         state = self._feature(name)["state"]
+        if "document_frequencies_file" not in state:
+            raise ValueError(f"feature {name!r} was analyzed without document frequencies; put "
+                             f"output_mode: tf_idf in its spec and re-run the analyze job")
         data = fs.read_bytes(fs.join(self.root, state["document_frequencies_file"]))
         return np.array(data.split(), dtype=np.int64)
 

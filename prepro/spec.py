@@ -240,6 +240,11 @@ def special_tokens(feature: FeatureSpec):
     return [t for t in (o["mask_token"], o["oov_token"]) if t is not None]
 
 
+def needs_document_frequencies(feature: FeatureSpec) -> bool:
+    """Document frequencies cost a second count; only tf_idf and a df threshold use them."""
+    return feature.options["output_mode"] == "tf_idf" or feature.min_document_frequency > 1
+
+
 def max_learned_tokens(feature: FeatureSpec) -> Optional[int]:
     m = feature.options["max_tokens"]
     return None if m is None else m - token_start(feature)

@@ -78,18 +78,31 @@ def split_characters(docs: pa.Array) -> Tokens:
     return doc_ids.astype(np.int64), tokens
 
 
-def ngrams(tokens: Tokens, widths: Any) -> Tokens:
-    """tf.strings.ngrams(ngram_width=widths, separator=" "): an int n means 1..n."""
-    if widths is None:
+def ngram_widths(ngrams: Any) -> Tuple[int, ...]:
+    """TextVectorization's `ngrams`: None -> (1,), an int n -> 1..n, a sequence as given."""
+    if ngrams is None:
+        return (1,)
+    return tuple(range(1, ngrams + 1)) if isinstance(ngrams, int) else tuple(ngrams)
+
+
+def window_starts(doc_ids: np.ndarray, width: int) -> np.ndarray:
+    """Positions i where tokens i..i+width-1 all belong to one document (doc_ids sorted)."""
+    if len(doc_ids) < width:
+        return np.zeros(0, np.int64)
+    starts = np.arange(len(doc_ids) - width + 1, dtype=np.int64)
+    if width > 1:
+        starts = starts[doc_ids[starts] == doc_ids[starts + width - 1]]
+    return starts
+
+
+def ngrams(tokens: Tokens, ngrams: Any) -> Tokens:
+    """tf.strings.ngrams(ngram_width=widths, separator=" ") for every width."""
+    if ngrams is None:
         return tokens
-    widths = tuple(range(1, widths + 1)) if isinstance(widths, int) else tuple(widths)
     doc_ids, values = tokens
     parts_ids, parts_tokens = [], []
-    for width in widths:
-        # A gram starts at i when tokens i..i+width-1 belong to the same document.
-        starts = np.arange(len(values) - width + 1, dtype=np.int64) if len(values) >= width else np.zeros(0, np.int64)
-        if width > 1 and len(starts):
-            starts = starts[doc_ids[starts] == doc_ids[starts + width - 1]]
+    for width in ngram_widths(ngrams):
+        starts = window_starts(doc_ids, width)
         pieces = [values.take(pa.array(starts + k)) for k in range(width)]
         grams = pieces[0] if width == 1 else pc.binary_join_element_wise(*pieces, NGRAM_SEPARATOR)
         parts_ids.append(doc_ids[starts])
@@ -97,10 +110,24 @@ def ngrams(tokens: Tokens, widths: Any) -> Tokens:
     return np.concatenate(parts_ids), pa.concat_arrays(parts_tokens)
 
 
+def unigrams(docs: pa.Array, options: dict) -> Tokens:
+    """standardize, then split: the tokens n-grams are built from."""
+    return split(standardize(_binary(docs), options["standardize"]), options["split"])
+
+
 def tokenize(docs: pa.Array, options: dict) -> Tokens:
     """The whole TextVectorization preprocessing for one batch of documents."""
-    docs = standardize(_binary(docs), options["standardize"])
-    return ngrams(split(docs, options["split"]), options["ngrams"])
+    return ngrams(unigrams(docs, options), options["ngrams"])
+
+
+def widths_never_collide(options: dict) -> bool:
+    """Whether n-grams of different widths can never be the same string.
+
+    With whitespace split a w-gram holds exactly w-1 spaces; with character split it
+    holds 2w-1 code points. Other splits can make a unigram equal a bigram ("a b"),
+    which Keras counts as one token.
+    """
+    return ngram_widths(options["ngrams"]) == (1,) or options["split"] in ("whitespace", "character")
 
 
 def _resolve(how: Any) -> Any:

@@ -44,6 +44,12 @@ def sort_key(count: int, token: Token):
     return (count, token)
 
 
+# The characters `str.splitlines` breaks at (Keras re-reads `.keras` vocabulary assets
+# with it); a token holding one cannot be a line of a vocabulary file.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_LINE_BREAK_PATTERN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in LINE_BREAKS) + "]"  # RE2 syntax
+
+
 def is_file_safe(token: Token) -> bool:
     """Whether `token` survives a vocabulary file and a `.keras` save/load round trip."""
     if isinstance(token, (int, np.integer)):
@@ -54,7 +60,24 @@ def is_file_safe(token: Token) -> bool:
         text = token.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return text.splitlines() == [text]
+    return not any(c in LINE_BREAKS for c in text)
+
+
+def file_unsafe_positions(tokens) -> List[int]:
+    """`is_file_safe` for an Arrow array of tokens at once: positions of unsafe ones."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    if pa.types.is_integer(tokens.type) or len(tokens) == 0:
+        return []
+    tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
+    text = tokens.cast(pa.binary()).view(pa.string())
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:  # not UTF-8 (never from the job, whose policy rejects it)
+        return [i for i, t in enumerate(tokens.to_pylist()) if not is_file_safe(t)]
+    unsafe = pc.or_(pc.equal(pc.binary_length(tokens), 0),
+                    pc.match_substring_regex(text, _LINE_BREAK_PATTERN))
+    return np.flatnonzero(unsafe.to_numpy(zero_copy_only=False)).tolist()
 
 
 def encode_token(token: Token) -> bytes:

@@ -37,8 +37,8 @@ def test_manifest_records_format_spec_figures_files_and_provenance(artifact):
     assert manifest["spec"]["features"]["flight"]["config"]["max_tokens"] == 3
     figures = manifest["features"]["carrier"]["figures"]
     assert figures["rows"] == 5 and figures["tokens_kept"] == 3
-    assert set(manifest["files"]) == {f"{f}/{name}" for f in ("carrier", "flight")
-                                      for name in ("vocabulary.txt", "document_frequencies.txt")}
+    # Document frequencies are written only for tf_idf or a df threshold.
+    assert set(manifest["files"]) == {"carrier/vocabulary.txt", "flight/vocabulary.txt"}
     for relpath, entry in manifest["files"].items():
         assert entry["bytes"] == os.path.getsize(artifact / relpath)
         assert len(entry["sha256"]) == 64
@@ -48,7 +48,6 @@ def test_manifest_records_format_spec_figures_files_and_provenance(artifact):
     assert {"apache-beam", "pyarrow"} <= set(provenance["versions"])
     # Keras's file format: one token per line; the flight cut keeps 2 of 3 (max_tokens 3).
     assert (artifact / "flight" / "vocabulary.txt").read_text() == "2\n1\n"
-    assert (artifact / "flight" / "document_frequencies.txt").read_text() == "2\n2\n"
 
 
 def test_directory_without_manifest_is_not_an_artifact(artifact):

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prepro import vocab
+from prepro.text import window_starts
 
 _COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past this many rows
 
@@ -43,17 +44,66 @@ class TokenCounts:
         return cls(token_type)
 
     @classmethod
-    def from_tokens(cls, doc_ids: np.ndarray, tokens: pa.Array, documents: int) -> "TokenCounts":
-        """Counts one batch: `tokens[i]` occurred in document `doc_ids[i]`."""
+    def from_tokens(cls, doc_ids: np.ndarray, tokens: pa.Array, documents: int,
+                    with_doc_counts: bool = True) -> "TokenCounts":
+        """Counts one batch: `tokens[i]` occurred in document `doc_ids[i]`.
+
+        Without `with_doc_counts`, `doc_count` is left 0 (it costs a second group-by).
+        """
         token_type = tokens.type
         if len(tokens) == 0:
             return cls(token_type, documents=documents)
         pairs = pa.table({"doc": pa.array(doc_ids, pa.int64()), "token": tokens})
         counts = pairs.group_by("token").aggregate([("doc", "count")]).rename_columns(["token", "count"])
-        per_doc = pairs.group_by(["token", "doc"]).aggregate([]).group_by("token").aggregate([("doc", "count")])
-        per_doc = per_doc.rename_columns(["token", "doc_count"])
-        table = counts.join(per_doc, "token").select(["token", "count", "doc_count"])
+        if with_doc_counts:
+            per_doc = pairs.group_by(["token", "doc"]).aggregate([]).group_by("token").aggregate([("doc", "count")])
+            per_doc = per_doc.rename_columns(["token", "doc_count"])
+            table = counts.join(per_doc, "token").select(["token", "count", "doc_count"])
+        else:
+            table = counts.append_column("doc_count", pa.array(np.zeros(counts.num_rows, np.int64)))
         return cls(token_type, [table.cast(_schema(token_type))], documents, len(tokens))
+
+    @classmethod
+    def from_ngram_ids(cls, doc_ids: np.ndarray, ids: np.ndarray, dictionary: pa.Array,
+                       widths: Sequence[int], documents: int, with_doc_counts: bool = True,
+                       separator: bytes = b" ") -> Optional["TokenCounts"]:
+        """Counts the n-grams of dictionary-encoded tokens (`dictionary[ids[i]]` in
+        document `doc_ids[i]`, documents contiguous) without building the string of
+        every occurrence: each window becomes one int64 key (its token ids in base
+        len(dictionary)), keys are counted by sorting, and only the distinct n-grams
+        are joined into strings. About 3x faster than hashing every n-gram string.
+
+        The caller guarantees that different widths never give the same string (see
+        `text.widths_never_collide`). Returns None when a key would not fit in 63 bits;
+        the caller then counts strings with `from_tokens`.
+        """
+        base = max(len(dictionary), 1)
+        per_doc = documents if with_doc_counts else 1
+        if any(base ** w * per_doc >= 1 << 63 for w in widths):
+            return None
+        tables, occurrences = [], 0
+        ids = ids.astype(np.int64)
+        for width in widths:
+            if width == 1:
+                keys, key_docs = ids, doc_ids
+            else:
+                starts = window_starts(doc_ids, width)
+                keys, key_docs = ids[starts], doc_ids[starts]
+                for j in range(1, width):
+                    keys = keys * base + ids[starts + j]
+            if not len(keys):
+                continue
+            distinct, counts, doc_counts = _count_keys(keys, key_docs if with_doc_counts else None,
+                                                       per_doc, base if width == 1 else None)
+            parts = [dictionary.take(pa.array((distinct // base ** (width - 1 - j)) % base))
+                     for j in range(width)]
+            tokens = parts[0] if width == 1 else pc.binary_join_element_wise(*parts, separator)
+            tables.append(pa.table({"token": tokens, "count": counts, "doc_count": doc_counts},
+                                   schema=_schema(dictionary.type)))
+            occurrences += len(keys)
+        # Widths never collide, so the tables concatenate into one aggregated table.
+        table = pa.concat_tables(tables).combine_chunks() if tables else None
+        return cls(dictionary.type, [table] if table is not None else [], documents, occurrences)
 
     def merge(self, other: "TokenCounts") -> "TokenCounts":
         merged = TokenCounts(self.token_type, self._tables + other._tables,
@@ -87,6 +137,12 @@ class TokenCounts:
     def ranked(self, limit: Optional[int] = None) -> pa.Table:
         """Tokens in Keras's order (count desc, token desc), cut to `limit`."""
         table = self.table()
+        if limit is not None and table.num_rows > limit:
+            # Only tokens counted at least as often as the limit-th largest count can
+            # make the cut: a linear-time partition spares sorting the long tail.
+            counts = table["count"].to_numpy()
+            kth = np.partition(counts, len(counts) - limit)[len(counts) - limit]
+            table = table.filter(pc.greater_equal(table["count"], kth))
         order = pc.sort_indices(table, sort_keys=[("count", "descending"), ("token", "descending")])
         if limit is not None:
             order = order[:limit]
@@ -117,6 +173,24 @@ class TokenCounts:
         return (TokenCounts, (self.token_type, self._tables, self.documents, self.occurrences))
 
 
+def _count_keys(keys: np.ndarray, doc_ids: Optional[np.ndarray], num_docs: int, dense_base: Optional[int]):
+    """Distinct keys with their counts and (when `doc_ids` is given) the number of
+    distinct documents each occurs in, by one sort of key * num_docs + doc."""
+    if doc_ids is None:
+        if dense_base is not None:  # unigram ids are dense: a histogram is enough
+            histogram = np.bincount(keys, minlength=dense_base)
+            distinct = np.flatnonzero(histogram)
+            return distinct, histogram[distinct], np.zeros(len(distinct), np.int64)
+        ordered = np.sort(keys)
+        firsts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+        return ordered[firsts], np.diff(np.append(firsts, len(ordered))), np.zeros(len(firsts), np.int64)
+    combined = np.sort(keys * num_docs + doc_ids)
+    grams = combined // num_docs
+    firsts = np.flatnonzero(np.concatenate([[True], grams[1:] != grams[:-1]]))
+    new_pair = np.concatenate([[True], combined[1:] != combined[:-1]])
+    return grams[firsts], np.diff(np.append(firsts, len(grams))), np.add.reduceat(new_pair.astype(np.int64), firsts)
+
+
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: spreads bits so `h % n` is balanced."""
     h = h.astype(np.uint64, copy=True)
@@ -133,39 +207,39 @@ def shard_of(tokens: pa.Array, num_shards: int) -> np.ndarray:
     """A stable shard number per token, the same on every worker and every run.
 
     Written here because Arrow exposes no stable hash kernel and hashing each token
-    in Python would cost a Python call per token: a polynomial over the bytes,
-    vectorised with NumPy, then splitmix64.
+    in Python would cost a Python call per token. A shard only balances work (the
+    result never depends on it), so strings are hashed from their length and their
+    first 16 and last 8 bytes, read as unaligned 64-bit words in a few vector
+    operations, then mixed with splitmix64.
     """
+    if num_shards == 1:
+        return np.zeros(len(tokens), np.int64)
     if pa.types.is_integer(tokens.type):
         h = _mix(tokens.to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64))
         return (h % np.uint64(num_shards)).astype(np.int64)
     if len(tokens) == 0:
         return np.zeros(0, np.int64)
     tokens = tokens.cast(pa.binary()) if not pa.types.is_binary(tokens.type) else tokens
-    offsets = np.frombuffer(tokens.buffers()[1], np.int32)[tokens.offset:tokens.offset + len(tokens) + 1].astype(np.int64)
-    data_buf = tokens.buffers()[2]
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    offsets = np.frombuffer(tokens.buffers()[1], np.int32)[tokens.offset:tokens.offset + len(tokens) + 1]
     lo, hi = int(offsets[0]), int(offsets[-1])
-    data = np.append(data[lo:hi], np.uint8(0)).astype(np.uint64)
-    starts = offsets[:-1] - lo
-    lengths = np.diff(offsets)
-    position = np.arange(hi - lo) - np.repeat(starts, lengths)
-    powers = _POWERS[np.minimum(position, len(_POWERS) - 1)]
+    data_buf = tokens.buffers()[2]
+    padded = np.zeros(hi - lo + 24, np.uint8)
+    if data_buf is not None:
+        padded[8:8 + hi - lo] = np.frombuffer(data_buf, np.uint8)[lo:hi]
+    # words[i] = the 8 bytes at padded[i:i+8] (little-endian), for every i.
+    words = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
+    starts = offsets[:-1].astype(np.int64) - lo + 8
+    lengths = np.diff(offsets).astype(np.int64)
+    head = words[starts] & _low_bytes_mask(lengths)
+    middle = words[starts + 8] & _low_bytes_mask(lengths - 8)
+    tail = words[starts + lengths - 8] & ~_low_bytes_mask(8 - lengths)  # last <=8 bytes
     with np.errstate(over="ignore"):
-        weighted = np.append(data[:-1] * powers, np.uint64(0))
-        sums = np.add.reduceat(weighted, np.minimum(starts, hi - lo))
-        sums = np.where(lengths == 0, np.uint64(0), sums) + lengths.astype(np.uint64)
-    return (_mix(sums) % np.uint64(num_shards)).astype(np.int64)
+        h = _mix(_mix(_mix(head ^ lengths.astype(np.uint64)) ^ middle) ^ tail)
+    return (h % np.uint64(num_shards)).astype(np.int64)
 
 
-def _powers(n: int) -> np.ndarray:
-    out = np.empty(n, np.uint64)
-    acc = 1
-    for i in range(n):
-        out[i] = acc
-        acc = (acc * 1099511628211) % (1 << 64)
-    return out
-
-
-# Bytes past the 4096th share a weight; they still count, with a repeated weight.
-_POWERS = _powers(4096)
+def _low_bytes_mask(n: np.ndarray) -> np.ndarray:
+    """Per element, a uint64 with its low min(max(n, 0), 8) bytes set."""
+    n = np.clip(n, 0, 8).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return np.where(n == 8, np.uint64(0xFFFFFFFFFFFFFFFF), (np.uint64(1) << (n * np.uint64(8))) - np.uint64(1))

@@ -1,0 +1,1 @@
+"""Benchmarks: prepro's analyze job against Keras adapt() and TensorFlow Transform."""

@@ -1,0 +1,98 @@
+"""Runs one command and reports its wall time and peak memory as JSON.
+
+    python -m bench.measure --json result.json -- prepro analyze ...
+
+Run each measured thing in its own fresh wrapper: `getrusage(RUSAGE_CHILDREN)` is the
+maximum over every child a process has ever waited for, so one long-lived parent
+measuring several commands would report the largest of them for all.
+
+Peak memory is reported two ways and `peak_mb` is the larger:
+- `children_maxrss_mb`: getrusage(RUSAGE_CHILDREN).ru_maxrss, the exact peak RSS of
+  the largest single process in the tree (every descendant that was waited for);
+- `tree_rss_peak_mb`: the largest sum of RSS over the command's live process tree,
+  sampled every `--interval` seconds (catches concurrent worker processes, which
+  ru_maxrss never adds up; pages shared between processes are counted in each).
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """Bytes of RSS summed over `proc` and all its live descendants."""
+    total = 0
+    try:
+        members = [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(cmd, interval: float = 0.1) -> dict:
+    """Runs `cmd` to completion; wall time (start-up included) and memory peaks."""
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd)
+    sampler = TreeSampler(child.pid, interval)
+    sampler.start()
+    child.wait()
+    wall = time.perf_counter() - start
+    sampler.stop()
+    # ru_maxrss is in KiB on Linux; MB here are 10**6 bytes.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e6
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    tree = sampler.peak / 1e6
+    return {"cmd": list(cmd), "returncode": child.returncode, "wall_s": wall,
+            "children_maxrss_mb": children, "tree_rss_peak_mb": tree,
+            "peak_mb": max(children, tree), "wrapper_maxrss_mb": own}
+
+
+class TreeSampler(threading.Thread):
+    """Samples the process tree's summed RSS in the background, keeping the peak, so
+    the main thread can block in wait() and the wall time is exact."""
+
+    def __init__(self, pid: int, interval: float):
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._done = threading.Event()
+
+    def run(self):
+        while not self._done.is_set():
+            self.peak = max(self.peak, tree_rss(self.process))
+            self._done.wait(self.interval)
+
+    def stop(self):
+        self._done.set()
+        self.join()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", required=True, help="where to write the result")
+    parser.add_argument("--interval", type=float, default=0.1, help="tree RSS sampling period (s)")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
+    args = parser.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("no command given")
+    result = measure(cmd, args.interval)
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+    return result["returncode"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Benchmark: prepro's analyze job vs Keras adapt() vs TensorFlow Transform.
+
+    python -m bench.run                                   # both workloads, full size
+    python -m bench.run --workloads ngram-tfidf --docs-scale 0.05 --skip tft
+
+For each workload one generated corpus (cached in --data-dir) is given to each tool,
+every tool in its own fresh process under `bench.measure`:
+- prepro: the `prepro analyze` CLI as a user runs it; wall time includes start-up;
+- adapt:  `layer.adapt(docs)` alone (`bench.adapt_job`), then a parity check of the
+          layer built from prepro's artifacts against the adapted one;
+- tft:    tft_beam.AnalyzeDataset on the local FnApiRunner (`bench.tft_job`), the
+          pipeline run only. Off by default for `unigram` (hours); --tft-on unigram.
+Prints one table and writes every figure as JSON (--json).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FEATURE = "review"
+TOOLS = ("prepro", "adapt", "tft")
+
+
+@dataclass(frozen=True)
+class Workload:
+    docs: int
+    config: Dict
+    tft_by_default: bool
+
+
+WORKLOADS = {
+    "ngram-tfidf": Workload(100_000, {"max_tokens": 50000, "output_mode": "tf_idf", "ngrams": 2}, True),
+    "unigram": Workload(1_000_000, {"max_tokens": 50000}, False),
+}
+
+
+@dataclass
+class Case:
+    """One workload at the chosen scale, with its corpus and working directory."""
+    name: str
+    workload: Workload
+    docs: int
+    corpus: str
+    workdir: str
+    results: Dict[str, Dict] = field(default_factory=dict)
+
+    @property
+    def input_mb(self) -> float:
+        return os.path.getsize(self.corpus) / 1e6
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.workdir, *parts)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {', '.join(WORKLOADS)}")
+    parser.add_argument("--docs-scale", type=float, default=1.0, help="multiply every workload's document count")
+    parser.add_argument("--skip", default="", help=f"comma-separated tools not to run: {', '.join(TOOLS)}")
+    parser.add_argument("--tft-on", default="", help="workloads to run TFT on besides the default (ngram-tfidf)")
+    parser.add_argument("--tft-workers", type=int, default=1, help="FnApiRunner workers for TFT (1: in-process)")
+    parser.add_argument("--tft-feed", choices=("arrow", "dicts"), default="arrow", help="TFT input form")
+    parser.add_argument("--data-dir", default=os.path.join(REPO, "bench", "data"),
+                        help="corpora (cached) and run outputs")
+    parser.add_argument("--json", help="results file (default DATA_DIR/results.json)")
+    args = parser.parse_args(argv)
+    args.workloads, args.skip, args.tft_on = (_names(args.workloads, WORKLOADS, parser),
+                                              _names(args.skip, TOOLS, parser),
+                                              _names(args.tft_on, WORKLOADS, parser))
+    args.data_dir = os.path.abspath(args.data_dir)
+    args.json = args.json or os.path.join(args.data_dir, "results.json")
+    return args
+
+
+def _names(text: str, allowed, parser) -> List[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        parser.error(f"unknown {unknown}; choose from {', '.join(allowed)}")
+    return names
+
+
+def prepare(name: str, args) -> Case:
+    """Generates (or reuses) the workload's corpus and makes a clean working directory."""
+    workload = WORKLOADS[name]
+    docs = max(1, round(workload.docs * args.docs_scale))
+    corpus = os.path.join(args.data_dir, f"zipf-{docs}.txt")
+    if not os.path.exists(corpus):
+        log(f"generating {corpus}")
+        subprocess.run([sys.executable, "-m", "bench.corpus", "--docs", str(docs), "--out", corpus],
+                       cwd=REPO, check=True, stdout=sys.stderr)
+    workdir = os.path.join(args.data_dir, "runs", f"{name}-{docs}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    return Case(name, workload, docs, corpus, workdir)
+
+
+def child_env() -> Dict[str, str]:
+    """The environment for every measured process: Keras 3, whatever the caller set."""
+    env = dict(os.environ)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    return env
+
+
+def measured(case: Case, tool: str, cmd: List[str]) -> Dict:
+    """Runs `cmd` under `bench.measure` in a fresh process; its figures, or an error."""
+    figures, logfile = case.path(f"{tool}.measure.json"), case.path(f"{tool}.log")
+    wrapper = [sys.executable, "-m", "bench.measure", "--json", figures, "--"] + cmd
+    with open(logfile, "wb") as out:
+        subprocess.run(wrapper, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+    if not os.path.exists(figures):
+        return {"status": "error", "error": f"bench.measure wrote no result; see {logfile}", "log": logfile}
+    with open(figures) as f:
+        result = {"status": "ok", "log": logfile, "process": json.load(f)}
+    if result["process"]["returncode"] != 0:
+        result.update(status="error", error=f"exit code {result['process']['returncode']}: "
+                                            f"{_tail(logfile)} (full log: {logfile})")
+    return result
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", "replace").strip().splitlines()
+    return " | ".join(text[-lines:])
+
+
+def _child_result(result: Dict, path: str) -> Optional[Dict]:
+    """The JSON a job wrote about itself, or None (and result marked as an error)."""
+    if result["status"] == "ok" and not os.path.exists(path):
+        result.update(status="error", error=f"the job wrote no result; see {result['log']}")
+    if result["status"] != "ok":
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_prepro(case: Case) -> Dict:
+    """`prepro analyze` as a user runs it: wall time and tree peak of the whole command."""
+    spec = case.path("spec.yaml")
+    with open(spec, "w") as f:
+        yaml.safe_dump({"features": {FEATURE: {"source": "text", "layer": "TextVectorization",
+                                               "config": case.workload.config}}}, f)
+    exe = os.path.join(os.path.dirname(sys.executable), "prepro")
+    out = case.path("prepro-artifacts")
+    result = measured(case, "prepro", [exe, "analyze", "--spec", spec, "--input", case.corpus,
+                                       "--format", "text", "--output", out])
+    result["artifacts"] = out
+    if result["status"] == "ok":
+        result.update(wall_s=result["process"]["wall_s"], peak_mb=result["process"]["peak_mb"])
+    return result
+
+
+def run_adapt(case: Case, artifacts: Optional[str]) -> Dict:
+    """adapt() alone (its own clock and ru_maxrss right after it), then the parity check."""
+    out = case.path("adapt.json")
+    cmd = [sys.executable, "-m", "bench.adapt_job", "--corpus", case.corpus, "--feature", FEATURE,
+           "--config", json.dumps(case.workload.config), "--result", out]
+    result = measured(case, "adapt", cmd + (["--artifacts", artifacts] if artifacts else []))
+    job = _child_result(result, out)
+    if job:
+        result.update(job=job, wall_s=job["adapt_s"], peak_mb=job["peak_after_adapt_mb"],
+                      parity=job["parity"], parity_detail=job["detail"])
+    return result
+
+
+def run_tft(case: Case, args, prepro_artifacts: Optional[str]) -> Dict:
+    """TFT's AnalyzeDataset (pipeline time; peak of the whole process tree), and how its
+    vocabulary compares with prepro's."""
+    out, output = case.path("tft.json"), case.path("tft-output")
+    cmd = [sys.executable, "-m", "bench.tft_job", "--corpus", case.corpus, "--output", output,
+           "--config", json.dumps(case.workload.config), "--result", out,
+           "--workers", str(args.tft_workers), "--feed", args.tft_feed]
+    result = measured(case, "tft", cmd)
+    job = _child_result(result, out)
+    if job:
+        result.update(job=job, wall_s=job["pipeline_s"], peak_mb=result["process"]["peak_mb"])
+        if job["vocabulary_file"] and prepro_artifacts:
+            result["vocabulary_vs_prepro"] = compare_vocabularies(job["vocabulary_file"], prepro_artifacts)
+    return result
+
+
+def compare_vocabularies(tft_file: str, prepro_artifacts: str) -> str:
+    """How TFT's vocabulary file relates to prepro's learned tokens (both in rank order)."""
+    import prepro
+    with open(tft_file, "rb") as f:
+        tft_tokens = f.read().decode("utf-8").split("\n")
+    if tft_tokens and tft_tokens[-1] == "":
+        tft_tokens.pop()
+    try:
+        ours = prepro.load(prepro_artifacts).vocabulary(FEATURE)
+    except Exception as e:  # prepro's own failure is reported by its row
+        return f"not compared: {type(e).__name__}: {e}"
+    if tft_tokens == ours:
+        return f"identical to prepro's ({len(ours)} tokens, same order)"
+    missing = len(set(ours) - set(tft_tokens))
+    if missing == 0 and len(tft_tokens) == len(ours):
+        moved = sum(a != b for a, b in zip(tft_tokens, ours))
+        return f"same {len(ours)} tokens as prepro's, {moved} at a different rank"
+    return (f"{len(tft_tokens)} tokens vs prepro's {len(ours)}; {missing} of prepro's "
+            f"are not in TFT's")
+
+
+def run_case(case: Case, args) -> None:
+    """Every tool on one workload, prepro first (adapt's parity check needs its artifacts)."""
+    artifacts = None
+    if "prepro" not in args.skip:
+        case.results["prepro"] = report(case, "prepro", run_prepro(case))
+        if case.results["prepro"]["status"] == "ok":
+            artifacts = case.results["prepro"]["artifacts"]
+    if "adapt" not in args.skip:
+        case.results["adapt"] = report(case, "adapt", run_adapt(case, artifacts))
+    if "tft" in args.skip:
+        case.results["tft"] = {"status": "skipped", "why": "--skip tft"}
+    elif case.workload.tft_by_default or case.name in args.tft_on:
+        case.results["tft"] = report(case, "tft", run_tft(case, args, artifacts))
+    else:
+        case.results["tft"] = {"status": "skipped", "why": f"off by default for {case.name}; --tft-on {case.name}"}
+    for result in case.results.values():
+        if result.get("wall_s"):
+            result["mb_s"] = case.input_mb / result["wall_s"]
+
+
+def report(case: Case, tool: str, result: Dict) -> Dict:
+    if result["status"] == "ok":
+        log(f"[{case.name}] {tool}: {result['wall_s']:.1f} s, peak {result['peak_mb']:.0f} MB"
+            + (f", parity {result['parity']}" if "parity" in result else ""))
+    else:
+        log(f"[{case.name}] {tool}: {result['status'].upper()}: {result.get('error')}")
+    return result
+
+
+def table(cases: List[Case]) -> str:
+    """One row per workload and tool: wall s, MB/s, peak MB, ratios to prepro, parity."""
+    head = (f"{'workload':<12} {'docs':>9} {'MB':>7}  {'tool':<6} {'wall s':>8} {'MB/s':>7} {'peak MB':>8}"
+            f"  {'wall/prepro':>11} {'peak/prepro':>11}  parity")
+    rows = [head, "-" * len(head)]
+    for case in cases:
+        base = case.results.get("prepro", {})
+        for tool in TOOLS:
+            if tool not in case.results:
+                continue
+            r = case.results[tool]
+            lead = f"{case.name:<12} {case.docs:>9,} {case.input_mb:>7.1f}  {tool:<6}"
+            if r["status"] != "ok":
+                rows.append(f"{lead} {r['status']}: {r.get('why') or r.get('error')}")
+                continue
+            rows.append(f"{lead} {r['wall_s']:>8.1f} {r['mb_s']:>7.2f} {r['peak_mb']:>8.0f}"
+                        f"  {_ratio(r, base, 'wall_s'):>11} {_ratio(r, base, 'peak_mb'):>11}"
+                        f"  {r.get('parity', '')}")
+    return "\n".join(rows)
+
+
+def _ratio(result: Dict, base: Dict, key: str) -> str:
+    return f"{result[key] / base[key]:.2f}x" if base.get("status") == "ok" else "n/a"
+
+
+def notes(cases: List[Case]) -> str:
+    lines = ["adapt: wall = the adapt() call only; peak = its process's ru_maxrss right after adapt().",
+             "tft: wall = the Beam pipeline run only (imports excluded); peak = whole process tree.",
+             "prepro: wall = the whole CLI run, start-up included; peak = whole process tree.",
+             "MB = 10^6 bytes; MB/s = corpus bytes / wall; x/prepro > 1 means more than prepro."]
+    for case in cases:
+        for tool, r in case.results.items():
+            if r.get("parity_detail"):
+                lines.append(f"[{case.name}] parity: {r['parity']}: {r['parity_detail']}")
+            if r.get("vocabulary_vs_prepro"):
+                lines.append(f"[{case.name}] tft vocabulary: {r['vocabulary_vs_prepro']}")
+            if r["status"] == "skipped":
+                lines.append(f"[{case.name}] {tool} skipped: {r['why']}")
+    return "\n".join(lines)
+
+
+def write_json(path: str, cases: List[Case], args) -> None:
+    body = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+            "docs_scale": args.docs_scale,
+            "workloads": {c.name: {"docs": c.docs, "corpus": c.corpus, "input_mb": c.input_mb,
+                                   "config": c.workload.config, "tools": c.results} for c in cases}}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(body, f, indent=1)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cases = []
+    for name in args.workloads:
+        case = prepare(name, args)
+        run_case(case, args)
+        cases.append(case)
+    print(table(cases))
+    print()
+    print(notes(cases))
+    write_json(args.json, cases, args)
+    print(f"\nresults: {args.json}")
+    failed = any(r["status"] == "error" or r.get("parity") == "FAIL" for c in cases for r in c.results.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

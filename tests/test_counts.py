@@ -1,0 +1,77 @@
+"""The fast paths agree with the plain definitions they replace."""
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from prepro import text, vocab
+from prepro.stats.counts import TokenCounts, shard_of
+
+
+def random_docs(seed, n=300):
+    rng = random.Random(seed)
+    words = ["a", "b", "ab", "ba", "é", "日本", "x" * 20, "x" * 19 + "y"]
+    return pa.array([" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))) for _ in range(n)],
+                    pa.binary())
+
+
+def as_dict(counts: TokenCounts):
+    t = counts.table()
+    return {tok: (c, d) for tok, c, d in zip(t["token"].to_pylist(), t["count"].to_pylist(),
+                                             t["doc_count"].to_pylist())}
+
+
+@pytest.mark.parametrize("ngrams", [None, 2, 3, (1, 3), (2,)])
+@pytest.mark.parametrize("with_doc_counts", [True, False])
+def test_ngram_ids_equal_string_counting(ngrams, with_doc_counts):
+    docs = random_docs(seed=len(str(ngrams)))
+    options = {"standardize": None, "split": "whitespace", "ngrams": ngrams}
+    doc_ids, tokens = text.unigrams(docs, options)
+    encoded = pc.dictionary_encode(tokens)
+    fast = TokenCounts.from_ngram_ids(doc_ids, encoded.indices.to_numpy(), encoded.dictionary,
+                                      text.ngram_widths(ngrams), len(docs), with_doc_counts)
+    plain = TokenCounts.from_tokens(*text.tokenize(docs, options), len(docs), with_doc_counts)
+    assert as_dict(fast) == as_dict(plain)
+    assert (fast.documents, fast.occurrences) == (plain.documents, plain.occurrences)
+
+
+def test_ngram_ids_refuse_keys_that_overflow():
+    ids = np.arange(10, dtype=np.int64)
+    dictionary = pa.array([b"t%d" % i for i in range(3_000_000)], pa.binary())
+    assert TokenCounts.from_ngram_ids(np.zeros(10, np.int64), ids, dictionary, (1, 3), 1) is None
+
+
+def test_ranked_with_limit_equals_full_sort_cut():
+    rng = np.random.default_rng(0)
+    tokens = pa.array([b"t%d" % i for i in range(5000)], pa.binary())
+    counts = rng.integers(1, 6, 5000)  # heavy ties everywhere
+    table = pa.table({"token": tokens, "count": counts, "doc_count": counts})
+    full = TokenCounts(pa.binary(), [table]).ranked()
+    for limit in (1, 7, 999, 4999, 5000, 6000):
+        assert TokenCounts(pa.binary(), [table]).ranked(limit).equals(full.slice(0, limit))
+
+
+def test_line_breaks_are_exactly_what_splitlines_breaks_at():
+    breaks = [chr(i) for i in range(0x110000)
+              if not 0xD800 <= i <= 0xDFFF and len(("a" + chr(i) + "b").splitlines()) > 1]
+    assert sorted(breaks) == sorted(vocab.LINE_BREAKS)
+
+
+def test_file_unsafe_positions_agree_with_is_file_safe():
+    tokens = [b"a", b"", b"x\n", "y\x85".encode(), b"ok", "z\u2028".encode(), b"q\x1c", b"tab\t",
+              "é".encode(), b"cr\r", b"\xff"]
+    expected = [i for i, t in enumerate(tokens) if not vocab.is_file_safe(t)]
+    assert vocab.file_unsafe_positions(pa.array(tokens, pa.binary())) == expected
+    assert vocab.file_unsafe_positions(pa.array(tokens[:-1], pa.binary())) == expected[:-1]
+
+
+def test_shards_are_stable_balanced_and_slice_independent():
+    tokens = pa.array([b"", b"a", b"abcdefgh", b"abcdefghi", b"x" * 30] + [b"w%d" % i for i in range(40000)])
+    shards = shard_of(tokens, 16)
+    assert shards.tolist() == shard_of(tokens, 16).tolist()
+    assert shard_of(tokens.slice(2, 3), 16).tolist() == shards[2:5].tolist()
+    sizes = np.bincount(shards[5:], minlength=16)
+    assert sizes.min() > 0.9 * 2500 and sizes.max() < 1.1 * 2500
