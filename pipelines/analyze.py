@@ -139,14 +139,15 @@ def _versions():
 
 
 def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, output: str,
-                   work_dir: str, runner_name: str, num_shards: int = DEFAULT_SHARDS):
+                   work_dir: str, runner_name: str, num_shards: int = DEFAULT_SHARDS,
+                   batch_bytes: int = prepro_io.BATCH_BYTES):
     columns = _source_columns(spec)
     token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()}
     paths = [i["path"] for i in inputs]
     batches = (p
                | "Inputs" >> beam.Create(paths)
                | "SpreadFiles" >> beam.Reshuffle()
-               | "Read" >> beam.FlatMap(prepro_io.read_batches, fmt, columns))
+               | "Read" >> beam.FlatMap(prepro_io.read_batches, fmt, columns, batch_bytes))
     extracted = batches | "Extract" >> beam.ParDo(ExtractCounts(spec, num_shards)).with_output_types(
         Tuple[Any, Any]).with_outputs(
         ExtractCounts.TALLY, ExtractCounts.ROWS, main="counts")
@@ -166,8 +167,13 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
 
 
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
-                pipeline_args: Optional[List[str]] = None, num_shards: int = DEFAULT_SHARDS) -> Dict:
-    """Runs the job to completion and returns the manifest it published."""
+                pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None) -> Dict:
+    """Runs the job to completion and returns the manifest it published.
+
+    `num_shards`: how many slices the distinct tokens of a feature are counted and
+    ranked in (default: 1 for an in-process run, else DEFAULT_SHARDS). The result
+    never depends on it.
+    """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
@@ -175,10 +181,12 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     inputs = prepro_io.match_inputs(patterns)
     artifacts.begin_publish(output)
     work_dir = fs.join(output, f".prepro-work-{uuid.uuid4().hex}")
-    runner, options, runner_name = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs))
+    plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs))
+    if num_shards is None:
+        num_shards = 1 if plan.single_process else DEFAULT_SHARDS
     try:
-        with beam.Pipeline(runner=runner, options=options) as p:
-            build_pipeline(p, spec, inputs, fmt, output, work_dir, runner_name, num_shards)
+        with beam.Pipeline(runner=plan.runner, options=plan.options) as p:
+            build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards, plan.batch_bytes)
     except Exception as e:
         raise runners.unwrap_error(e) from None
     finally:

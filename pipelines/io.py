@@ -18,7 +18,8 @@ from pipelines.errors import InputError
 
 FORMATS = ("text", "csv", "jsonl", "parquet", "tfrecord")
 TEXT_COLUMN = "text"
-BATCH_ROWS = 65536
+BATCH_ROWS = 65536          # rows per batch for row-by-row formats (JSON Lines, TFRecord)
+BATCH_BYTES = 16 << 20      # input bytes per batch for text and CSV
 
 
 class Batch(NamedTuple):
@@ -40,7 +41,7 @@ def match_inputs(patterns: List[str]) -> List[Dict]:
     return [{"path": p, "bytes": found[p]} for p in sorted(found)]
 
 
-def read_batches(path: str, fmt: str, columns: Dict[str, str]) -> Iterator[Batch]:
+def read_batches(path: str, fmt: str, columns: Dict[str, str], batch_bytes: int = BATCH_BYTES) -> Iterator[Batch]:
     """Reads `path`; `columns` maps each needed source column to "string" or "int".
 
     Compressed files (.gz, .bz2, .zst, ... as Beam detects them by extension) are
@@ -49,7 +50,7 @@ def read_batches(path: str, fmt: str, columns: Dict[str, str]) -> Iterator[Batch
     reader = _READERS[fmt]
     try:
         with open_input(path) as f:
-            yield from reader(f, path, columns)
+            yield from reader(f, path, columns, batch_bytes)
     except InputError:
         raise
     except (OSError, EOFError, pa.ArrowException) as e:
@@ -87,19 +88,18 @@ class _RawStream(io.RawIOBase):
         super().close()
 
 
-def _read_text(f, path, columns):
+def _read_text(f, path, columns, batch_bytes):
     _require_columns([TEXT_COLUMN], columns, path, "text files have the single column 'text'")
     row, tail = 1, b""
     while True:
-        chunk = f.read(16 << 20)
+        chunk = f.read(batch_bytes)
         if not chunk:
             break
         lines = (tail + chunk).split(b"\n")
         tail = lines.pop()
-        for start in range(0, len(lines), BATCH_ROWS):
-            part = lines[start:start + BATCH_ROWS]
-            yield Batch(path, row, _text_table(part))
-            row += len(part)
+        if lines:
+            yield Batch(path, row, _text_table(lines))
+            row += len(lines)
     if tail:
         yield Batch(path, row, _text_table([tail]))
 
@@ -110,7 +110,7 @@ def _text_table(lines):
     return pa.table({TEXT_COLUMN: pa.array(lines, pa.binary())})
 
 
-def _read_csv(f, path, columns):
+def _read_csv(f, path, columns, batch_bytes):
     from pyarrow import csv
     with open_input(path) as head:
         header = csv.open_csv(io.BytesIO(_first_line(head)), read_options=csv.ReadOptions(block_size=1 << 20))
@@ -130,7 +130,7 @@ def _read_csv(f, path, columns):
     row = 1
     try:
         reader = csv.open_csv(
-            f, read_options=csv.ReadOptions(block_size=8 << 20),
+            f, read_options=csv.ReadOptions(block_size=batch_bytes),
             parse_options=csv.ParseOptions(invalid_row_handler=bad_row, newlines_in_values=True),
             convert_options=csv.ConvertOptions(include_columns=list(columns), column_types=types,
                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
@@ -166,7 +166,7 @@ def _find_bad_csv_row(path, num_columns):
     return None
 
 
-def _read_jsonl(f, path, columns):
+def _read_jsonl(f, path, columns, batch_bytes):
     import json
     from pyarrow import json as pa_json
     # Row by row so every error names its row; json.loads is C, and values go into
@@ -222,7 +222,7 @@ def _python_column(values, kind, name, path, first):
         raise InputError(f"column '{name}': integer out of int64 range ({e})", path=path, row=first) from None
 
 
-def _read_parquet(f, path, columns):
+def _read_parquet(f, path, columns, batch_bytes):
     import pyarrow.parquet as pq
     parquet = pq.ParquetFile(f)
     _require_columns(columns, parquet.schema_arrow.names, path, "Parquet schema")
@@ -232,7 +232,7 @@ def _read_parquet(f, path, columns):
         row += record_batch.num_rows
 
 
-def _read_tfrecord(f, path, columns):
+def _read_tfrecord(f, path, columns, batch_bytes):
     # Beam's TFRecord framing reader (it checks the CRCs); tfx-bsl decodes Examples
     # into Arrow in C++, without importing TensorFlow.
     from apache_beam.io.tfrecordio import _TFRecordUtil

@@ -2,11 +2,13 @@
 
 The default is Beam's FnApiRunner. DirectRunner would first try to download the
 Prism binary; FnApiRunner never does. Inputs under `IN_PROCESS_BYTES` run in-process
-(worker processes cost ~5 s to start); larger ones use one worker process per core.
+(worker processes cost ~5 s to start) with one vocabulary shard and large batches;
+larger ones use one worker process per core.
 Any other runner (DataflowRunner, FlinkRunner, SparkRunner, DaskRunner...) is chosen
 with --runner and configured with Beam's own pipeline options.
 """
 
+import dataclasses
 import multiprocessing
 import re
 from typing import List, Tuple
@@ -17,11 +19,26 @@ IN_PROCESS_BYTES = 64 << 20
 LOCAL_NAMES = (None, "", "local", "FnApiRunner")
 
 
-def make_runner(pipeline_args: List[str], total_bytes: int = 0) -> Tuple[object, PipelineOptions, str]:
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a job runs: the Beam runner and options, plus what prepro tunes to them."""
+    runner: object
+    options: PipelineOptions
+    name: str
+    single_process: bool   # one in-process worker: no sharding or small batches needed
+
+    @property
+    def batch_bytes(self) -> int:
+        """Input bytes per batch: big in one process (fewer partial counts to merge),
+        smaller with several workers (work to spread)."""
+        return IN_PROCESS_BYTES if self.single_process else 16 << 20
+
+
+def make_runner(pipeline_args: List[str], total_bytes: int = 0) -> Plan:
     options = PipelineOptions(pipeline_args)
     name = options.view_as(StandardOptions).runner
     if name not in LOCAL_NAMES:
-        return name, options, name
+        return Plan(name, options, name, single_process=False)
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     options.view_as(StandardOptions).runner = None
     direct = options.view_as(DirectOptions)
@@ -29,7 +46,8 @@ def make_runner(pipeline_args: List[str], total_bytes: int = 0) -> Tuple[object,
         direct.direct_num_workers = 1 if total_bytes < IN_PROCESS_BYTES else multiprocessing.cpu_count()
     if direct.direct_running_mode in (None, "in_memory"):
         direct.direct_running_mode = "in_memory" if direct.direct_num_workers == 1 else "multi_processing"
-    return FnApiRunner(), options, "FnApiRunner"
+    single = direct.direct_num_workers == 1 and direct.direct_running_mode == "in_memory"
+    return Plan(FnApiRunner(), options, "FnApiRunner", single_process=single)
 
 
 def unwrap_error(error: Exception) -> Exception:

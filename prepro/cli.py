@@ -22,7 +22,7 @@ def main(argv=None) -> int:
                    help="file, glob or gs:// path; repeat for several")
     a.add_argument("--format", required=True, choices=("text", "csv", "jsonl", "parquet", "tfrecord"))
     a.add_argument("--output", required=True, help="artifact directory (local or gs://)")
-    a.add_argument("--shards", type=int, default=None, help="vocabulary shards (default 16)")
+    a.add_argument("--shards", type=int, default=None, help="vocabulary shards (default: 1 in-process, else 16)")
     i = sub.add_parser("inspect", help="print the figures to check before training")
     i.add_argument("artifacts")
     i.add_argument("--top", type=int, default=10, help="top tokens to show per feature")
@@ -42,10 +42,10 @@ def main(argv=None) -> int:
 def _analyze(args, beam_args) -> int:
     from prepro.spec import load_spec
     spec = load_spec(args.spec)
-    from pipelines.analyze import DEFAULT_SHARDS, run_analyze
+    from pipelines.analyze import run_analyze
     start = time.time()
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
-                           num_shards=args.shards or DEFAULT_SHARDS)
+                           num_shards=args.shards)
     prov = manifest["provenance"]
     print(f"prepro analyze: {prov['rows_read']} rows from {len(prov['inputs'])} file(s), "
           f"{len(manifest['features'])} feature(s), {time.time() - start:.1f} s on {prov['runner']} "
