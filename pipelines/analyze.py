@@ -39,7 +39,10 @@ class ExtractCounts(beam.DoFn):
     def process(self, batch):
         yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
         for name, feature in sorted(self._spec.features.items()):
-            counts, tally = feature_counts(batch, feature)
+            try:
+                counts, tally = feature_counts(batch, feature)
+            except InputError as e:
+                raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
             yield beam.pvalue.TaggedOutput(self.TALLY, (name, tally))
             for shard, part in enumerate(counts.shards(self._num_shards)):
                 if part.table().num_rows or part.documents:
@@ -143,9 +146,9 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
                    batch_bytes: int = prepro_io.BATCH_BYTES):
     columns = _source_columns(spec)
     token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()}
-    paths = [i["path"] for i in inputs]
+    tasks = prepro_io.plan_reads(inputs, fmt, batch_bytes)
     batches = (p
-               | "Inputs" >> beam.Create(paths)
+               | "Inputs" >> beam.Create(tasks)
                | "SpreadFiles" >> beam.Reshuffle()
                | "Read" >> beam.FlatMap(prepro_io.read_batches, fmt, columns, batch_bytes))
     extracted = batches | "Extract" >> beam.ParDo(ExtractCounts(spec, num_shards)).with_output_types(
@@ -167,12 +170,14 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
 
 
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
-                pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None) -> Dict:
+                pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
+                batch_bytes: Optional[int] = None) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `num_shards`: how many slices the distinct tokens of a feature are counted and
-    ranked in (default: 1 for an in-process run, else DEFAULT_SHARDS). The result
-    never depends on it.
+    ranked in (default: 1 for an in-process run, else DEFAULT_SHARDS). `batch_bytes`:
+    input bytes per batch and per part of a split text/JSON Lines file (default: 64 MB
+    in-process, else 16 MB). The result never depends on either.
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -186,7 +191,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
         num_shards = 1 if plan.single_process else DEFAULT_SHARDS
     try:
         with beam.Pipeline(runner=plan.runner, options=plan.options) as p:
-            build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards, plan.batch_bytes)
+            build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
+                           batch_bytes or plan.batch_bytes)
     except Exception as e:
         raise runners.unwrap_error(e) from None
     finally:

@@ -8,7 +8,13 @@ class InputError(ValueError):
             f"file {path}" if path else None,
             f"row {row}" if row is not None else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
-        self.path, self.row, self.feature = path, row, feature
+        self.detail, self.path, self.row, self.feature = message, path, row, feature
+
+    def shifted(self, rows_before: int) -> "InputError":
+        """The same error with its row counted from the start of the file, for a
+        reader that started `rows_before` rows into it."""
+        return InputError(self.detail, self.path, self.row + rows_before if self.row is not None else None,
+                          self.feature)
 
     def __reduce__(self):  # survive pickling between Beam workers with the full message
         return (InputError, (self.args[0],))

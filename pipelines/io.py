@@ -10,7 +10,7 @@ errors that name the file and row. Parallelism is per file; shard large inputs.
 """
 
 import io
-from typing import Dict, Iterator, List, NamedTuple
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pyarrow as pa
 
@@ -24,8 +24,36 @@ BATCH_BYTES = 16 << 20      # input bytes per batch for text and CSV
 
 class Batch(NamedTuple):
     path: str
-    first_row: int          # 1-based number of the batch's first data row in its file
+    first_row: int          # 1-based number of the batch's first row in its part of the file
     table: pa.Table
+    part_offset: int = 0    # byte offset of that part (0: rows count from the file's start)
+
+
+class ReadTask(NamedTuple):
+    """A file, or for line-based formats the lines that start in [start, end)."""
+    path: str
+    start: int = 0
+    end: Optional[int] = None
+
+
+SPLITTABLE = ("text", "jsonl")  # one row per line, so a byte range maps to whole rows
+
+
+def plan_reads(inputs: List[Dict], fmt: str, part_bytes: int) -> List[ReadTask]:
+    """Splits large uncompressed text and JSON Lines files into parts of ~part_bytes,
+    so several workers share one big file; other files are read whole."""
+    from apache_beam.io.filesystem import CompressionTypes
+    tasks = []
+    for i in inputs:
+        path, size = i["path"], i["bytes"]
+        splittable = fmt in SPLITTABLE and \
+            CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
+        if not splittable or size <= part_bytes:
+            tasks.append(ReadTask(path))
+            continue
+        bounds = list(range(0, size, part_bytes)) + [size]
+        tasks.extend(ReadTask(path, a, b) for a, b in zip(bounds, bounds[1:]))
+    return tasks
 
 
 def match_inputs(patterns: List[str]) -> List[Dict]:
@@ -41,20 +69,84 @@ def match_inputs(patterns: List[str]) -> List[Dict]:
     return [{"path": p, "bytes": found[p]} for p in sorted(found)]
 
 
-def read_batches(path: str, fmt: str, columns: Dict[str, str], batch_bytes: int = BATCH_BYTES) -> Iterator[Batch]:
-    """Reads `path`; `columns` maps each needed source column to "string" or "int".
-
-    Compressed files (.gz, .bz2, .zst, ... as Beam detects them by extension) are
-    decompressed while streaming.
+def read_batches(task, fmt: str, columns: Dict[str, str], batch_bytes: int = BATCH_BYTES) -> Iterator[Batch]:
+    """Reads a `ReadTask` (or a path); `columns` maps each needed source column to
+    "string" or "int". Compressed files (.gz, .bz2, .zst, ... as Beam detects them by
+    extension) are decompressed while streaming.
     """
-    reader = _READERS[fmt]
+    task = ReadTask(task) if isinstance(task, str) else task
+    path, reader, offset = task.path, _READERS[fmt], 0
     try:
         with open_input(path) as f:
-            yield from reader(f, path, columns, batch_bytes)
-    except InputError:
-        raise
+            if task.start or task.end is not None:
+                lines = _LineRange(f, task.start, task.end)
+                offset, f = lines.first_line_offset, io.BufferedReader(lines, buffer_size=1 << 20)
+            for batch in reader(f, path, columns, batch_bytes):
+                yield batch._replace(part_offset=offset)
+    except InputError as e:
+        raise with_file_rows(e, path, offset) from None
     except (OSError, EOFError, pa.ArrowException) as e:
         raise InputError(f"cannot read as {fmt}: {e}", path=path) from None
+
+
+def with_file_rows(error: InputError, path: str, part_offset: int) -> InputError:
+    """An error from a part of a file, with its row counted from the file's start.
+
+    Counting the lines before the part costs a read of them, so it is done only here,
+    on the error path."""
+    if not part_offset or error.row is None:
+        return error
+    rows_before = 0
+    with open_input(path) as f:
+        remaining = part_offset
+        while remaining:
+            chunk = f.read(min(remaining, 16 << 20))
+            if not chunk:
+                break
+            rows_before += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return error.shifted(rows_before)
+
+
+class _LineRange(io.RawIOBase):
+    """The lines of a seekable file that start at a byte offset in [start, end): each
+    line belongs to exactly one range, whatever the range boundaries."""
+
+    def __init__(self, f, start: int, end: Optional[int]):
+        self._f, self._end, self._pending = f, end, b""
+        if start:
+            f.seek(start - 1)
+            f.readline()  # the line holding byte start-1 belongs to the previous range
+        self.first_line_offset = self._position = f.tell()
+        self._at_line_start = True
+        self._done = end is not None and self._position >= end
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if not self._pending:
+            self._pending = self._next_piece(len(buffer))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _next_piece(self, size: int) -> bytes:
+        if self._done:
+            return b""
+        if self._end is not None and self._position >= self._end:
+            # Finish the line that started before `end`, unless the last byte read
+            # ended it: the line starting at `end` belongs to the next range.
+            data = self._f.readline() if not self._at_line_start else b""
+            self._done = True
+        else:
+            data = self._f.read(size if self._end is None else min(size, self._end - self._position))
+            self._done = not data
+        self._position += len(data)
+        if data:
+            self._at_line_start = data.endswith(b"\n")
+        return data
 
 
 def open_input(path: str) -> io.BufferedIOBase:
@@ -193,9 +285,9 @@ def _read_jsonl(f, path, columns, batch_bytes):
 def _json_table(rows, columns, path, first):
     out = {}
     for name, kind in columns.items():
+        # An absent key is a missing value, like null; a column absent everywhere
+        # ends the job with "no tokens to learn" for its features.
         values = [r.get(name) for r in rows]
-        if all(v is None for v in values) and not any(name in r for r in rows):
-            raise InputError(f"column '{name}' is missing from every row of this batch", path=path, row=first)
         out[name] = _python_column(values, kind, name, path, first)
     return pa.table(out)
 

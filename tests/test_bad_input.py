@@ -381,3 +381,28 @@ def test_cli_success_returns_zero(tmp_path, capsys):
     assert code == 0, err
     assert "2 rows from 1 file(s)" in out
     assert prepro.load(str(tmp_path / "out")).features == ["carrier", "flight_id"]
+
+
+@pytest.mark.parametrize("batch_bytes", [64, 1 << 20])
+def test_rows_are_counted_from_the_file_start_in_split_files(tmp_path, batch_bytes):
+    # 400 lines of ~20 bytes: with 64-byte parts the bad line is in a late part.
+    lines = [json.dumps({"carrier": f"C{i:04d}"}) for i in range(400)]
+    lines[356] = '{"carrier": '
+    path = write(tmp_path / "rows.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(InputError) as info:
+        run_analyze(make_spec(carrier=string_lookup("carrier")), [str(path)], "jsonl",
+                    str(tmp_path / "out"), batch_bytes=batch_bytes)
+    assert_names_row(str(info.value), 357)
+    text = write(tmp_path / "reviews.txt", b"good\n" * 300 + b"bad \xff\n" + b"good\n" * 10)
+    with pytest.raises(InputError) as info:
+        run_analyze(make_spec(review=text_vectorization()), [str(text)], "text", str(tmp_path / "out2"),
+                    batch_bytes=batch_bytes)
+    assert_names_row(str(info.value), 301)
+
+
+def test_jsonl_column_absent_everywhere_names_the_feature(tmp_path):
+    path = write(tmp_path / "rows.jsonl", '{"carrier": "AA"}\n{"carrier": "UA"}\n')
+    spec = make_spec(carrier=string_lookup("carrier"), airline=string_lookup("airline_code"))
+    message = analyze_error(spec, [path], "jsonl", tmp_path / "out")
+    assert_names_feature(message, "airline")
+    assert "no tokens to learn" in message and "0 values" in message

@@ -200,3 +200,11 @@ def test_repeated_run_same_bytes(corpus, tmp_path):
     first = analyze(corpus["parts"], tmp_path / "out")
     second = analyze(corpus["parts"], tmp_path / "out")
     assert_same_bytes(first, second)
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 997, 20000])
+def test_split_files_and_batch_size(corpus, tmp_path, batch_bytes):
+    """Parts of a split file (and batches) of any size give the same artifacts."""
+    files = analyze([corpus["whole"]], tmp_path / "out", batch_bytes=batch_bytes)
+    single = analyze([corpus["whole"]], tmp_path / "single")
+    assert_same_bytes(files, single)
