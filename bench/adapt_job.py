@@ -61,6 +61,7 @@ def check_parity(adapted, artifacts: str, feature: str, probe) -> dict:
 
 
 def _vocabulary_difference(built, adapted) -> str:
+    built, adapted = [str(t) for t in built], [str(t) for t in adapted]
     first = next((i for i, (a, b) in enumerate(zip(built, adapted)) if a != b), min(len(built), len(adapted)))
     return (f"vocabularies differ: prepro {len(built)} entries, adapt {len(adapted)}; first "
             f"difference at index {first}: prepro {built[first:first + 3]!r}, adapt {adapted[first:first + 3]!r}")

@@ -12,6 +12,8 @@ Peak memory is reported two ways and `peak_mb` is the larger:
 - `tree_rss_peak_mb`: the largest sum of RSS over the command's live process tree,
   sampled every `--interval` seconds (catches concurrent worker processes, which
   ru_maxrss never adds up; pages shared between processes are counted in each).
+Linux carries ru_maxrss across fork and exec, so the command starts from this
+wrapper's own high-water mark (`wrapper_maxrss_mb`, ~17 MB): keep the wrapper small.
 """
 
 import argparse

@@ -9,7 +9,7 @@ every tool in its own fresh process under `bench.measure`:
 - adapt:  `layer.adapt(docs)` alone (`bench.adapt_job`), then a parity check of the
           layer built from prepro's artifacts against the adapted one;
 - tft:    tft_beam.AnalyzeDataset on the local FnApiRunner (`bench.tft_job`), the
-          pipeline run only. Off by default for `unigram` (hours); --tft-on unigram.
+          pipeline run only. Off by default for `unigram` (slow); --tft-on unigram.
 Prints one table and writes every figure as JSON (--json).
 """
 
@@ -212,19 +212,18 @@ def compare_vocabularies(tft_file: str, prepro_artifacts: str) -> str:
 
 def run_case(case: Case, args) -> None:
     """Every tool on one workload, prepro first (adapt's parity check needs its artifacts)."""
-    artifacts = None
-    if "prepro" not in args.skip:
-        case.results["prepro"] = report(case, "prepro", run_prepro(case))
-        if case.results["prepro"]["status"] == "ok":
-            artifacts = case.results["prepro"]["artifacts"]
-    if "adapt" not in args.skip:
-        case.results["adapt"] = report(case, "adapt", run_adapt(case, artifacts))
-    if "tft" in args.skip:
-        case.results["tft"] = {"status": "skipped", "why": "--skip tft"}
-    elif case.workload.tft_by_default or case.name in args.tft_on:
-        case.results["tft"] = report(case, "tft", run_tft(case, args, artifacts))
-    else:
+    for tool in args.skip:
+        case.results[tool] = {"status": "skipped", "why": f"--skip {tool}"}
+    if not (case.workload.tft_by_default or case.name in args.tft_on or "tft" in args.skip):
         case.results["tft"] = {"status": "skipped", "why": f"off by default for {case.name}; --tft-on {case.name}"}
+    artifacts = None
+    if "prepro" not in case.results:
+        case.results["prepro"] = report(case, "prepro", run_prepro(case))
+        artifacts = case.results["prepro"]["artifacts"] if case.results["prepro"]["status"] == "ok" else None
+    if "adapt" not in case.results:
+        case.results["adapt"] = report(case, "adapt", run_adapt(case, artifacts))
+    if "tft" not in case.results:
+        case.results["tft"] = report(case, "tft", run_tft(case, args, artifacts))
     for result in case.results.values():
         if result.get("wall_s"):
             result["mb_s"] = case.input_mb / result["wall_s"]
@@ -280,8 +279,8 @@ def notes(cases: List[Case]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, cases: List[Case], args) -> None:
-    body = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+def write_json(path: str, cases: List[Case], args, code: Dict[str, str]) -> None:
+    body = {"prepro_code": code, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
             "docs_scale": args.docs_scale,
             "workloads": {c.name: {"docs": c.docs, "corpus": c.corpus, "input_mb": c.input_mb,
                                    "config": c.workload.config, "tools": c.results} for c in cases}}
@@ -290,21 +289,36 @@ def write_json(path: str, cases: List[Case], args) -> None:
         json.dump(body, f, indent=1)
 
 
+def source_state() -> str:
+    """The commit the measured prepro code is at, marked if prepro/ or pipelines/ has
+    uncommitted changes (the harness measures the working tree)."""
+    def git(*args):
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "prepro", "pipelines", "setup.py")
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    code = {"start": source_state()}
     cases = []
     for name in args.workloads:
         case = prepare(name, args)
         run_case(case, args)
         cases.append(case)
+    code["end"] = source_state()
+    changed = "" if code["start"] == code["end"] else f"; CHANGED during the run, now {code['end']}"
+    print(f"prepro code: {code['start']}{changed}\n")
     print(table(cases))
     print()
     print(notes(cases))
-    write_json(args.json, cases, args)
+    write_json(args.json, cases, args, code)
     print(f"\nresults: {args.json}")
     failed = any(r["status"] == "error" or r.get("parity") == "FAIL" for c in cases for r in c.results.values())
     return 1 if failed else 0

@@ -15,6 +15,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional
 import pyarrow as pa
 
 from pipelines.errors import InputError
+from prepro.arrow_pickle import table_from_bytes, table_to_bytes
 
 FORMATS = ("text", "csv", "jsonl", "parquet", "tfrecord")
 TEXT_COLUMN = "text"
@@ -27,6 +28,13 @@ class Batch(NamedTuple):
     first_row: int          # 1-based number of the batch's first row in its part of the file
     table: pa.Table
     part_offset: int = 0    # byte offset of that part (0: rows count from the file's start)
+
+    def __reduce__(self):  # see prepro.arrow_pickle
+        return (_restore_batch, (self.path, self.first_row, table_to_bytes(self.table), self.part_offset))
+
+
+def _restore_batch(path, first_row, table, part_offset) -> Batch:
+    return Batch(path, first_row, table_from_bytes(table), part_offset)
 
 
 class ReadTask(NamedTuple):
@@ -184,7 +192,7 @@ def _read_text(f, path, columns, batch_bytes):
     _require_columns([TEXT_COLUMN], columns, path, "text files have the single column 'text'")
     row, tail = 1, b""
     while True:
-        chunk = f.read(batch_bytes)
+        chunk = f.read(batch_bytes + (1 << 20))  # slack: a part of batch_bytes is one batch
         if not chunk:
             break
         lines = (tail + chunk).split(b"\n")

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prepro import vocab
+from prepro.arrow_pickle import table_from_bytes, table_to_bytes
 from prepro.text import window_starts
 
-_COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past this many rows
+_COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past at least this many rows
 
 
 def _schema(token_type: pa.DataType) -> pa.Schema:
@@ -108,7 +109,11 @@ class TokenCounts:
     def merge(self, other: "TokenCounts") -> "TokenCounts":
         merged = TokenCounts(self.token_type, self._tables + other._tables,
                              self.documents + other.documents, self.occurrences + other.occurrences)
-        if merged._pending_rows > _COMPACT_ROWS and len(merged._tables) > 1:
+        # Re-aggregate once the pending rows outgrow 3x the largest table (the last
+        # compaction, usually): each row is then re-aggregated O(1) times on average,
+        # where compacting on every merge would cost O(batches) per row.
+        largest = max((t.num_rows for t in merged._tables), default=0)
+        if len(merged._tables) > 1 and merged._pending_rows > max(_COMPACT_ROWS, 3 * largest):
             merged._compact()
         return merged
 
@@ -169,8 +174,13 @@ class TokenCounts:
         self._pending_rows = table.num_rows
 
     def __reduce__(self):
-        # Beam ships accumulators between workers; Arrow tables pickle as IPC buffers.
-        return (TokenCounts, (self.token_type, self._tables, self.documents, self.occurrences))
+        # Beam ships accumulators between workers (see prepro.arrow_pickle for why IPC).
+        return (_restore, (self.token_type, [table_to_bytes(t) for t in self._tables],
+                           self.documents, self.occurrences))
+
+
+def _restore(token_type, tables, documents, occurrences) -> TokenCounts:
+    return TokenCounts(token_type, [table_from_bytes(t) for t in tables], documents, occurrences)
 
 
 def _count_keys(keys: np.ndarray, doc_ids: Optional[np.ndarray], num_docs: int, dense_base: Optional[int]):
