@@ -306,7 +306,7 @@ def log(message: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    code = {"start": source_state()}
+    code = {"start": source_state(), "load_average_at_start": os.getloadavg()[0]}
     cases = []
     for name in args.workloads:
         case = prepare(name, args)
@@ -314,7 +314,8 @@ def main(argv=None) -> int:
         cases.append(case)
     code["end"] = source_state()
     changed = "" if code["start"] == code["end"] else f"; CHANGED during the run, now {code['end']}"
-    print(f"prepro code: {code['start']}{changed}\n")
+    print(f"prepro code: {code['start']}{changed}; load average at start "
+          f"{code['load_average_at_start']:.2f} on {os.cpu_count()} cores\n")
     print(table(cases))
     print()
     print(notes(cases))
