@@ -13,7 +13,7 @@ import pytest
 
 import prepro
 from conftest import adapted_layer, assert_same_layer, run_job, write_jsonl
-from test_parity import DICKINSON, DICKINSON_PROBE, ODYSSEY, UNICODE, _keras_config
+from test_parity import DICKINSON, DICKINSON_PROBE, ODYSSEY, UNICODE, _keras_config, _text_job as _job
 
 
 def zipf_corpus(seed, docs, words=300):
@@ -39,13 +39,6 @@ TF_IDF_CONFIGS = {
     "bi_large": {"output_mode": "tf_idf", "ngrams": 2, "max_tokens": 5000},
     "padded": {"output_mode": "tf_idf", "max_tokens": 40, "pad_to_max_tokens": True},
 }
-
-
-def _job(tmp_path, docs, configs):
-    path = write_jsonl(tmp_path / "docs.jsonl", [{"text": d} for d in docs])
-    features = {name: {"source": "text", "layer": "TextVectorization", "config": cfg}
-                for name, cfg in configs.items()}
-    return run_job(tmp_path, features, [path], "jsonl")
 
 
 def _check(arts, docs, configs, probe):
