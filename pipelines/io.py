@@ -6,7 +6,9 @@ paths, globs and gs:// all work; pyarrow parses them.
 
 Why not Beam's ReadFromText/ReadFromCsv: they yield one Python object per row and
 drop the row number, while prepro needs Arrow batches (vectorised tokenization) and
-errors that name the file and row. Parallelism is per file; shard large inputs.
+errors that name the file and row. Large uncompressed text and JSON Lines files are
+split into line-aligned parts (`plan_reads`) so several workers share them; other
+formats are read one file per worker.
 """
 
 import io

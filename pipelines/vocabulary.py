@@ -70,7 +70,9 @@ def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataTyp
     runs = sorted(runs, key=lambda r: r.path)
     if limit is not None and sum(r.kept for r in runs) <= _SORT_IN_MEMORY_ROWS:
         tables = [_read_run(r.path) for r in runs]
-        merged = TokenCounts(token_type, [t for t in tables if t.num_rows]).ranked(limit)
+        # Shards hold disjoint tokens: concatenating is aggregating (no group-by needed).
+        tables = [t for t in tables if t.num_rows]
+        merged = TokenCounts(token_type, [pa.concat_tables(tables)] if tables else []).ranked(limit)
         yield from (merged.slice(i, _RUN_BATCH) for i in range(0, merged.num_rows, _RUN_BATCH))
         return
     # Tokens are distinct, so the document frequency never decides the order.
@@ -126,8 +128,7 @@ class VocabularyWriter:
         unsafe = set(vocab.file_unsafe_positions(ranked["token"]))
         for i in sorted(unsafe):
             self.exceptions.append([self.size + i, vocab.token_to_json(tokens[i])])
-        lines = [vocab.encode_token(t) for i, t in enumerate(tokens) if i not in unsafe] if unsafe \
-            else [vocab.encode_token(t) for t in tokens] if tokens and isinstance(tokens[0], int) else tokens
+        lines = [vocab.encode_token(t) for i, t in enumerate(tokens) if i not in unsafe]
         if lines:
             self.vocabulary.write(b"\n".join(lines) + b"\n")
         if self.frequencies is not None and tokens:

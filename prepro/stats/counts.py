@@ -155,6 +155,8 @@ class TokenCounts:
 
     def shards(self, num_shards: int) -> List["TokenCounts"]:
         """Splits by a stable hash of the token; totals stay with shard 0."""
+        if num_shards == 1:
+            return [self]  # nothing to split: spare a hash and a copy of every row
         table = self.table()
         which = shard_of(table["token"].combine_chunks(), num_shards)
         out = []
