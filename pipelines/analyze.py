@@ -17,7 +17,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines import io as prepro_io
-from pipelines.combiners import MergeTallies, MergeTokenCounts
+from pipelines.combiners import MergeTallies, MergeTokenCounts, TokenCounts
 from pipelines.errors import InputError
 from pipelines.extract import feature_counts
 from pipelines.vocabulary import VocabularyWriter, cleanup, merged_ranking, write_run
@@ -32,15 +32,16 @@ class ExtractCounts(beam.DoFn):
     TALLY = "tally"
     ROWS = "rows"
 
-    def __init__(self, spec: spec_lib.Spec, num_shards: int):
+    def __init__(self, spec: spec_lib.Spec, num_shards: int, threads: int = 1):
         self._spec = spec
         self._num_shards = num_shards
+        self._threads = threads
 
     def process(self, batch):
         yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
         for name, feature in sorted(self._spec.features.items()):
             try:
-                counts, tally = feature_counts(batch, feature)
+                counts, tally = feature_counts(batch, feature, self._threads)
             except InputError as e:
                 raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
             yield beam.pvalue.TaggedOutput(self.TALLY, (name, tally))
@@ -143,7 +144,7 @@ def _versions():
 
 def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, output: str,
                    work_dir: str, runner_name: str, num_shards: int = DEFAULT_SHARDS,
-                   batch_bytes: int = prepro_io.BATCH_BYTES):
+                   batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1):
     columns = _source_columns(spec)
     token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()}
     tasks = prepro_io.plan_reads(inputs, fmt, batch_bytes)
@@ -151,8 +152,8 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
                | "Inputs" >> beam.Create(tasks)
                | "SpreadFiles" >> beam.Reshuffle()
                | "Read" >> beam.FlatMap(prepro_io.read_batches, fmt, columns, batch_bytes))
-    extracted = batches | "Extract" >> beam.ParDo(ExtractCounts(spec, num_shards)).with_output_types(
-        Tuple[Any, Any]).with_outputs(
+    extracted = batches | "Extract" >> beam.ParDo(ExtractCounts(spec, num_shards, threads)).with_output_types(
+        Tuple[Tuple[str, int], TokenCounts]).with_outputs(
         ExtractCounts.TALLY, ExtractCounts.ROWS, main="counts")
     runs = (extracted.counts
             | "CountShards" >> beam.CombinePerKey(MergeTokenCounts(token_types))
@@ -192,7 +193,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     try:
         with beam.Pipeline(runner=plan.runner, options=plan.options) as p:
             build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
-                           batch_bytes or plan.batch_bytes)
+                           batch_bytes or plan.batch_bytes, plan.extract_threads)
     except Exception as e:
         raise runners.unwrap_error(e) from None
     finally:

@@ -2,10 +2,13 @@
 
 import apache_beam as beam
 
+from pipelines.coders import TokenCountsCoder
 from pipelines.extract import Tally
 from prepro.stats import TokenCounts
 
 
+@beam.typehints.with_input_types(TokenCounts)
+@beam.typehints.with_output_types(TokenCounts)
 class MergeTokenCounts(beam.CombineFn):
     """Exact token counts for one (feature, shard) key."""
 
@@ -27,6 +30,9 @@ class MergeTokenCounts(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
+
+    def get_accumulator_coder(self):
+        return TokenCountsCoder()
 
 
 class MergeTallies(beam.CombineFn):

@@ -1,5 +1,6 @@
 """The fast paths agree with the plain definitions they replace."""
 
+import pickle
 import random
 
 import numpy as np
@@ -7,6 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pipelines import extract
+from pipelines.coders import TokenCountsCoder
 from prepro import text, vocab
 from prepro.stats.counts import TokenCounts, shard_of
 
@@ -36,6 +39,48 @@ def test_ngram_ids_equal_string_counting(ngrams, with_doc_counts):
     plain = TokenCounts.from_tokens(*text.tokenize(docs, options), len(docs), with_doc_counts)
     assert as_dict(fast) == as_dict(plain)
     assert (fast.documents, fast.occurrences) == (plain.documents, plain.occurrences)
+
+
+@pytest.mark.parametrize("split, ngrams", [("whitespace", None), ("whitespace", (1, 3)),
+                                           ("character", 2), (None, 2)])
+@pytest.mark.parametrize("with_doc_counts", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_cut_into_parts_counts_like_one_piece(monkeypatch, split, ngrams, with_doc_counts, threads):
+    """Parts tokenized in threads, unified dictionaries and merged keys (or, where widths
+    can collide, merged string counts) give the counts of the whole batch."""
+    docs = random_docs(seed=7, n=400)
+    options = {"standardize": "lower_and_strip_punctuation", "split": split, "ngrams": ngrams}
+    monkeypatch.setattr(extract, "PART_BYTES", 64)  # ~40 parts of a few documents each
+    assert len(extract._parts(docs, extract.PART_BYTES)) > 20
+    counted = extract.text_counts(docs, options, with_doc_counts, threads)
+    plain = TokenCounts.from_tokens(*text.tokenize(docs, options), len(docs), with_doc_counts)
+    assert as_dict(counted) == as_dict(plain)
+    assert (counted.documents, counted.occurrences) == (plain.documents, plain.occurrences)
+
+
+def test_parts_are_whole_consecutive_documents():
+    docs = random_docs(seed=3, n=500)
+    for part_bytes in (1, 10, 100, 10_000):
+        parts = extract._parts(docs.slice(17, 400), part_bytes)
+        assert pa.concat_arrays(parts).equals(docs.slice(17, 400))
+        assert all(len(p) for p in parts)
+
+
+def test_counts_bytes_and_coder_round_trip():
+    docs = random_docs(seed=5)
+    a = TokenCounts.from_tokens(*text.tokenize(docs, {"standardize": None, "split": "whitespace",
+                                                      "ngrams": 2}), len(docs))
+    pending = a.merge(a)  # two pending tables, not yet aggregated
+    coder = TokenCountsCoder()
+    for counts in (pending, TokenCounts.empty(pa.binary()), TokenCounts.empty(pa.int64())):
+        back = coder.decode(coder.encode(counts))
+        assert len(back._tables) == len(counts._tables)
+        assert (back.token_type, back.documents, back.occurrences) == \
+            (counts.token_type, counts.documents, counts.occurrences)
+        assert as_dict(back) == as_dict(counts)
+    assert coder.decode(coder.encode(None)) is None
+    assert coder.estimate_size(pending) == pending.nbytes > 0
+    assert as_dict(pickle.loads(pickle.dumps(pending))) == as_dict(pending)
 
 
 def test_ngram_ids_refuse_keys_that_overflow():

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prepro import vocab
-from prepro.arrow_pickle import table_from_bytes, table_to_bytes
 from prepro.text import window_starts
 
 _COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past at least this many rows
@@ -70,41 +69,15 @@ class TokenCounts:
                        separator: bytes = b" ") -> Optional["TokenCounts"]:
         """Counts the n-grams of dictionary-encoded tokens (`dictionary[ids[i]]` in
         document `doc_ids[i]`, documents contiguous) without building the string of
-        every occurrence: each window becomes one int64 key (its token ids in base
-        len(dictionary)), keys are counted by sorting, and only the distinct n-grams
-        are joined into strings. About 3x faster than hashing every n-gram string.
+        every occurrence: see `NgramKeyCounts`. About 3x faster than hashing every
+        n-gram string.
 
         The caller guarantees that different widths never give the same string (see
         `text.widths_never_collide`). Returns None when a key would not fit in 63 bits;
         the caller then counts strings with `from_tokens`.
         """
-        base = max(len(dictionary), 1)
-        per_doc = documents if with_doc_counts else 1
-        if any(base ** w * per_doc >= 1 << 63 for w in widths):
-            return None
-        tables, occurrences = [], 0
-        ids = ids.astype(np.int64)
-        for width in widths:
-            if width == 1:
-                keys, key_docs = ids, doc_ids
-            else:
-                starts = window_starts(doc_ids, width)
-                keys, key_docs = ids[starts], doc_ids[starts]
-                for j in range(1, width):
-                    keys = keys * base + ids[starts + j]
-            if not len(keys):
-                continue
-            distinct, counts, doc_counts = _count_keys(keys, key_docs if with_doc_counts else None,
-                                                       per_doc, base if width == 1 else None)
-            parts = [dictionary.take(pa.array((distinct // base ** (width - 1 - j)) % base))
-                     for j in range(width)]
-            tokens = parts[0] if width == 1 else pc.binary_join_element_wise(*parts, separator)
-            tables.append(pa.table({"token": tokens, "count": counts, "doc_count": doc_counts},
-                                   schema=_schema(dictionary.type)))
-            occurrences += len(keys)
-        # Widths never collide, so the tables concatenate into one aggregated table.
-        table = pa.concat_tables(tables).combine_chunks() if tables else None
-        return cls(dictionary.type, [table] if table is not None else [], documents, occurrences)
+        counts = NgramKeyCounts.count(doc_ids, ids, len(dictionary), widths, documents, with_doc_counts)
+        return None if counts is None else counts.to_token_counts(dictionary, separator)
 
     def merge(self, other: "TokenCounts") -> "TokenCounts":
         merged = TokenCounts(self.token_type, self._tables + other._tables,
@@ -175,14 +148,105 @@ class TokenCounts:
         self._tables = [table]
         self._pending_rows = table.num_rows
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the pending tables (Beam's size estimate; see pipelines.coders)."""
+        return sum(t.nbytes for t in self._tables)
+
+    def to_bytes(self) -> bytes:
+        """One Arrow IPC stream: a record batch per pending table, totals in the schema
+        metadata. IPC writes only the bytes the columns use (see prepro.arrow_pickle)."""
+        metadata = {b"documents": str(self.documents).encode(), b"occurrences": str(self.occurrences).encode()}
+        schema = _schema(self.token_type).with_metadata(metadata)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as writer:
+            for table in self._tables:
+                writer.write_batch(pa.record_batch(
+                    [table.column(i).combine_chunks() for i in range(3)], schema=schema))
+        return sink.getvalue().to_pybytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "TokenCounts":
+        reader = pa.ipc.open_stream(data)
+        metadata = reader.schema.metadata
+        schema = reader.schema.remove_metadata()
+        tables = [pa.Table.from_batches([batch], schema) for batch in reader]
+        return cls(schema.field("token").type, tables, int(metadata[b"documents"]),
+                   int(metadata[b"occurrences"]))
+
     def __reduce__(self):
-        # Beam ships accumulators between workers (see prepro.arrow_pickle for why IPC).
-        return (_restore, (self.token_type, [table_to_bytes(t) for t in self._tables],
-                           self.documents, self.occurrences))
+        return (TokenCounts.from_bytes, (self.to_bytes(),))
 
 
-def _restore(token_type, tables, documents, occurrences) -> TokenCounts:
-    return TokenCounts(token_type, [table_from_bytes(t) for t in tables], documents, occurrences)
+class NgramKeyCounts:
+    """Counts of n-grams as int64 keys: each window of dictionary ids becomes one key
+    (its ids in base len(dictionary)), counted by sorting; strings are built only for
+    the distinct n-grams, once, by `to_token_counts`. Counts of disjoint document sets
+    over the same dictionary merge by key, so parts of a batch can be counted in
+    parallel threads (numpy releases the GIL) and merged before any string is built.
+    """
+
+    def __init__(self, base: int, per_width: dict, documents: int, occurrences: int):
+        self.base = base
+        self.per_width = per_width  # width -> (distinct keys, counts, doc_counts)
+        self.documents = documents
+        self.occurrences = occurrences
+
+    @classmethod
+    def count(cls, doc_ids: np.ndarray, ids: np.ndarray, base: int, widths: Sequence[int],
+              documents: int, with_doc_counts: bool) -> Optional["NgramKeyCounts"]:
+        """None when a key (times the document count, for document frequencies) would
+        not fit in 63 bits."""
+        base = max(base, 1)
+        per_doc = documents if with_doc_counts else 1
+        if any(base ** w * max(per_doc, 1) >= 1 << 63 for w in widths):
+            return None
+        per_width, occurrences = {}, 0
+        ids = ids.astype(np.int64)
+        for width in widths:
+            if width == 1:
+                keys, key_docs = ids, doc_ids
+            else:
+                starts = window_starts(doc_ids, width)
+                keys, key_docs = ids[starts], doc_ids[starts]
+                for j in range(1, width):
+                    keys = keys * base + ids[starts + j]
+            if len(keys):
+                per_width[width] = _count_keys(keys, key_docs if with_doc_counts else None,
+                                               per_doc, base if width == 1 else None)
+                occurrences += len(keys)
+        return cls(base, per_width, documents, occurrences)
+
+    @classmethod
+    def merged(cls, parts: Sequence["NgramKeyCounts"]) -> "NgramKeyCounts":
+        """Sum of counts of disjoint document sets (same dictionary)."""
+        per_width = {}
+        for width in sorted({w for p in parts for w in p.per_width}):
+            pieces = [p.per_width[width] for p in parts if width in p.per_width]
+            if len(pieces) == 1:
+                per_width[width] = pieces[0]
+                continue
+            keys, counts, doc_counts = (np.concatenate(column) for column in zip(*pieces))
+            order = np.argsort(keys, kind="stable")
+            keys = keys[order]
+            firsts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+            per_width[width] = (keys[firsts], np.add.reduceat(counts[order], firsts),
+                                np.add.reduceat(doc_counts[order], firsts))
+        return cls(parts[0].base, per_width, sum(p.documents for p in parts),
+                   sum(p.occurrences for p in parts))
+
+    def to_token_counts(self, dictionary: pa.Array, separator: bytes = b" ") -> "TokenCounts":
+        base, tables = self.base, []
+        for width, (distinct, counts, doc_counts) in sorted(self.per_width.items()):
+            parts = [dictionary.take(pa.array((distinct // base ** (width - 1 - j)) % base))
+                     for j in range(width)]
+            tokens = parts[0] if width == 1 else pc.binary_join_element_wise(*parts, separator)
+            tables.append(pa.table({"token": tokens, "count": counts, "doc_count": doc_counts},
+                                   schema=_schema(dictionary.type)))
+        # Widths never collide, so the tables concatenate into one aggregated table.
+        table = pa.concat_tables(tables).combine_chunks() if tables else None
+        return TokenCounts(dictionary.type, [table] if table is not None else [],
+                           self.documents, self.occurrences)
 
 
 def _count_keys(keys: np.ndarray, doc_ids: Optional[np.ndarray], num_docs: int, dense_base: Optional[int]):
