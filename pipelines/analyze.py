@@ -20,6 +20,8 @@ from pipelines import io as prepro_io
 from pipelines.combiners import MergeTallies, MergeTokenCounts, TokenCounts
 from pipelines.errors import InputError
 from pipelines.extract import feature_counts
+from pipelines.numeric import add_batch, new_stats
+from pipelines.numeric_state import finalize_numeric
 from pipelines.vocabulary import VocabularyWriter, cleanup, merged_ranking, write_run
 from prepro import artifacts, fs, spec as spec_lib
 
@@ -27,35 +29,52 @@ DEFAULT_SHARDS = 16
 
 
 class ExtractCounts(beam.DoFn):
-    """Per batch: every feature's partial counts, split into shards by token hash."""
+    """Per read task (a file, or a part of a big one), its batches in file order.
+    Per batch: every token feature's partial counts, split into shards by token hash.
+    Per task: every numeric feature's statistics, finished and keyed by the task, so
+    parts merge in a canonical order (see prepro.stats.numeric)."""
 
     TALLY = "tally"
     ROWS = "rows"
+    NUMERIC = "numeric"
 
-    def __init__(self, spec: spec_lib.Spec, num_shards: int, threads: int = 1):
+    def __init__(self, spec: spec_lib.Spec, fmt: str, columns: Dict[str, str], batch_bytes: int,
+                 num_shards: int, threads: int = 1):
         self._spec = spec
+        self._read = (fmt, columns, batch_bytes)
         self._num_shards = num_shards
         self._threads = threads
 
-    def process(self, batch):
-        yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
-        for name, feature in sorted(self._spec.features.items()):
-            try:
-                counts, tally = feature_counts(batch, feature, self._threads)
-            except InputError as e:
-                raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
-            yield beam.pvalue.TaggedOutput(self.TALLY, (name, tally))
-            for shard, part in enumerate(counts.shards(self._num_shards)):
-                if part.table().num_rows or part.documents:
-                    yield (name, shard), part
+    def process(self, task):
+        features = sorted(self._spec.features.items())
+        numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
+        for batch in prepro_io.read_batches(task, *self._read):
+            yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
+            for name, feature in features:
+                try:
+                    if feature.is_numeric:
+                        add_batch(numeric[name], batch, feature)
+                        continue
+                    counts, tally = feature_counts(batch, feature, self._threads)
+                except InputError as e:
+                    raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
+                yield beam.pvalue.TaggedOutput(self.TALLY, (name, tally))
+                for shard, part in enumerate(counts.shards(self._num_shards)):
+                    if part.table().num_rows or part.documents:
+                        yield (name, shard), part
+        part_key = (task.path, task.start) if isinstance(task, prepro_io.ReadTask) else (task, 0)
+        for name, stats in numeric.items():
+            yield beam.pvalue.TaggedOutput(self.NUMERIC, (name, (part_key, stats.finish())))
 
 
 def _source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
     columns = {}
     for f in spec.features.values():
-        kind = "int" if f.is_integer else "string"
-        if columns.setdefault(f.source, kind) != kind:
-            raise spec_lib.SpecError(f"column '{f.source}' feeds both string and integer features")
+        kind = "float" if f.is_numeric else "int" if f.is_integer else "string"
+        for source in f.sources + ((f.weight,) if f.is_numeric and f.weight else ()):
+            if columns.setdefault(source, kind) != kind:
+                raise spec_lib.SpecError(f"column '{source}' feeds features of different kinds "
+                                         f"({columns[source]} and {kind})")
     return columns
 
 
@@ -144,25 +163,29 @@ def _versions():
 
 def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, output: str,
                    work_dir: str, runner_name: str, num_shards: int = DEFAULT_SHARDS,
-                   batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1):
+                   batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1,
+                   part_bytes: int = prepro_io.PART_BYTES):
     columns = _source_columns(spec)
     token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()}
-    tasks = prepro_io.plan_reads(inputs, fmt, batch_bytes)
-    batches = (p
-               | "Inputs" >> beam.Create(tasks)
-               | "SpreadFiles" >> beam.Reshuffle()
-               | "Read" >> beam.FlatMap(prepro_io.read_batches, fmt, columns, batch_bytes))
-    extracted = batches | "Extract" >> beam.ParDo(ExtractCounts(spec, num_shards, threads)).with_output_types(
-        Tuple[Tuple[str, int], TokenCounts]).with_outputs(
-        ExtractCounts.TALLY, ExtractCounts.ROWS, main="counts")
+    tasks = prepro_io.plan_reads(inputs, fmt, part_bytes)
+    extracted = (p
+                 | "Inputs" >> beam.Create(tasks)
+                 | "SpreadFiles" >> beam.Reshuffle()
+                 | "ReadAndExtract" >> beam.ParDo(ExtractCounts(spec, fmt, columns, batch_bytes, num_shards, threads))
+                 .with_output_types(Tuple[Tuple[str, int], TokenCounts])
+                 .with_outputs(ExtractCounts.TALLY, ExtractCounts.ROWS, ExtractCounts.NUMERIC, main="counts"))
     runs = (extracted.counts
             | "CountShards" >> beam.CombinePerKey(MergeTokenCounts(token_types))
             | "RankShards" >> beam.Map(lambda kv: (kv[0][0], write_run(spec.features[kv[0][0]], kv[1],
                                                                         work_dir, kv[0][1]))))
     tallies = extracted[ExtractCounts.TALLY] | "Tally" >> beam.CombinePerKey(MergeTallies())
-    features = (({"runs": runs, "tally": tallies})
-                | "JoinFeature" >> beam.CoGroupByKey()
-                | "Finalize" >> beam.Map(finalize_feature, spec, output))
+    token_features = (({"runs": runs, "tally": tallies})
+                      | "JoinFeature" >> beam.CoGroupByKey()
+                      | "Finalize" >> beam.Map(finalize_feature, spec, output))
+    numeric_features = (extracted[ExtractCounts.NUMERIC]
+                        | "GroupParts" >> beam.GroupByKey()
+                        | "FinalizeNumeric" >> beam.Map(finalize_numeric, spec, output))
+    features = (token_features, numeric_features) | "AllFeatures" >> beam.Flatten()
     rows = extracted[ExtractCounts.ROWS] | "RowsPerFile" >> beam.CombinePerKey(sum)
     return (p
             | "Once" >> beam.Create([None])
@@ -172,13 +195,15 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
 
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
-                batch_bytes: Optional[int] = None) -> Dict:
+                batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `num_shards`: how many slices the distinct tokens of a feature are counted and
     ranked in (default: 1 for an in-process run, else DEFAULT_SHARDS). `batch_bytes`:
-    input bytes per batch and per part of a split text/JSON Lines file (default: 64 MB
-    in-process, else 16 MB). The result never depends on either.
+    input bytes per batch (default: 64 MB in-process, else 16 MB). The result never
+    depends on either. `part_bytes`: bytes per part of a split text/JSON Lines file
+    (default `io.PART_BYTES`, whatever the runner: numeric statistics merge per part,
+    so their last bits depend on it; token counts never do).
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -193,7 +218,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     try:
         with beam.Pipeline(runner=plan.runner, options=plan.options) as p:
             build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
-                           batch_bytes or plan.batch_bytes, plan.extract_threads)
+                           batch_bytes or plan.batch_bytes, plan.extract_threads,
+                           part_bytes or prepro_io.PART_BYTES)
     except Exception as e:
         raise runners.unwrap_error(e) from None
     finally:

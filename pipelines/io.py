@@ -23,6 +23,7 @@ FORMATS = ("text", "csv", "jsonl", "parquet", "tfrecord")
 TEXT_COLUMN = "text"
 BATCH_ROWS = 65536          # rows per batch for row-by-row formats (JSON Lines, TFRecord)
 BATCH_BYTES = 16 << 20      # input bytes per batch for text and CSV
+PART_BYTES = 64 << 20       # bytes per part of a split text / JSON Lines file, on every runner
 
 
 class Batch(NamedTuple):

@@ -63,6 +63,8 @@ class Artifacts:
         import keras
         entry = self._feature(name)
         config = {**entry["config"], **overrides}
+        if entry["layer"] in spec_lib.NUMERIC_LAYERS:
+            return self._numeric_layer(name, entry, config)
         _check_overrides(entry, overrides, name)
         for key in ("standardize", "split"):
             if key in config and isinstance(config[key], str) and spec_lib._is_callable_ref(config[key]):
@@ -78,6 +80,32 @@ class Artifacts:
         else:
             config["vocabulary"] = fs.join(self.root, state["vocabulary_file"])
         return getattr(keras.layers, entry["layer"])(**config)
+
+    def _numeric_layer(self, name: str, entry: Dict[str, Any], config: Dict[str, Any]):
+        import keras
+        config.setdefault("name", name)
+        state = entry["state"]
+        if entry["layer"] == "Normalization":
+            if isinstance(config.get("axis"), list):
+                config["axis"] = tuple(config["axis"])
+            mean, variance = self.moments(name)
+            return keras.layers.Normalization(mean=mean, variance=variance, **config)
+        if "boundaries_file" in state:
+            config.pop("num_bins", None)  # Keras takes one of num_bins and bin_boundaries
+            config["bin_boundaries"] = self.bin_boundaries(name)
+        return keras.layers.Discretization(**config)
+
+    def moments(self, name: str):
+        """(mean, variance) of a Normalization feature: float64 arrays of the kept axes' shape."""
+        state = self._feature(name)["state"]
+        shape = tuple(state["shape"])
+        return tuple(np.array(fs.read_bytes(fs.join(self.root, state[key])).split(), np.float64).reshape(shape)
+                     for key in ("mean_file", "variance_file"))
+
+    def bin_boundaries(self, name: str) -> List[float]:
+        """A Discretization feature's learned boundaries (float32-exact floats)."""
+        state = self._feature(name)["state"]
+        return [float(v) for v in fs.read_bytes(fs.join(self.root, state["boundaries_file"])).split()]
 
     def tf_idf_state(self, name: str):
         """(vocabulary, idf_weights) for a tf_idf layer's constructor or `set_vocabulary`.

@@ -42,9 +42,17 @@ LAYER_DEFAULTS: Dict[str, Dict[str, Any]] = {
         "output_mode": "int", "sparse": False, "pad_to_max_tokens": False,
         "oov_method": "floormod", "salt": None, "name": None,
     },
+    "Normalization": {"axis": -1, "invert": False},
+    "Discretization": {
+        "bin_boundaries": None, "num_bins": None, "epsilon": 0.01, "output_mode": "int",
+        "sparse": False, "dtype": None, "name": None,
+    },
 }
+NUMERIC_LAYERS = ("Normalization", "Discretization")
 # Set by the analysis, never by the user.
-STATE_OPTIONS = ("vocabulary", "idf_weights")
+STATE_OPTIONS = ("vocabulary", "idf_weights", "mean", "variance")
+QUANTILE_METHODS = ("sketch", "exact")
+DEFAULT_RANK_ERROR = 0.001
 
 LOOKUP_MODES = ("int", "one_hot", "multi_hot", "count")
 TEXT_MODES = ("int", "multi_hot", "count", "tf_idf")
@@ -75,12 +83,16 @@ class FeatureSpec:
     """
 
     name: str
-    source: str
+    source: Any             # a column name; for numeric layers also a list of columns
     layer: str
     config: Mapping[str, Any]
     invalid_utf8: str = "error"
     min_count: int = 1
     min_document_frequency: int = 1
+    shape: Optional[tuple] = None       # numeric list column: each row's fixed shape
+    weight: Optional[str] = None        # Discretization: a row-weight column
+    quantiles: str = "sketch"           # Discretization: "sketch" or "exact"
+    rank_error: float = DEFAULT_RANK_ERROR  # Discretization sketch: max rank error / total weight
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -94,6 +106,22 @@ class FeatureSpec:
     def is_integer(self) -> bool:
         return self.layer == "IntegerLookup"
 
+    @property
+    def is_numeric(self) -> bool:
+        return self.layer in NUMERIC_LAYERS
+
+    @property
+    def sources(self) -> tuple:
+        return tuple(self.source) if isinstance(self.source, (list, tuple)) else (self.source,)
+
+    @property
+    def element_shape(self) -> tuple:
+        """Shape of one row's value: (1,) for a scalar column, (k,) for k stacked columns,
+        the declared `shape` for a list column."""
+        if self.shape is not None:
+            return tuple(self.shape)
+        return (len(self.sources),)
+
     def to_dict(self) -> Dict[str, Any]:
         out = {"source": self.source, "layer": self.layer, "config": _plain(dict(self.config))}
         if self.invalid_utf8 != "error":
@@ -101,6 +129,12 @@ class FeatureSpec:
         for key in THRESHOLDS:
             if getattr(self, key) != 1:
                 out[key] = getattr(self, key)
+        if isinstance(self.source, (list, tuple)):
+            out["source"] = list(self.source)
+        for key, default in (("shape", None), ("weight", None), ("quantiles", "sketch"),
+                             ("rank_error", DEFAULT_RANK_ERROR)):
+            if getattr(self, key) != default and self.is_numeric:
+                out[key] = list(getattr(self, key)) if key == "shape" else getattr(self, key)
         return out
 
 
@@ -151,15 +185,22 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     ctx = f"{where}: feature '{name}'"
     if not isinstance(entry, dict):
         raise SpecError(f"{ctx}: expected a mapping with source, layer and config")
-    unknown = set(entry) - {"source", "layer", "config", "invalid_utf8", *THRESHOLDS}
+    unknown = set(entry) - {"source", "layer", "config", "invalid_utf8", *THRESHOLDS, *NUMERIC_KEYS}
     if unknown:
         raise SpecError(f"{ctx}: unknown keys {sorted(unknown)}")
     layer = entry.get("layer")
     if layer not in LAYER_DEFAULTS:
         raise SpecError(f"{ctx}: layer must be one of {sorted(LAYER_DEFAULTS)}, got {layer!r}")
     source = entry.get("source", name)
-    if not isinstance(source, str) or not source:
-        raise SpecError(f"{ctx}: source must be a column name")
+    if layer in NUMERIC_LAYERS and isinstance(source, list) and source \
+            and all(isinstance(c, str) and c for c in source):
+        source = tuple(source)
+    elif not isinstance(source, str) or not source:
+        raise SpecError(f"{ctx}: source must be a column name"
+                        + (" or a list of them" if layer in NUMERIC_LAYERS else ""))
+    if layer not in NUMERIC_LAYERS and set(entry) & set(NUMERIC_KEYS):
+        raise SpecError(f"{ctx}: {sorted(set(entry) & set(NUMERIC_KEYS))} apply to "
+                        f"{' and '.join(NUMERIC_LAYERS)} only")
     config = dict(entry.get("config") or {})
     invalid_utf8 = entry.get("invalid_utf8", "error")
     if invalid_utf8 not in INVALID_UTF8_POLICIES:
@@ -168,9 +209,38 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     for key, value in thresholds.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SpecError(f"{ctx}: {key} must be a positive integer, got {value!r}")
-    feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds)
+    feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds,
+                          **_numeric_keys(entry, source, ctx))
     validate_options(feature, ctx)
     return feature
+
+
+NUMERIC_KEYS = ("shape", "weight", "quantiles", "rank_error")
+
+
+def _numeric_keys(entry: Dict[str, Any], source: Any, ctx: str) -> Dict[str, Any]:
+    out = {}
+    shape = entry.get("shape")
+    if shape is not None:
+        if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
+            raise SpecError(f"{ctx}: shape must be a list of positive integers, got {shape!r}")
+        if isinstance(source, tuple):
+            raise SpecError(f"{ctx}: shape applies to one list column, not to stacked columns")
+        out["shape"] = tuple(shape)
+    if entry.get("weight") is not None:
+        if entry.get("layer") != "Discretization" or not isinstance(entry["weight"], str):
+            raise SpecError(f"{ctx}: weight (a column name) applies to Discretization only")
+        out["weight"] = entry["weight"]
+    if "quantiles" in entry:
+        if entry["quantiles"] not in QUANTILE_METHODS:
+            raise SpecError(f"{ctx}: quantiles must be one of {QUANTILE_METHODS}")
+        out["quantiles"] = entry["quantiles"]
+    if "rank_error" in entry:
+        r = entry["rank_error"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+            raise SpecError(f"{ctx}: rank_error must be a number in (0, 1), got {r!r}")
+        out["rank_error"] = float(r)
+    return out
 
 
 def validate_options(feature: FeatureSpec, ctx: str) -> None:
@@ -183,6 +253,8 @@ def validate_options(feature: FeatureSpec, ctx: str) -> None:
             raise SpecError(f"{ctx}: {feature.layer} has no option '{key}' "
                             f"(options: {', '.join(sorted(allowed))})")
     o = feature.options
+    if feature.is_numeric:
+        return _validate_numeric(feature, o, ctx)
     if o["max_tokens"] is not None and (not isinstance(o["max_tokens"], int) or o["max_tokens"] < 1):
         raise SpecError(f"{ctx}: max_tokens must be a positive integer or null")
     if o.get("invert"):
@@ -204,6 +276,40 @@ def validate_options(feature: FeatureSpec, ctx: str) -> None:
     if o["max_tokens"] is not None and o["max_tokens"] <= token_start(feature):
         raise SpecError(f"{ctx}: max_tokens={o['max_tokens']} leaves no room for tokens "
                         f"after {token_start(feature)} reserved indices")
+
+
+def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    rank = 1 + len(feature.element_shape)  # (batch, *element_shape)
+    if feature.layer == "Normalization":
+        if o["invert"]:
+            raise SpecError(f"{ctx}: invert=True layers are not built by prepro yet")
+        axis = o["axis"]
+        axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+        if not all(isinstance(a, int) and not isinstance(a, bool) and -rank <= a < rank for a in axes):
+            raise SpecError(f"{ctx}: axis {axis!r} is out of range for inputs of shape "
+                            f"(batch, {', '.join(map(str, feature.element_shape))})")
+        if any(a % rank == 0 for a in axes):
+            raise SpecError(f"{ctx}: axis {axis!r} keeps the batch axis; Normalization reduces over it")
+        return
+    bins, boundaries = o["num_bins"], o["bin_boundaries"]
+    if (bins is None) == (boundaries is None):
+        raise SpecError(f"{ctx}: set exactly one of num_bins and bin_boundaries")
+    if bins is not None and (not isinstance(bins, int) or isinstance(bins, bool) or bins < 1):
+        raise SpecError(f"{ctx}: num_bins must be a positive integer")
+    if boundaries is not None and (not isinstance(boundaries, list) or
+                                   any(not isinstance(b, (int, float)) for b in boundaries) or
+                                   boundaries != sorted(boundaries)):
+        raise SpecError(f"{ctx}: bin_boundaries must be a sorted list of numbers")
+    if o["output_mode"] not in ("int", "one_hot", "multi_hot", "count"):
+        raise SpecError(f"{ctx}: output_mode must be one of int, one_hot, multi_hot, count")
+
+
+def normalization_axes(feature: FeatureSpec) -> tuple:
+    """Kept axes of (batch, *element_shape), non-negative and sorted, as Keras keeps them."""
+    rank = 1 + len(feature.element_shape)
+    axis = feature.options["axis"]
+    axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+    return tuple(sorted(a % rank for a in axes))
 
 
 def _validate_text(o: Dict[str, Any], ctx: str) -> None:

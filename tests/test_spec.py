@@ -36,7 +36,19 @@ def test_yaml_spec_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"layer": "Normalization"}, "layer must be one of"),
+    ({"layer": "Hashing"}, "layer must be one of"),
+    ({"layer": "Discretization"}, "exactly one of num_bins and bin_boundaries"),
+    ({"layer": "Discretization", "config": {"num_bins": 4, "bin_boundaries": [1.0]}}, "exactly one of"),
+    ({"layer": "Discretization", "config": {"bin_boundaries": [2, 1]}}, "sorted list"),
+    ({"layer": "Discretization", "config": {"num_bins": 4}, "rank_error": 0}, "rank_error must be"),
+    ({"layer": "Discretization", "config": {"num_bins": 4}, "quantiles": "fast"}, "quantiles must be"),
+    ({"layer": "Normalization", "weight": "w"}, "weight (a column name) applies to Discretization"),
+    ({"layer": "Normalization", "config": {"mean": 0.0}}, "computed by prepro"),
+    ({"layer": "Normalization", "config": {"axis": 0}}, "keeps the batch axis"),
+    ({"layer": "Normalization", "config": {"axis": 2}}, "out of range"),
+    ({"layer": "Normalization", "source": ["a", "b"], "shape": [2]}, "not to stacked columns"),
+    ({"layer": "StringLookup", "source": ["a", "b"]}, "source must be a column name"),
+    ({"layer": "StringLookup", "quantiles": "exact"}, "apply to Normalization and Discretization only"),
     ({"layer": "StringLookup", "config": {"max_token": 3}}, "has no option 'max_token'"),
     ({"layer": "StringLookup", "config": {"vocabulary": ["a"]}}, "computed by prepro"),
     ({"layer": "StringLookup", "config": {"max_tokens": 1}}, "leaves no room"),

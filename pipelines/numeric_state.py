@@ -1,0 +1,57 @@
+"""A numeric feature's merged statistics -> its state files and manifest entry.
+
+Normalization: `mean.txt` and `variance.txt`, one float64 per line (Python's shortest
+round-trip repr), row-major over the kept axes. Discretization: `boundaries.txt`, the
+float32-exact boundaries, one per line. See docs/artifact-format.md.
+"""
+
+from typing import Iterable, Tuple
+
+import numpy as np
+
+from pipelines.errors import InputError
+from prepro import artifacts, fs, spec as spec_lib
+from prepro.stats.numeric import ExactQuantiles, NumericStats, merge_in_order
+
+
+def float_lines(values: Iterable[float]) -> bytes:
+    return "".join(f"{float(v)!r}\n" for v in values).encode("ascii")
+
+
+def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, output: str):
+    name, parts = item
+    feature = spec.features[name]
+    stats: NumericStats = merge_in_order(list(parts))
+    c = stats.counters
+    figures = {"rows": c.rows, "values": c.values, "missing": c.missing, "nan": c.nan,
+               "infinite": c.infinite, "zero_weight": c.zero_weight}
+    if c.values == 0 and not (feature.layer == "Discretization" and feature.options["bin_boundaries"]):
+        raise InputError(f"no values to learn from: {c.rows} rows, {c.missing} missing, {c.nan} NaN",
+                         feature=name)
+    files = {}
+
+    def write(relpath: str, data: bytes) -> str:
+        fs.write_bytes(fs.join(output, relpath), data)
+        files[relpath] = artifacts.file_entry(data)
+        return relpath
+
+    if feature.layer == "Normalization":
+        kept = spec_lib.normalization_axes(feature)
+        shape = [(1, *feature.element_shape)[a] for a in kept]
+        moments = stats.moments
+        state = {"mean_file": write(f"{name}/mean.txt", float_lines(moments.mean)),
+                 "variance_file": write(f"{name}/variance.txt", float_lines(moments.variance)),
+                 "shape": shape, "count": int(moments.count)}
+    else:
+        num_bins = feature.options["num_bins"]
+        if num_bins is None:  # explicit boundaries: nothing to learn, figures only
+            state = {"boundaries": "config"}
+        else:
+            boundaries = stats.quantiles.boundaries(num_bins) if num_bins > 1 else np.zeros(0)
+            exact = isinstance(stats.quantiles, ExactQuantiles)
+            state = {"boundaries_file": write(f"{name}/boundaries.txt", float_lines(boundaries)),
+                     "num_boundaries": int(len(boundaries)),
+                     "distinct_boundaries": int(len(np.unique(boundaries))),
+                     "quantiles": "exact" if exact else "sketch",
+                     "rank_error_bound": 0.0 if exact else feature.rank_error}
+    return name, {**feature.to_dict(), "state": state, "figures": figures}, files
