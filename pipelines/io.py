@@ -304,7 +304,8 @@ def _json_table(rows, columns, path, first):
 
 
 def _python_column(values, kind, name, path, first):
-    scalar = str if kind == "string" else int
+    scalar = str if kind == "string" else (int, float) if kind == "float" else int
+    arrow_type = pa.binary() if kind == "string" else pa.float64() if kind == "float" else pa.int64()
     for i, v in enumerate(values):
         items = v if isinstance(v, list) else [v]
         for item in items:
@@ -313,14 +314,14 @@ def _python_column(values, kind, name, path, first):
                                  path=path, row=first + i)
     if any(isinstance(v, list) for v in values):
         values = [v if isinstance(v, list) or v is None else [v] for v in values]
-        item_type = pa.binary() if kind == "string" else pa.int64()
+        item_type = arrow_type
         values = [[s.encode("utf-8") if kind == "string" and s is not None else s for s in v]
                   if v is not None else None for v in values]
         return pa.array(values, pa.list_(item_type))
     if kind == "string":
         return pa.array([v.encode("utf-8") if v is not None else None for v in values], pa.binary())
     try:
-        return pa.array(values, pa.int64())
+        return pa.array(values, arrow_type)
     except OverflowError as e:
         raise InputError(f"column '{name}': integer out of int64 range ({e})", path=path, row=first) from None
 
@@ -366,12 +367,13 @@ def _example_table(batch, columns, path, row, num_rows):
     for name, kind in columns.items():
         index = batch.schema.get_field_index(name)
         if index < 0:
-            out[name] = pa.nulls(num_rows, pa.list_(pa.binary() if kind == "string" else pa.int64()))
+            out[name] = pa.nulls(num_rows, pa.list_(pa.binary() if kind == "string" else
+                                                    pa.float32() if kind == "float" else pa.int64()))
             continue
         column = batch.column(index)
         value_type = column.type.value_type
         expected = pa.types.is_binary(value_type) or pa.types.is_large_binary(value_type) if kind == "string" \
-            else pa.types.is_integer(value_type)
+            else pa.types.is_integer(value_type) or (kind == "float" and pa.types.is_floating(value_type))
         if not expected:
             raise InputError(f"feature '{name}' holds {value_type} values, expected "
                              f"{'bytes_list' if kind == 'string' else 'int64_list'}", path=path, row=row)

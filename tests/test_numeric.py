@@ -194,3 +194,17 @@ def test_weighted_rows(tmp_path):
     manifest = run_analyze(spec, [path], "csv", str(tmp_path / "out"))
     assert manifest["features"]["f"]["figures"]["zero_weight"] == 1
     assert prepro.load(str(tmp_path / "out")).bin_boundaries("f") == [3.0]  # 8 of 10 weight at 3
+
+
+def test_jsonl_numbers_and_lists(tmp_path):
+    rows = ['{"x": 1, "v": [1.0, 2.0]}', '{"x": 2.5, "v": [3, 4.5]}', '{"x": null, "v": null}']
+    (tmp_path / "a.jsonl").write_text("\n".join(rows) + "\n")
+    spec = spec_lib.spec_from_dict({"features": {
+        "x": {"source": "x", "layer": "Normalization"},
+        "v": {"source": "v", "layer": "Normalization", "shape": [2]}}})
+    manifest = run_analyze(spec, [str(tmp_path / "a.jsonl")], "jsonl", str(tmp_path / "out"))
+    arts = prepro.load(str(tmp_path / "out"))
+    assert manifest["features"]["x"]["figures"]["missing"] == 1
+    assert arts.moments("x")[0].tolist() == [1.75]
+    assert arts.moments("v")[0].tolist() == [2.0, 3.25]
+    assert arts.moments("v")[1].tolist() == [1.0, 1.5625]
