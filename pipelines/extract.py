@@ -20,21 +20,18 @@ from pipelines.errors import InputError
 from pipelines.io import Batch
 from prepro import text
 from prepro.spec import FeatureSpec, needs_document_frequencies
-from prepro.stats import TokenCounts
+from prepro.stats import Figures, TokenCounts
 from prepro.stats.counts import NgramKeyCounts
 
 
 @dataclasses.dataclass
-class Tally:
-    """Per-feature row figures, mergeable by addition."""
+class Tally(Figures):
+    """Per-feature row figures of a token feature."""
     rows: int = 0
     values: int = 0
     missing: int = 0
     invalid_utf8_replaced: int = 0
     invalid_utf8_skipped: int = 0
-
-    def merge(self, other: "Tally") -> "Tally":
-        return Tally(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
 
 def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.ndarray, Tally]:
@@ -96,6 +93,7 @@ def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: i
 
 PART_BYTES = 4 << 20  # text per part: enough work per thread task, small enough for caches
 _POOL: Optional[ThreadPoolExecutor] = None
+_POOL_THREADS = 0
 
 
 def _parts(docs: pa.Array, part_bytes: int) -> List[pa.Array]:
@@ -112,9 +110,9 @@ def _map(function, items, threads: int) -> list:
     items = list(items)
     if threads <= 1 or len(items) <= 1:
         return [function(item) for item in items]
-    global _POOL
-    if _POOL is None or _POOL._max_workers < threads:
-        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="prepro-extract")
+    global _POOL, _POOL_THREADS
+    if _POOL_THREADS < threads:
+        _POOL, _POOL_THREADS = ThreadPoolExecutor(threads, thread_name_prefix="prepro-extract"), threads
     return list(_POOL.map(function, items))
 
 

@@ -21,7 +21,7 @@ from pipelines.io import Batch
 from prepro.spec import FeatureSpec, normalization_axes
 from prepro.stats.numeric import Counters, NumericStats
 
-_NUMBER = r"^\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"
+_NUMBER = r"(?i)^\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|nan|inf|infinity)\s*$"
 
 
 def new_stats(feature: FeatureSpec) -> NumericStats:

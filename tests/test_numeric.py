@@ -176,7 +176,7 @@ def test_ragged_list_against_declared_shape(tmp_path):
 
 
 def test_missing_nan_and_infinite_are_counted(tmp_path):
-    path = _csv(tmp_path, "x,k\n1,a\n,a\nnan,a\ninf,a\n3,a\n-inf,a\n2,a\n")  # row 2: empty cell
+    path = _csv(tmp_path, "x,k\n1,a\n,a\nNaN,a\ninf,a\n3,a\n-INFINITY,a\n2,a\n")  # row 2: empty cell
     spec = spec_lib.spec_from_dict({"features": {"f": {"source": "x", "layer": "Discretization",
                                                         "config": {"num_bins": 2}, "quantiles": "exact"}}})
     figures = run_analyze(spec, [path], "csv", str(tmp_path / "out"))["features"]["f"]["figures"]

@@ -2,5 +2,6 @@
 are canonical, so bundles, workers, runners and input order cannot change a byte."""
 
 from prepro.stats.counts import TokenCounts, shard_of
+from prepro.stats.figures import Figures
 
-__all__ = ["TokenCounts", "shard_of"]
+__all__ = ["Figures", "TokenCounts", "shard_of"]

@@ -20,6 +20,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from prepro.stats.figures import Figures
+
 BLOCK_ROWS = 1 << 16
 # tfx-bsl sizes its sketch for this many values per stream (TensorFlow Transform's
 # default); a part of a file holds far fewer.
@@ -112,7 +114,7 @@ class ExactQuantiles:
 
 
 @dataclasses.dataclass
-class Counters:
+class Counters(Figures):
     rows: int = 0        # rows read
     values: int = 0      # finite values used (elements, for vector features)
     missing: int = 0     # null or empty values, skipped
@@ -120,15 +122,11 @@ class Counters:
     infinite: int = 0    # +-inf elements (Discretization keeps them; Normalization refuses them)
     zero_weight: int = 0  # rows whose weight is 0, skipped
 
-    def merge(self, other: "Counters") -> "Counters":
-        return Counters(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
-
 
 class NumericStats:
     """One feature's statistics over one file part (then merged over parts)."""
 
-    def __init__(self, width: int, moments: Optional[Moments] = None, quantiles=None):
-        self.width = width              # positions kept (Normalization) or 1 (Discretization)
+    def __init__(self, moments: Optional[Moments] = None, quantiles=None):
         self.moments = moments
         self.quantiles = quantiles
         self.counters = Counters()
@@ -138,12 +136,12 @@ class NumericStats:
 
     @classmethod
     def for_moments(cls, width: int) -> "NumericStats":
-        return cls(width, moments=Moments(0, np.zeros(width), np.zeros(width)))
+        return cls(moments=Moments(0, np.zeros(width), np.zeros(width)))
 
     @classmethod
     def for_quantiles(cls, epsilon: Optional[float]) -> "NumericStats":
         """`epsilon` None: exact quantiles."""
-        return cls(1, quantiles=ExactQuantiles() if epsilon is None else QuantileSketch(epsilon))
+        return cls(quantiles=ExactQuantiles() if epsilon is None else QuantileSketch(epsilon))
 
     def add(self, observations: np.ndarray, weights: Optional[np.ndarray] = None) -> None:
         """`observations`: (n, width) float64 rows, in file order."""
@@ -178,7 +176,7 @@ class NumericStats:
 
     def merge(self, other: "NumericStats") -> "NumericStats":
         assert not self._carried and not other._carried, "finish() parts before merging them"
-        merged = NumericStats(self.width)
+        merged = NumericStats()
         merged.counters = self.counters.merge(other.counters)
         if self.moments is not None:
             merged.moments = self.moments.merge(other.moments)
