@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from pipelines import io as prepro_io
 from pipelines.combiners import MergeTallies, MergeTokenCounts, TokenCounts
+from pipelines.checks import checked_tally, finalize_stateless
 from pipelines.errors import InputError
 from pipelines.extract import feature_counts
 from pipelines.numeric import add_batch, new_stats
@@ -32,11 +33,13 @@ class ExtractCounts(beam.DoFn):
     """Per read task (a file, or a part of a big one), its batches in file order.
     Per batch: every token feature's partial counts, split into shards by token hash.
     Per task: every numeric feature's statistics, finished and keyed by the task, so
-    parts merge in a canonical order (see prepro.stats.numeric)."""
+    parts merge in a canonical order (see prepro.stats.numeric). Per batch, for the
+    features with nothing to learn: their checked input's figures."""
 
     TALLY = "tally"
     ROWS = "rows"
     NUMERIC = "numeric"
+    CHECKED = "checked"
 
     def __init__(self, spec: spec_lib.Spec, fmt: str, columns: Dict[str, str], batch_bytes: int,
                  num_shards: int, threads: int = 1):
@@ -55,6 +58,9 @@ class ExtractCounts(beam.DoFn):
                     if feature.is_numeric:
                         add_batch(numeric[name], batch, feature)
                         continue
+                    if feature.is_stateless:
+                        yield beam.pvalue.TaggedOutput(self.CHECKED, (name, checked_tally(batch, feature)))
+                        continue
                     counts, tally = feature_counts(batch, feature, self._threads)
                 except InputError as e:
                     raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
@@ -69,12 +75,13 @@ class ExtractCounts(beam.DoFn):
 
 def _source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
     columns = {}
-    for f in spec.features.values():
-        kind = "float" if f.is_numeric else "int" if f.is_integer else "string"
+    for f in sorted(spec.features.values(), key=lambda f: f.value_kind == "hashable"):
+        kind = f.value_kind
         for source in f.sources + ((f.weight,) if f.is_numeric and f.weight else ()):
-            if columns.setdefault(source, kind) != kind:
+            known = columns.setdefault(source, kind)
+            if known != kind and not (kind == "hashable" and known in ("string", "int")):
                 raise spec_lib.SpecError(f"column '{source}' feeds features of different kinds "
-                                         f"({columns[source]} and {kind})")
+                                         f"({known} and {kind})")
     return columns
 
 
@@ -166,14 +173,16 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
                    batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1,
                    part_bytes: int = prepro_io.PART_BYTES):
     columns = _source_columns(spec)
-    token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()}
+    token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()
+                   if not (f.is_numeric or f.is_stateless)}
     tasks = prepro_io.plan_reads(inputs, fmt, part_bytes)
     extracted = (p
                  | "Inputs" >> beam.Create(tasks)
                  | "SpreadFiles" >> beam.Reshuffle()
                  | "ReadAndExtract" >> beam.ParDo(ExtractCounts(spec, fmt, columns, batch_bytes, num_shards, threads))
                  .with_output_types(Tuple[Tuple[str, int], TokenCounts])
-                 .with_outputs(ExtractCounts.TALLY, ExtractCounts.ROWS, ExtractCounts.NUMERIC, main="counts"))
+                 .with_outputs(ExtractCounts.TALLY, ExtractCounts.ROWS, ExtractCounts.NUMERIC, ExtractCounts.CHECKED,
+                               main="counts"))
     runs = (extracted.counts
             | "CountShards" >> beam.CombinePerKey(MergeTokenCounts(token_types))
             | "RankShards" >> beam.Map(lambda kv: (kv[0][0], write_run(spec.features[kv[0][0]], kv[1],
@@ -185,7 +194,10 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
     numeric_features = (extracted[ExtractCounts.NUMERIC]
                         | "GroupParts" >> beam.GroupByKey()
                         | "FinalizeNumeric" >> beam.Map(finalize_numeric, spec, output))
-    features = (token_features, numeric_features) | "AllFeatures" >> beam.Flatten()
+    checked_features = (extracted[ExtractCounts.CHECKED]
+                        | "TallyChecked" >> beam.CombinePerKey(MergeTallies())
+                        | "FinalizeChecked" >> beam.Map(finalize_stateless, spec))
+    features = (token_features, numeric_features, checked_features) | "AllFeatures" >> beam.Flatten()
     rows = extracted[ExtractCounts.ROWS] | "RowsPerFile" >> beam.CombinePerKey(sum)
     return (p
             | "Once" >> beam.Create([None])

@@ -46,8 +46,8 @@ def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.nda
     valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
     tally.missing += int((~valid).sum())
     column, rows = column.filter(pa.array(valid)), rows[valid]
-    if feature.is_integer:
-        column = _as_int64(column, rows, batch.path, feature.name)
+    if feature.value_kind == "int" or (feature.value_kind == "hashable" and pa.types.is_integer(column.type)):
+        column = _as_int64(column, rows, batch.path, feature)
     else:
         column, rows = _as_utf8(column, rows, batch.path, feature, tally)
     tally.values = len(column)
@@ -147,11 +147,12 @@ def _as_utf8(column, rows, path, feature, tally):
     return pa.array([v for v, k in zip(values, keep) if k], pa.binary()), rows[keep]
 
 
-def _as_int64(column, rows, path, name):
+def _as_int64(column, rows, path, feature):
+    name = feature.name
     if pa.types.is_integer(column.type):
         return column.cast(pa.int64())
     if not (pa.types.is_binary(column.type) or pa.types.is_string(column.type)):
-        raise InputError(f"holds {column.type} values; IntegerLookup needs integers", path=path,
+        raise InputError(f"holds {column.type} values; {feature.layer} needs integers", path=path,
                          row=int(rows[0]) if len(rows) else None, feature=name)
     strings = column.cast(pa.binary()).view(pa.string()) if pa.types.is_binary(column.type) else column
     ok = pc.match_substring_regex(strings, r"^\s*[+-]?[0-9]+\s*$").to_numpy(zero_copy_only=False)

@@ -259,12 +259,14 @@ def _find_bad_csv_row(path, num_columns):
 
     pyarrow does not number rows when values may hold newlines, so on this error path
     only, the file is scanned again with Python's csv module (same quoting rules).
+    Blank lines are not rows (pyarrow skips them), so they are not counted here either.
     """
     import csv
     with open_input(path) as f:
         text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
-        for number, fields in enumerate(csv.reader(text)):
-            if number and fields and len(fields) != num_columns:
+        records = (fields for fields in csv.reader(text) if fields)
+        for number, fields in enumerate(records):
+            if number and len(fields) != num_columns:
                 return number
     return None
 
@@ -304,6 +306,9 @@ def _json_table(rows, columns, path, first):
 
 
 def _python_column(values, kind, name, path, first):
+    if kind == "hashable":  # Keras's Hashing takes strings or integers: the column's first value decides
+        items = (i for v in values for i in (v if isinstance(v, list) else [v]) if i is not None)
+        kind = "int" if isinstance(next(items, ""), int) else "string"
     scalar = str if kind == "string" else (int, float) if kind == "float" else int
     arrow_type = pa.binary() if kind == "string" else pa.float64() if kind == "float" else pa.int64()
     for i, v in enumerate(values):
@@ -367,16 +372,20 @@ def _example_table(batch, columns, path, row, num_rows):
     for name, kind in columns.items():
         index = batch.schema.get_field_index(name)
         if index < 0:
-            out[name] = pa.nulls(num_rows, pa.list_(pa.binary() if kind == "string" else
+            out[name] = pa.nulls(num_rows, pa.list_(pa.binary() if kind in ("string", "hashable") else
                                                     pa.float32() if kind == "float" else pa.int64()))
             continue
         column = batch.column(index)
         value_type = column.type.value_type
-        expected = pa.types.is_binary(value_type) or pa.types.is_large_binary(value_type) if kind == "string" \
-            else pa.types.is_integer(value_type) or (kind == "float" and pa.types.is_floating(value_type))
+        is_bytes = pa.types.is_binary(value_type) or pa.types.is_large_binary(value_type)
+        expected = {"string": is_bytes, "int": pa.types.is_integer(value_type),
+                    "hashable": is_bytes or pa.types.is_integer(value_type),
+                    "float": pa.types.is_integer(value_type) or pa.types.is_floating(value_type)}[kind]
         if not expected:
-            raise InputError(f"feature '{name}' holds {value_type} values, expected "
-                             f"{'bytes_list' if kind == 'string' else 'int64_list'}", path=path, row=row)
+            wanted = {"string": "bytes_list", "int": "int64_list", "hashable": "bytes_list or int64_list",
+                      "float": "float_list or int64_list"}[kind]
+            raise InputError(f"feature '{name}' holds {value_type} values, expected {wanted}",
+                             path=path, row=row)
         out[name] = column
     return pa.table(out)
 

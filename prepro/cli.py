@@ -63,17 +63,37 @@ def _inspect(args) -> int:
     print(f"{args.artifacts}: {prov['rows_read']} rows from {len(prov['inputs'])} {prov['input_format']} "
           f"file(s); format v{manifest['format_version']}; checksums OK")
     for name, f in sorted(manifest["features"].items()):
-        g = f["figures"]
-        print(f"\n{name}  ({f['layer']} <- column '{f['source']}')")
-        print(f"  rows read        {g['rows']:>12,}   missing {g['missing']:,}"
-              f"   invalid UTF-8 replaced {g['invalid_utf8_replaced']:,} skipped {g['invalid_utf8_skipped']:,}")
-        print(f"  tokens seen      {g['tokens_seen']:>12,}   (mask/OOV tokens among them: {g['special_tokens_seen']:,})")
-        print(f"  distinct tokens  {g['distinct_tokens']:>12,}")
-        print(f"  tokens kept      {g['tokens_kept']:>12,}   (+{f['state']['token_start']} reserved indices)")
-        print(f"  coverage         {g['coverage']:>12.2%}   of token occurrences are in the vocabulary")
-        top = ", ".join(f"{t!r} {c:,}" for t, c in g["top_tokens"][:args.top])
-        print(f"  top tokens       {top}")
+        print(f"\n{name}  ({f['layer']} <- {_sources(f['source'])})")
+        for line in _feature_lines(f, args.top):
+            print("  " + line)
     return 0
+
+
+def _sources(source) -> str:
+    return f"column '{source}'" if isinstance(source, str) else f"columns {', '.join(source)}"
+
+
+def _feature_lines(f, top: int):
+    g, state, layer = f["figures"], f["state"], f["layer"]
+    yield f"rows read        {g['rows']:>12,}   missing {g['missing']:,}"
+    if layer in ("Normalization", "Discretization"):
+        yield (f"values           {g['values']:>12,}   NaN skipped {g['nan']:,}   infinite {g['infinite']:,}"
+               f"   zero weight {g['zero_weight']:,}")
+        if layer == "Normalization":
+            yield f"moments          over {state['count']:,} observations, shape {state['shape']}"
+        elif "boundaries_file" in state:
+            yield (f"boundaries       {state['num_boundaries']:>12,}   ({state['distinct_boundaries']:,} distinct; "
+                   f"{state['quantiles']}, rank error <= {state['rank_error_bound']})")
+        return
+    yield (f"values           {g['values']:>12,}   invalid UTF-8 replaced {g['invalid_utf8_replaced']:,}"
+           f" skipped {g['invalid_utf8_skipped']:,}")
+    if layer in ("Hashing", "CategoryEncoding"):
+        return
+    yield f"tokens seen      {g['tokens_seen']:>12,}   (mask/OOV tokens among them: {g['special_tokens_seen']:,})"
+    yield f"distinct tokens  {g['distinct_tokens']:>12,}"
+    yield f"tokens kept      {g['tokens_kept']:>12,}   (+{state['token_start']} reserved indices)"
+    yield f"coverage         {g['coverage']:>12.2%}   of token occurrences are in the vocabulary"
+    yield "top tokens       " + ", ".join(f"{t!r} {c:,}" for t, c in g["top_tokens"][:top])
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ vocabularies too large to embed in a saved graph, `tf_idf_parts` gives the same
 output as a file-backed `count` layer and a weight vector to multiply by.
 """
 
+import re
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -65,13 +66,16 @@ class Artifacts:
         config = {**entry["config"], **overrides}
         if entry["layer"] in spec_lib.NUMERIC_LAYERS:
             return self._numeric_layer(name, entry, config)
+        if entry["layer"] in spec_lib.STATELESS_LAYERS:
+            config.setdefault("name", default_layer_name(name, entry["layer"]))
+            return getattr(keras.layers, entry["layer"])(**config)
         _check_overrides(entry, overrides, name)
         for key in ("standardize", "split"):
             if key in config and isinstance(config[key], str) and spec_lib._is_callable_ref(config[key]):
                 config[key] = self._resolve(config[key], name)
         if isinstance(config.get("ngrams"), list):  # YAML/JSON lists; Keras wants a tuple
             config["ngrams"] = tuple(config["ngrams"])
-        config.setdefault("name", name)
+        config.setdefault("name", default_layer_name(name, entry["layer"]))
         state = entry["state"]
         if config.get("output_mode") == "tf_idf":
             config["vocabulary"], config["idf_weights"] = self.tf_idf_state(name)
@@ -83,7 +87,7 @@ class Artifacts:
 
     def _numeric_layer(self, name: str, entry: Dict[str, Any], config: Dict[str, Any]):
         import keras
-        config.setdefault("name", name)
+        config.setdefault("name", default_layer_name(name, entry["layer"]))
         state = entry["state"]
         if entry["layer"] == "Normalization":
             if isinstance(config.get("axis"), list):
@@ -173,6 +177,12 @@ class Artifacts:
             return registered
         raise ValueError(f"feature {feature!r} was analyzed with the callable {ref!r}; artifacts never "
                          f"import code, so pass it: prepro.load(path, custom_objects={{{ref!r}: fn}})")
+
+
+def default_layer_name(feature: str, layer: str) -> str:
+    """`<feature>_<layer in snake case>`, e.g. "age_normalization": unlike the bare
+    feature name, it never collides with a `keras.Input` named after the column."""
+    return f"{feature}_{re.sub(r'(?<!^)(?=[A-Z])', '_', layer).lower()}"
 
 
 def _oov_weight(weights: np.ndarray) -> np.float32:

@@ -9,6 +9,8 @@ features:
   review:  {source: text,    layer: TextVectorization, config: {max_tokens: 20000}}
   carrier: {source: carrier, layer: StringLookup,      config: {num_oov_indices: 1}}
   flight:  {source: flight,  layer: IntegerLookup,     config: {max_tokens: 5000}}
+  fare:    {source: fare,    layer: Discretization,    config: {num_bins: 10}}
+  user:    {source: user_id, layer: Hashing,           config: {num_bins: 1024}}
 ```
 
 Options a layer would receive from `adapt()` (`vocabulary`, `idf_weights`) are not
@@ -20,6 +22,8 @@ as `"package.module:function"`; the analyze job imports it, `prepro.load` never 
 import dataclasses
 import importlib
 from typing import Any, Callable, Dict, Mapping, Optional
+
+REQUIRED = "<required>"  # an option Keras requires (no default)
 
 # The constructor options of each supported Keras 3.15 layer and their defaults.
 # tests/test_spec.py checks this table against the installed Keras signatures.
@@ -43,12 +47,20 @@ LAYER_DEFAULTS: Dict[str, Dict[str, Any]] = {
         "oov_method": "floormod", "salt": None, "name": None,
     },
     "Normalization": {"axis": -1, "invert": False},
+    "Hashing": {"num_bins": REQUIRED, "mask_value": None, "salt": None, "output_mode": "int",
+                "sparse": False},
+    "CategoryEncoding": {"num_tokens": None, "output_mode": "multi_hot", "sparse": False},
     "Discretization": {
         "bin_boundaries": None, "num_bins": None, "epsilon": 0.01, "output_mode": "int",
         "sparse": False, "dtype": None, "name": None,
     },
 }
+# Options every Keras layer takes through **kwargs (base Layer arguments).
+BASE_LAYER_OPTIONS = ("name", "dtype")
 NUMERIC_LAYERS = ("Normalization", "Discretization")
+# Layers with nothing to learn: the job checks and counts their input, and the
+# artifact records them so a whole model is built from one place.
+STATELESS_LAYERS = ("Hashing", "CategoryEncoding")
 # Set by the analysis, never by the user.
 STATE_OPTIONS = ("vocabulary", "idf_weights", "mean", "variance")
 QUANTILE_METHODS = ("sketch", "exact")
@@ -109,6 +121,20 @@ class FeatureSpec:
     @property
     def is_numeric(self) -> bool:
         return self.layer in NUMERIC_LAYERS
+
+    @property
+    def is_stateless(self) -> bool:
+        return self.layer in STATELESS_LAYERS
+
+    @property
+    def value_kind(self) -> str:
+        """What the source column holds: "string", "int", "float", or "hashable"
+        (strings or integers, as Keras's Hashing takes either)."""
+        if self.is_numeric:
+            return "float"
+        if self.layer in ("IntegerLookup", "CategoryEncoding"):
+            return "int"
+        return "hashable" if self.layer == "Hashing" else "string"
 
     @property
     def sources(self) -> tuple:
@@ -205,6 +231,8 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     invalid_utf8 = entry.get("invalid_utf8", "error")
     if invalid_utf8 not in INVALID_UTF8_POLICIES:
         raise SpecError(f"{ctx}: invalid_utf8 must be one of {INVALID_UTF8_POLICIES}")
+    if (layer in NUMERIC_LAYERS or layer in STATELESS_LAYERS) and set(entry) & set(THRESHOLDS):
+        raise SpecError(f"{ctx}: {sorted(set(entry) & set(THRESHOLDS))} apply to vocabulary layers only")
     thresholds = {key: entry.get(key, 1) for key in THRESHOLDS}
     for key, value in thresholds.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -249,12 +277,17 @@ def validate_options(feature: FeatureSpec, ctx: str) -> None:
     for key in feature.config:
         if key in STATE_OPTIONS:
             raise SpecError(f"{ctx}: '{key}' is computed by prepro; remove it from config")
-        if key not in allowed:
+        if key not in allowed and key not in BASE_LAYER_OPTIONS:
             raise SpecError(f"{ctx}: {feature.layer} has no option '{key}' "
                             f"(options: {', '.join(sorted(allowed))})")
     o = feature.options
+    for key, value in o.items():
+        if value is REQUIRED:
+            raise SpecError(f"{ctx}: {feature.layer} needs '{key}' in config")
     if feature.is_numeric:
         return _validate_numeric(feature, o, ctx)
+    if feature.is_stateless:
+        return _validate_stateless(feature, o, ctx)
     if o["max_tokens"] is not None and (not isinstance(o["max_tokens"], int) or o["max_tokens"] < 1):
         raise SpecError(f"{ctx}: max_tokens must be a positive integer or null")
     if o.get("invert"):
@@ -302,6 +335,32 @@ def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None
         raise SpecError(f"{ctx}: bin_boundaries must be a sorted list of numbers")
     if o["output_mode"] not in ("int", "one_hot", "multi_hot", "count"):
         raise SpecError(f"{ctx}: output_mode must be one of int, one_hot, multi_hot, count")
+
+
+def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    size_key = "num_bins" if feature.layer == "Hashing" else "num_tokens"
+    size = o[size_key]
+    if size is None and feature.layer == "CategoryEncoding":
+        raise SpecError(f"{ctx}: CategoryEncoding needs 'num_tokens' in config (values must lie in "
+                        f"[0, num_tokens)); to learn the categories, use IntegerLookup")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise SpecError(f"{ctx}: {size_key} must be a positive integer, got {size!r}")
+    modes = LOOKUP_MODES if feature.layer == "Hashing" else ("one_hot", "multi_hot", "count")
+    if o["output_mode"] not in modes:
+        raise SpecError(f"{ctx}: output_mode must be one of {modes}")
+    if o["sparse"] and o["output_mode"] == "int":
+        raise SpecError(f"{ctx}: sparse applies to one_hot, multi_hot and count outputs only")
+    if feature.layer == "Hashing":
+        salt = o["salt"]
+        if salt is not None and not (_is_int(salt) or isinstance(salt, (list, tuple)) and
+                                     len(salt) == 2 and all(map(_is_int, salt))):
+            raise SpecError(f"{ctx}: salt must be null, an integer or a list of two integers")
+        if o["mask_value"] is not None and not isinstance(o["mask_value"], (str, int)):
+            raise SpecError(f"{ctx}: mask_value must be null, a string or an integer")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def normalization_axes(feature: FeatureSpec) -> tuple:

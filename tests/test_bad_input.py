@@ -102,6 +102,8 @@ def write_tfrecord(path, records):
     ("carrier,flight\nAA,1\nUA,2\nDL,3,extra\nAA,4\n", 3),
     # A quoted value spanning lines must not shift the row number.
     ('carrier,flight\n"A\nA",1\nUA,2\nUA,7\nDL,3,extra\n', 4),
+    # Blank lines are not rows (as in every other CSV error).
+    ("carrier,flight\nAA,1\n\nUA,2\nDL,3,extra\n", 3),
 ])
 def test_csv_row_with_too_many_columns_names_file_and_row(tmp_path, body, bad_row):
     path = write(tmp_path / "flights.csv", body)

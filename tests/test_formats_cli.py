@@ -81,8 +81,11 @@ def test_cli_analyze_and_inspect_on_the_bundled_example(tmp_path, capsys):
     assert "12000 rows from 3 file(s)" in capsys.readouterr().out
     assert cli.main(["inspect", out]) == 0
     text = capsys.readouterr().out
-    for figure in ("rows read", "tokens seen", "distinct tokens", "tokens kept", "coverage", "top tokens"):
+    assert text.count("rows read") == 7
+    for figure in ("tokens seen", "distinct tokens", "tokens kept", "coverage", "top tokens"):
         assert text.count(figure) == 3
+    assert "boundaries                  9" in text and "moments          over 12,000" in text
+    assert "missing 266" in text  # delay_minutes left empty in 2% of rows
     arts = prepro.load(out)
     layer = arts.layer("review")
     assert layer(np.array(["the flight was late"], dtype=object)).shape == (1, 32)

@@ -12,7 +12,8 @@ from prepro import text
 @pytest.mark.parametrize("layer", sorted(spec_lib.LAYER_DEFAULTS))
 def test_option_table_matches_installed_keras(layer):
     params = inspect.signature(getattr(keras.layers, layer).__init__).parameters
-    keras_defaults = {k: p.default for k, p in params.items()
+    keras_defaults = {k: spec_lib.REQUIRED if p.default is inspect.Parameter.empty else p.default
+                      for k, p in params.items()
                       if k not in ("self", "kwargs") and k not in spec_lib.STATE_OPTIONS}
     assert keras_defaults == spec_lib.LAYER_DEFAULTS[layer]
 
@@ -36,7 +37,15 @@ def test_yaml_spec_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"layer": "Hashing"}, "layer must be one of"),
+    ({"layer": "PCA"}, "layer must be one of"),
+    ({"layer": "Hashing"}, "Hashing needs 'num_bins' in config"),
+    ({"layer": "Hashing", "config": {"num_bins": 0}}, "num_bins must be a positive integer"),
+    ({"layer": "Hashing", "config": {"num_bins": 8, "salt": [1, 2, 3]}}, "salt must be"),
+    ({"layer": "Hashing", "config": {"num_bins": 8, "sparse": True}}, "sparse applies to"),
+    ({"layer": "Hashing", "config": {"num_bins": 8}, "min_count": 2}, "apply to vocabulary layers only"),
+    ({"layer": "CategoryEncoding"}, "needs 'num_tokens'"),
+    ({"layer": "CategoryEncoding", "config": {"num_tokens": 4, "output_mode": "int"}}, "output_mode must be"),
+    ({"layer": "Normalization", "min_count": 2}, "apply to vocabulary layers only"),
     ({"layer": "Discretization"}, "exactly one of num_bins and bin_boundaries"),
     ({"layer": "Discretization", "config": {"num_bins": 4, "bin_boundaries": [1.0]}}, "exactly one of"),
     ({"layer": "Discretization", "config": {"bin_boundaries": [2, 1]}}, "sorted list"),
