@@ -1,15 +1,19 @@
 """Benchmark: prepro's analyze job vs Keras adapt() vs TensorFlow Transform.
 
-    python -m bench.run                                   # both workloads, full size
+    python -m bench.run                                   # every workload, full size
     python -m bench.run --workloads ngram-tfidf --docs-scale 0.05 --skip tft
 
-For each workload one generated corpus (cached in --data-dir) is given to each tool,
+For each workload one generated input (cached in --data-dir) is given to each tool,
 every tool in its own fresh process under `bench.measure`:
 - prepro: the `prepro analyze` CLI as a user runs it; wall time includes start-up;
-- adapt:  `layer.adapt(docs)` alone (`bench.adapt_job`), then a parity check of the
-          layer built from prepro's artifacts against the adapted one;
+- adapt:  the adapt() calls alone, then a check of prepro's artifacts against them:
+          text workloads (`bench.adapt_job`): `layer.adapt(docs)`, then parity of the
+          layer built from prepro's artifacts; `numeric` (`bench.numeric_adapt_job`):
+          adapt() on a tf.data.Dataset per layer, then the worst rank error of both
+          tools' boundaries against exact quantiles, and their moments' errors;
 - tft:    tft_beam.AnalyzeDataset on the local FnApiRunner (`bench.tft_job`), the
-          pipeline run only. Off by default for `unigram` (slow); --tft-on unigram.
+          pipeline run only. Off by default for `unigram` (slow; --tft-on unigram);
+          not wired for `numeric`.
 Prints one table and writes every figure as JSON (--json).
 """
 
@@ -32,15 +36,19 @@ TOOLS = ("prepro", "adapt", "tft")
 
 @dataclass(frozen=True)
 class Workload:
-    docs: int
-    config: Dict
+    docs: int               # documents (text) or rows (numeric)
+    config: Dict            # TextVectorization options, or {"num_bins": n} for numeric
     tft_by_default: bool
+    kind: str = "text"
 
 
 WORKLOADS = {
     "ngram-tfidf": Workload(100_000, {"max_tokens": 50000, "output_mode": "tf_idf", "ngrams": 2}, True),
     "unigram": Workload(1_000_000, {"max_tokens": 50000}, False),
+    # 8 float columns: a Discretization(num_bins=100) each, one Normalization of all 8.
+    "numeric": Workload(10_000_000, {"num_bins": 100}, False, kind="numeric"),
 }
+NUMERIC_FILES = 10
 
 
 @dataclass
@@ -49,13 +57,19 @@ class Case:
     name: str
     workload: Workload
     docs: int
-    corpus: str
+    corpus: str             # a text file, or a directory of Parquet files (numeric)
     workdir: str
     results: Dict[str, Dict] = field(default_factory=dict)
 
     @property
+    def inputs(self) -> List[str]:
+        if self.workload.kind == "numeric":
+            return sorted(os.path.join(self.corpus, f) for f in os.listdir(self.corpus) if f.endswith(".parquet"))
+        return [self.corpus]
+
+    @property
     def input_mb(self) -> float:
-        return os.path.getsize(self.corpus) / 1e6
+        return sum(os.path.getsize(p) for p in self.inputs) / 1e6
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
@@ -94,10 +108,15 @@ def prepare(name: str, args) -> Case:
     """Generates (or reuses) the workload's corpus and makes a clean working directory."""
     workload = WORKLOADS[name]
     docs = max(1, round(workload.docs * args.docs_scale))
-    corpus = os.path.join(args.data_dir, f"zipf-{docs}.txt")
+    if workload.kind == "numeric":
+        corpus = os.path.join(args.data_dir, f"numeric-{docs}")
+        generate = ["bench.numeric_data", "--rows", str(docs), "--files", str(NUMERIC_FILES)]
+    else:
+        corpus = os.path.join(args.data_dir, f"zipf-{docs}.txt")
+        generate = ["bench.corpus", "--docs", str(docs)]
     if not os.path.exists(corpus):
         log(f"generating {corpus}")
-        subprocess.run([sys.executable, "-m", "bench.corpus", "--docs", str(docs), "--out", corpus],
+        subprocess.run([sys.executable, "-m", *generate, "--out", corpus],
                        cwd=REPO, check=True, stdout=sys.stderr)
     workdir = os.path.join(args.data_dir, "runs", f"{name}-{docs}")
     shutil.rmtree(workdir, ignore_errors=True)
@@ -147,13 +166,18 @@ def _child_result(result: Dict, path: str) -> Optional[Dict]:
 def run_prepro(case: Case) -> Dict:
     """`prepro analyze` as a user runs it: wall time and tree peak of the whole command."""
     spec = case.path("spec.yaml")
+    if case.workload.kind == "numeric":
+        from bench.numeric_adapt_job import spec_features
+        features, fmt, pattern = spec_features(**case.workload.config), "parquet", os.path.join(case.corpus, "*.parquet")
+    else:
+        features = {FEATURE: {"source": "text", "layer": "TextVectorization", "config": case.workload.config}}
+        fmt, pattern = "text", case.corpus
     with open(spec, "w") as f:
-        yaml.safe_dump({"features": {FEATURE: {"source": "text", "layer": "TextVectorization",
-                                               "config": case.workload.config}}}, f)
+        yaml.safe_dump({"features": features}, f)
     exe = os.path.join(os.path.dirname(sys.executable), "prepro")
     out = case.path("prepro-artifacts")
-    result = measured(case, "prepro", [exe, "analyze", "--spec", spec, "--input", case.corpus,
-                                       "--format", "text", "--output", out])
+    result = measured(case, "prepro", [exe, "analyze", "--spec", spec, "--input", pattern,
+                                       "--format", fmt, "--output", out])
     result["artifacts"] = out
     if result["status"] == "ok":
         result.update(wall_s=result["process"]["wall_s"], peak_mb=result["process"]["peak_mb"])
@@ -163,14 +187,36 @@ def run_prepro(case: Case) -> Dict:
 def run_adapt(case: Case, artifacts: Optional[str]) -> Dict:
     """adapt() alone (its own clock and ru_maxrss right after it), then the parity check."""
     out = case.path("adapt.json")
-    cmd = [sys.executable, "-m", "bench.adapt_job", "--corpus", case.corpus, "--feature", FEATURE,
-           "--config", json.dumps(case.workload.config), "--result", out]
+    if case.workload.kind == "numeric":
+        cmd = [sys.executable, "-m", "bench.numeric_adapt_job", "--data", case.corpus,
+               "--num-bins", str(case.workload.config["num_bins"]), "--result", out]
+    else:
+        cmd = [sys.executable, "-m", "bench.adapt_job", "--corpus", case.corpus, "--feature", FEATURE,
+               "--config", json.dumps(case.workload.config), "--result", out]
     result = measured(case, "adapt", cmd + (["--artifacts", artifacts] if artifacts else []))
     job = _child_result(result, out)
-    if job:
+    if job and case.workload.kind == "numeric":
+        result.update(job=job, wall_s=job["adapt_s"], peak_mb=job["peak_after_adapt_mb"],
+                      **numeric_check(job["accuracy"]))
+    elif job:
         result.update(job=job, wall_s=job["adapt_s"], peak_mb=job["peak_after_adapt_mb"],
                       parity=job["parity"], parity_detail=job["detail"])
     return result
+
+
+def numeric_check(accuracy: Dict) -> Dict:
+    """PASS if prepro's boundaries are within their bound and 10x closer than adapt()'s."""
+    worst = accuracy["worst_rank_error"]
+    if "prepro" not in worst:
+        return {"parity": "n/a", "parity_detail": f"adapt() worst rank error {worst['adapt']:.4f}; no prepro artifacts"}
+    bound = max(e["prepro_bound"] for e in accuracy["rank_error"].values())
+    moments = accuracy["moments_relative_error"]
+    detail = (f"worst rank error over 8 columns: adapt() {worst['adapt']:.4f}, prepro {worst['prepro']:.6f} "
+              f"(bound {bound}), {worst['adapt'] / max(worst['prepro'], 1e-12):,.0f}x smaller; "
+              f"largest relative error of the 8 variances vs float64: adapt() "
+              f"{moments['adapt']['variance']:.2e}, prepro {moments['prepro']['variance']:.2e}")
+    ok = worst["prepro"] <= bound and worst["prepro"] * 10 <= worst["adapt"]
+    return {"parity": "PASS" if ok else "FAIL", "parity_detail": detail}
 
 
 def run_tft(case: Case, args, prepro_artifacts: Optional[str]) -> Dict:
@@ -214,7 +260,9 @@ def run_case(case: Case, args) -> None:
     """Every tool on one workload, prepro first (adapt's parity check needs its artifacts)."""
     for tool in args.skip:
         case.results[tool] = {"status": "skipped", "why": f"--skip {tool}"}
-    if not (case.workload.tft_by_default or case.name in args.tft_on or "tft" in args.skip):
+    if case.workload.kind == "numeric" and "tft" not in args.skip:
+        case.results["tft"] = {"status": "skipped", "why": "TFT is not wired for the numeric workload"}
+    if not (case.workload.tft_by_default or case.name in args.tft_on or "tft" in case.results):
         case.results["tft"] = {"status": "skipped", "why": f"off by default for {case.name}; --tft-on {case.name}"}
     artifacts = None
     if "prepro" not in case.results:
@@ -240,8 +288,8 @@ def report(case: Case, tool: str, result: Dict) -> Dict:
 
 def table(cases: List[Case]) -> str:
     """One row per workload and tool: wall s, MB/s, peak MB, ratios to prepro, parity."""
-    head = (f"{'workload':<12} {'docs':>9} {'MB':>7}  {'tool':<6} {'wall s':>8} {'MB/s':>7} {'peak MB':>8}"
-            f"  {'wall/prepro':>11} {'peak/prepro':>11}  parity")
+    head = (f"{'workload':<12} {'rows':>10} {'MB':>7}  {'tool':<6} {'wall s':>8} {'MB/s':>7} {'peak MB':>8}"
+            f"  {'wall/prepro':>11} {'peak/prepro':>11}  check")
     rows = [head, "-" * len(head)]
     for case in cases:
         base = case.results.get("prepro", {})
@@ -249,7 +297,7 @@ def table(cases: List[Case]) -> str:
             if tool not in case.results:
                 continue
             r = case.results[tool]
-            lead = f"{case.name:<12} {case.docs:>9,} {case.input_mb:>7.1f}  {tool:<6}"
+            lead = f"{case.name:<12} {case.docs:>10,} {case.input_mb:>7.1f}  {tool:<6}"
             if r["status"] != "ok":
                 rows.append(f"{lead} {r['status']}: {r.get('why') or r.get('error')}")
                 continue
@@ -267,11 +315,13 @@ def notes(cases: List[Case]) -> str:
     lines = ["adapt: wall = the adapt() call only; peak = its process's ru_maxrss right after adapt().",
              "tft: wall = the Beam pipeline run only (imports excluded); peak = whole process tree.",
              "prepro: wall = the whole CLI run, start-up included; peak = whole process tree.",
-             "MB = 10^6 bytes; MB/s = corpus bytes / wall; x/prepro > 1 means more than prepro."]
+             "MB = 10^6 bytes; MB/s = input bytes / wall; x/prepro > 1 means more than prepro.",
+             "check: text: PASS if the artifact-built layer equals the adapted one; numeric: PASS if "
+             "prepro's worst rank error is within its bound and 10x below adapt()'s."]
     for case in cases:
         for tool, r in case.results.items():
             if r.get("parity_detail"):
-                lines.append(f"[{case.name}] parity: {r['parity']}: {r['parity_detail']}")
+                lines.append(f"[{case.name}] check: {r['parity']}: {r['parity_detail']}")
             if r.get("vocabulary_vs_prepro"):
                 lines.append(f"[{case.name}] tft vocabulary: {r['vocabulary_vs_prepro']}")
             if r["status"] == "skipped":

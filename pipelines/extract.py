@@ -73,19 +73,19 @@ def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: i
     else as string counts.
     """
     parts = _parts(docs, PART_BYTES)
-    tokenized = _map(lambda part: text.unigrams(part, options), parts, threads)
+    tokenized = map_in_threads(lambda part: text.unigrams(part, options), parts, threads)
     if text.widths_never_collide(options) and any(len(t) for _, t in tokenized):
-        encoded = _map(lambda item: pc.dictionary_encode(item[1]), tokenized, threads)
+        encoded = map_in_threads(lambda item: pc.dictionary_encode(item[1]), tokenized, threads)
         # One dictionary for all parts (Arrow remaps each part's indices to it).
         unified = pa.chunked_array(encoded, encoded[0].type).unify_dictionaries().chunks
         dictionary = unified[0].dictionary
         widths = text.ngram_widths(options["ngrams"])
-        keys = _map(lambda i: NgramKeyCounts.count(
+        keys = map_in_threads(lambda i: NgramKeyCounts.count(
             tokenized[i][0], unified[i].indices.to_numpy(), len(dictionary), widths, len(parts[i]),
             with_doc_counts), range(len(parts)), threads)
         if all(k is not None for k in keys):
             return NgramKeyCounts.merged(keys).to_token_counts(dictionary, text.NGRAM_SEPARATOR)
-    counts = _map(lambda i: TokenCounts.from_tokens(
+    counts = map_in_threads(lambda i: TokenCounts.from_tokens(
         *text.ngrams(tokenized[i], options["ngrams"]), len(parts[i]), with_doc_counts),
         range(len(parts)), threads)
     return functools.reduce(TokenCounts.merge, counts)
@@ -106,7 +106,9 @@ def _parts(docs: pa.Array, part_bytes: int) -> List[pa.Array]:
     return [docs.slice(a, b - a) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
-def _map(function, items, threads: int) -> list:
+def map_in_threads(function, items, threads: int) -> list:
+    """[function(item) for item in items] on up to `threads` threads of one shared pool,
+    results (and the first exception) in item order."""
     items = list(items)
     if threads <= 1 or len(items) <= 1:
         return [function(item) for item in items]

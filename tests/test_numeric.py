@@ -16,19 +16,9 @@ import prepro
 from pipelines.analyze import run_analyze
 from pipelines.errors import InputError
 from prepro import spec as spec_lib
+from prepro.stats.numeric import rank_error
 
 N = 200_000
-
-
-def rank_error(data: np.ndarray, boundaries, num_bins: int) -> float:
-    """Worst distance, in fraction of rows, between boundary i's rank interval
-    [#(x < b), #(x <= b)] / n and its target i / num_bins (float32, as Keras compares)."""
-    x = np.sort(data.astype(np.float32))
-    b = np.asarray(boundaries, np.float32)
-    lo = np.searchsorted(x, b, side="left") / len(x)
-    hi = np.searchsorted(x, b, side="right") / len(x)
-    q = np.arange(1, num_bins) / num_bins
-    return float(np.max(np.maximum(0, np.maximum(lo - q, q - hi))))
 
 
 @pytest.fixture(scope="module")

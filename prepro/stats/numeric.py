@@ -185,6 +185,23 @@ class NumericStats:
         return merged
 
 
+def rank_error(values: np.ndarray, boundaries: Sequence[float], num_bins: int) -> float:
+    """The worst rank error of quantile `boundaries` over `values`, as a fraction of the
+    rows: the largest distance between boundary i's rank interval [#(x < b), #(x <= b)] / n
+    and its target i / num_bins. Compared in float32, as Keras's Discretization compares.
+
+    Example:
+    >>> rank_error(np.arange(100.0), [25.0, 50.0, 75.0], 4)
+    0.0
+    """
+    x = np.sort(np.asarray(values).astype(np.float32))
+    b = np.asarray(boundaries, np.float32)
+    low = np.searchsorted(x, b, side="left") / len(x)
+    high = np.searchsorted(x, b, side="right") / len(x)
+    targets = np.arange(1, num_bins) / num_bins
+    return float(np.max(np.maximum(0, np.maximum(low - targets, targets - high)), initial=0.0))
+
+
 def merge_in_order(parts: Sequence[tuple]) -> NumericStats:
     """Merges finished (part key, stats) pairs in part-key order: a canonical result."""
     ordered = [stats for _, stats in sorted(parts, key=lambda p: p[0])]
