@@ -41,10 +41,12 @@ def _restore_batch(path, first_row, table, part_offset) -> Batch:
 
 
 class ReadTask(NamedTuple):
-    """A file, or for line-based formats the lines that start in [start, end)."""
+    """A file, or for line-based formats the lines that start in [start, end); `index`
+    is the task's place in the job's canonical (sorted) order of all tasks."""
     path: str
     start: int = 0
     end: Optional[int] = None
+    index: int = 0
 
 
 SPLITTABLE = ("text", "jsonl")  # one row per line, so a byte range maps to whole rows
@@ -52,7 +54,8 @@ SPLITTABLE = ("text", "jsonl")  # one row per line, so a byte range maps to whol
 
 def plan_reads(inputs: List[Dict], fmt: str, part_bytes: int) -> List[ReadTask]:
     """Splits large uncompressed text and JSON Lines files into parts of ~part_bytes,
-    so several workers share one big file; other files are read whole."""
+    so several workers share one big file; other files are read whole. `inputs` are
+    sorted, so task indices follow (path, start) order."""
     from apache_beam.io.filesystem import CompressionTypes
     tasks = []
     for i in inputs:
@@ -64,7 +67,7 @@ def plan_reads(inputs: List[Dict], fmt: str, part_bytes: int) -> List[ReadTask]:
             continue
         bounds = list(range(0, size, part_bytes)) + [size]
         tasks.extend(ReadTask(path, a, b) for a, b in zip(bounds, bounds[1:]))
-    return tasks
+    return [task._replace(index=i) for i, task in enumerate(tasks)]
 
 
 def match_inputs(patterns: List[str]) -> List[Dict]:

@@ -137,6 +137,31 @@ def test_numeric_state_is_byte_identical_across_workers_and_file_order(analyzed,
         assert filecmp.cmp(tmp_path / "one" / f, tmp_path / "two" / f, shallow=False), f
 
 
+def test_many_parts_merge_in_two_levels(tmp_path, monkeypatch):
+    """Parts merge in groups (PARTS_PER_MERGE) and then groups: same counts and exact
+    quantiles as one level, moments to float64 rounding, sketch within its bound."""
+    from pipelines import analyze as analyze_mod
+    rng = np.random.default_rng(5)
+    x = rng.lognormal(2, 1, 20_000)
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(f'{{"x": {float(v)!r}}}\n' for v in x))
+    spec = spec_lib.spec_from_dict({"features": {
+        "exact": {"source": "x", "layer": "Discretization", "config": {"num_bins": 10}, "quantiles": "exact"},
+        "sketch": {"source": "x", "layer": "Discretization", "config": {"num_bins": 10}},
+        "norm": {"source": "x", "layer": "Normalization"}}})
+    part_bytes = path.stat().st_size // 20 + 1  # 20 parts
+    one = run_analyze(spec, [str(path)], "jsonl", str(tmp_path / "one"), part_bytes=part_bytes)
+    monkeypatch.setattr(analyze_mod, "PARTS_PER_MERGE", 3)
+    two = run_analyze(spec, [str(path)], "jsonl", str(tmp_path / "two"), part_bytes=part_bytes)
+    a, b = prepro.load(str(tmp_path / "one")), prepro.load(str(tmp_path / "two"))
+    for name in ("exact", "sketch", "norm"):
+        assert one["features"][name]["figures"] == two["features"][name]["figures"]
+    assert a.bin_boundaries("exact") == b.bin_boundaries("exact")
+    assert rank_error(x, b.bin_boundaries("sketch"), 10) <= 0.001
+    np.testing.assert_allclose(b.moments("norm")[0], [x.mean()], rtol=1e-13)
+    np.testing.assert_allclose(b.moments("norm")[1], [x.var()], rtol=1e-12)
+
+
 def _csv(tmp_path, text):
     path = tmp_path / "bad.csv"
     path.write_text(text)

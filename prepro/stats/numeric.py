@@ -16,7 +16,7 @@ array([ 2., 20.])
 """
 
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -62,12 +62,23 @@ class QuantileSketch:
     """tfx-bsl's weighted quantiles sketch (TensorFlow's boosted-trees summary, in C++):
     mergeable, deterministic rank error at most `epsilon` of the total weight at any
     scale and any partitioning, weights supported. Chosen over a randomized sketch (KLL)
-    because its guarantee is deterministic, and it is what TensorFlow Transform uses."""
+    because its guarantee is deterministic, and it is what TensorFlow Transform uses.
+
+    A file part's sketch is compacted before it leaves its worker (`compact`: ~3x
+    smaller in memory and on the wire, so a job's memory stays flat with its number of
+    parts); tfx-bsl documents that compaction costs a third of the bound, so the
+    sketch is built with 2/3 of `epsilon` and `epsilon` is still guaranteed."""
+
+    COMPACTION_MARGIN = 2 / 3
 
     def __init__(self, epsilon: float, sketch=None):
         from tfx_bsl.sketches import QuantilesSketch
         self.epsilon = epsilon
-        self._sketch = QuantilesSketch(epsilon, SKETCH_MAX_ELEMENTS, 1) if sketch is None else sketch
+        self._sketch = sketch if sketch is not None else \
+            QuantilesSketch(epsilon * self.COMPACTION_MARGIN, SKETCH_MAX_ELEMENTS, 1)
+
+    def compact(self) -> None:
+        self._sketch.Compact()
 
     def add(self, values: np.ndarray, weights: Optional[np.ndarray]) -> None:
         import pyarrow as pa
@@ -154,6 +165,8 @@ class NumericStats:
 
     def finish(self) -> "NumericStats":
         self._flush(final=True)
+        if isinstance(self.quantiles, QuantileSketch):
+            self.quantiles.compact()
         return self
 
     def _flush(self, final: bool) -> None:
@@ -202,7 +215,7 @@ def rank_error(values: np.ndarray, boundaries: Sequence[float], num_bins: int) -
     return float(np.max(np.maximum(0, np.maximum(low - targets, targets - high)), initial=0.0))
 
 
-def merge_in_order(parts: Sequence[tuple]) -> NumericStats:
+def merge_in_order(parts: Iterable[tuple]) -> NumericStats:
     """Merges finished (part key, stats) pairs in part-key order: a canonical result."""
     ordered = [stats for _, stats in sorted(parts, key=lambda p: p[0])]
     result = ordered[0]
