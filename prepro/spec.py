@@ -268,6 +268,13 @@ def _numeric_keys(entry: Dict[str, Any], source: Any, ctx: str) -> Dict[str, Any
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
             raise SpecError(f"{ctx}: rank_error must be a number in (0, 1), got {r!r}")
         out["rank_error"] = float(r)
+    epsilon = (entry.get("config") or {}).get("epsilon")
+    if epsilon is not None:
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
+            raise SpecError(f"{ctx}: epsilon must be a number in (0, 1), got {epsilon!r}")
+        # Keras's epsilon is adapt()'s error tolerance; a tighter one tightens the sketch,
+        # a looser one never loosens prepro's default.
+        out.setdefault("rank_error", min(float(epsilon), DEFAULT_RANK_ERROR))
     return out
 
 

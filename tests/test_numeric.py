@@ -223,3 +223,20 @@ def test_jsonl_numbers_and_lists(tmp_path):
     assert arts.moments("x")[0].tolist() == [1.75]
     assert arts.moments("v")[0].tolist() == [2.0, 3.25]
     assert arts.moments("v")[1].tolist() == [1.0, 1.5625]
+
+
+def test_null_inside_a_list_counts_as_nan(tmp_path):
+    """A null element of a list value is NaN: Normalization skips the row, Discretization
+    drops the element; both count it under `nan`."""
+    rows = ['{"v": [1.0, null, 3.0]}', '{"v": [2.0, 4.0, 6.0]}', '{"v": [0.0, 8.0, 9.0]}']
+    (tmp_path / "a.jsonl").write_text("\n".join(rows) + "\n")
+    spec = spec_lib.spec_from_dict({"features": {
+        "norm": {"source": "v", "layer": "Normalization", "shape": [3]},
+        "bins": {"source": "v", "layer": "Discretization", "shape": [3], "config": {"num_bins": 2},
+                 "quantiles": "exact"}}})
+    manifest = run_analyze(spec, [str(tmp_path / "a.jsonl")], "jsonl", str(tmp_path / "out"))
+    arts = prepro.load(str(tmp_path / "out"))
+    assert manifest["features"]["norm"]["figures"]["nan"] == 1
+    assert arts.moments("norm")[0].tolist() == [1.0, 6.0, 7.5]       # rows 2 and 3 only
+    assert manifest["features"]["bins"]["figures"]["values"] == 8
+    assert arts.bin_boundaries("bins") == [3.0]  # median of [0, 1, 2, 3, 4, 6, 8, 9]: 4th smallest

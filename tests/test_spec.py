@@ -82,3 +82,15 @@ def test_token_start_is_keras_layout():
     assert spec_lib.token_start(f("StringLookup", mask_token="", num_oov_indices=3)) == 4
     assert spec_lib.token_start(f("StringLookup", mask_token="", output_mode="multi_hot")) == 1
     assert spec_lib.token_start(f("IntegerLookup", num_oov_indices=0)) == 0
+
+
+@pytest.mark.parametrize("entry, rank_error", [
+    ({}, 0.001),
+    ({"config": {"num_bins": 4, "epsilon": 0.0001}}, 0.0001),   # tighter than the default: used
+    ({"config": {"num_bins": 4, "epsilon": 0.05}}, 0.001),      # looser: never loosens prepro's
+    ({"config": {"num_bins": 4, "epsilon": 0.0001}, "rank_error": 0.01}, 0.01),  # explicit wins
+])
+def test_discretization_epsilon_and_rank_error(entry, rank_error):
+    entry = {"layer": "Discretization", "config": {"num_bins": 4}, **entry}
+    feature = spec_lib.spec_from_dict({"features": {"x": entry}}).features["x"]
+    assert feature.rank_error == rank_error
