@@ -92,6 +92,16 @@ def test_constant_column_repeats_its_boundary(analyzed):
     assert set(analyzed["arts"].bin_boundaries("constant_bins")) == {7.25}
 
 
+def test_value_equal_to_a_boundary_goes_to_the_upper_bucket(analyzed):
+    arts = analyzed["arts"]
+    boundaries = np.array(arts.bin_boundaries("heavy_bins"), np.float32)
+    got = np.asarray(arts.layer("heavy_bins")(boundaries.reshape(-1, 1))).reshape(-1)
+    assert got.tolist() == list(range(1, len(boundaries) + 1))
+    # Repeated boundaries: a value equal to all of them lands above the last one.
+    constant = arts.layer("constant_bins", output_mode="one_hot")
+    assert np.asarray(constant(np.array([[7.25], [7.0]], np.float32))).argmax(-1).tolist() == [19, 0]
+
+
 def test_normalization_equals_adapt_on_the_numpy_array(analyzed, columns):
     arts = analyzed["arts"]
     x = columns["offset"].reshape(-1, 1)
