@@ -93,11 +93,24 @@ class Artifacts:
             if isinstance(config.get("axis"), list):
                 config["axis"] = tuple(config["axis"])
             mean, variance = self.moments(name)
-            return keras.layers.Normalization(mean=mean, variance=variance, **config)
+            layer = keras.layers.Normalization(mean=mean, variance=variance, **config)
+            # Built now, eagerly, for the input shape the artifact was computed on: a
+            # layer first built inside a tf.function (tf.data, XLA, a distribution
+            # strategy) would keep tensors of that function's graph.
+            source = entry["source"]
+            element_shape = tuple(entry.get("shape") or (len(source) if isinstance(source, list) else 1,))
+            layer.build((None, *element_shape))
+            return layer
         if "boundaries_file" in state:
             config.pop("num_bins", None)  # Keras takes one of num_bins and bin_boundaries
             config["bin_boundaries"] = self.bin_boundaries(name)
         return keras.layers.Discretization(**config)
+
+    def preprocessing(self, features=None, raw_dtypes=None):
+        """The host half (tf.data), the device half (in the model) and the end-to-end
+        serving model of `features` (default: all); see `prepro.training`."""
+        from prepro.training import Preprocessing
+        return Preprocessing(self, features, raw_dtypes)
 
     def moments(self, name: str):
         """(mean, variance) of a Normalization feature: float64 arrays of the kept axes' shape."""
