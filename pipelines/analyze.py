@@ -9,6 +9,7 @@ without timestamps, so any worker count or file order gives the same bytes.
 """
 
 import contextlib
+import json
 import platform
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
@@ -21,6 +22,7 @@ from pipelines.combiners import MergeTallies, MergeTokenCounts, TokenCounts
 from pipelines.checks import checked_tally, finalize_stateless
 from pipelines.errors import InputError
 from pipelines.extract import feature_counts, map_in_threads
+from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
 from prepro.stats.numeric import merge_in_order
@@ -28,6 +30,9 @@ from pipelines.vocabulary import VocabularyWriter, cleanup, merged_ranking, writ
 from prepro import artifacts, fs, spec as spec_lib
 
 DEFAULT_SHARDS = 16
+DEFAULT_GOLDEN_ROWS = 16
+GOLDEN_CANDIDATES = 4  # candidates per golden row: a layer may reject some rows
+CANDIDATE, GOLDEN_ROWS = "manifest.candidate.json", "golden_rows.json"
 # Numeric parts merge in two levels, in task order: groups of this many consecutive
 # parts, then a feature's groups. One worker then holds at most this many part
 # statistics (a part's quantile sketch is ~1.4 MB at rank_error 0.001), whatever the
@@ -46,10 +51,12 @@ class ExtractCounts(beam.DoFn):
     ROWS = "rows"
     NUMERIC = "numeric"
     CHECKED = "checked"
+    GOLDEN = "golden"
 
     def __init__(self, spec: spec_lib.Spec, fmt: str, columns: Dict[str, str], batch_bytes: int,
-                 num_shards: int, threads: int = 1):
+                 num_shards: int, threads: int = 1, golden_rows: int = 0):
         self._spec = spec
+        self._golden_rows = golden_rows
         self._read = (fmt, columns, batch_bytes)
         self._num_shards = num_shards
         self._threads = threads
@@ -57,8 +64,13 @@ class ExtractCounts(beam.DoFn):
     def process(self, task):
         features = sorted(self._spec.features.items())
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
-        for batch in prepro_io.read_batches(task, *self._read):
+        index = task.index if isinstance(task, prepro_io.ReadTask) else 0
+        for number, batch in enumerate(prepro_io.read_batches(task, *self._read)):
             yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
+            if number == 0 and self._golden_rows:
+                for candidate in candidate_rows(batch, index, self._read[1], self._spec,
+                                                GOLDEN_CANDIDATES * self._golden_rows):
+                    yield beam.pvalue.TaggedOutput(self.GOLDEN, candidate)
             try:
                 # One thread per numeric feature: each sees its batches in file order, and
                 # NumPy and tfx-bsl's sketch release the GIL (2 threads: ~1.9x on the adds).
@@ -80,7 +92,6 @@ class ExtractCounts(beam.DoFn):
                 for shard, part in enumerate(counts.shards(self._num_shards)):
                     if part.table().num_rows or part.documents:
                         yield (name, shard), part
-        index = task.index if isinstance(task, prepro_io.ReadTask) else 0
         for name, stats in numeric.items():
             group = (name, index // PARTS_PER_MERGE)
             yield beam.pvalue.TaggedOutput(self.NUMERIC, (group, (index, stats.finish())))
@@ -142,7 +153,9 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
     return name, {**feature.to_dict(), "state": state, "figures": figures}, files
 
 
-def write_manifest(_, features, rows, spec, inputs, fmt, runner_name, output):
+def write_manifest(_, features, rows, golden, spec, inputs, fmt, runner_name, output, work_dir):
+    """Writes the manifest candidate and the golden rows to the work directory; the
+    driver adds the golden outputs and publishes (`run_analyze`)."""
     row_counts = dict(rows)
     total = sum(row_counts.values())
     if total == 0:
@@ -166,7 +179,8 @@ def write_manifest(_, features, rows, spec, inputs, fmt, runner_name, output):
             "versions": _versions(),
         },
     }
-    artifacts.publish_manifest(output, manifest)
+    fs.write_bytes(fs.join(work_dir, CANDIDATE), artifacts.manifest_bytes(manifest))
+    fs.write_bytes(fs.join(work_dir, GOLDEN_ROWS), json.dumps([row for _, row in golden]).encode("utf-8"))
     yield manifest
 
 
@@ -184,7 +198,7 @@ def _versions():
 def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, output: str,
                    work_dir: str, runner_name: str, num_shards: int = DEFAULT_SHARDS,
                    batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1,
-                   part_bytes: int = prepro_io.PART_BYTES):
+                   part_bytes: int = prepro_io.PART_BYTES, golden_rows: int = 0):
     columns = _source_columns(spec)
     token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()
                    if not (f.is_numeric or f.is_stateless)}
@@ -192,10 +206,11 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
     extracted = (p
                  | "Inputs" >> beam.Create(tasks)
                  | "SpreadFiles" >> beam.Reshuffle()
-                 | "ReadAndExtract" >> beam.ParDo(ExtractCounts(spec, fmt, columns, batch_bytes, num_shards, threads))
+                 | "ReadAndExtract" >> beam.ParDo(ExtractCounts(spec, fmt, columns, batch_bytes, num_shards, threads,
+                                                                golden_rows))
                  .with_output_types(Tuple[Tuple[str, int], TokenCounts])
                  .with_outputs(ExtractCounts.TALLY, ExtractCounts.ROWS, ExtractCounts.NUMERIC, ExtractCounts.CHECKED,
-                               main="counts"))
+                               ExtractCounts.GOLDEN, main="counts"))
     runs = (extracted.counts
             | "CountShards" >> beam.CombinePerKey(MergeTokenCounts(token_types))
             | "RankShards" >> beam.Map(lambda kv: (kv[0][0], write_run(spec.features[kv[0][0]], kv[1],
@@ -214,15 +229,20 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
                         | "FinalizeChecked" >> beam.Map(finalize_stateless, spec))
     features = (token_features, numeric_features, checked_features) | "AllFeatures" >> beam.Flatten()
     rows = extracted[ExtractCounts.ROWS] | "RowsPerFile" >> beam.CombinePerKey(sum)
+    golden = (extracted[ExtractCounts.GOLDEN]
+              | "GoldenRows" >> beam.combiners.Top.Smallest(GOLDEN_CANDIDATES * (golden_rows or 1),
+                                                             key=lambda c: c[0]))
     return (p
             | "Once" >> beam.Create([None])
             | "Manifest" >> beam.FlatMap(write_manifest, beam.pvalue.AsList(features),
-                                         beam.pvalue.AsList(rows), spec, inputs, fmt, runner_name, output))
+                                         beam.pvalue.AsList(rows), beam.pvalue.AsSingleton(golden), spec,
+                                         inputs, fmt, runner_name, output, work_dir))
 
 
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
-                batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None) -> Dict:
+                batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None,
+                golden_rows: int = DEFAULT_GOLDEN_ROWS) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `num_shards`: how many slices the distinct tokens of a feature are counted and
@@ -230,7 +250,9 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     input bytes per batch (default: 64 MB in-process, else 16 MB). The result never
     depends on either. `part_bytes`: bytes per part of a split text/JSON Lines file
     (default `io.PART_BYTES`, whatever the runner: numeric statistics merge per part,
-    so their last bits depend on it; token counts never do).
+    so their last bits depend on it; token counts never do). `golden_rows`: how many raw
+    rows the artifacts carry with their expected outputs (computed with Keras here, at
+    the end: ~5 s to import TensorFlow; 0 skips it).
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -246,9 +268,15 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
         with beam.Pipeline(runner=plan.runner, options=plan.options) as p:
             build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
                            batch_bytes or plan.batch_bytes, plan.extract_threads,
-                           part_bytes or prepro_io.PART_BYTES)
+                           part_bytes or prepro_io.PART_BYTES, golden_rows)
+        manifest = json.loads(fs.read_bytes(fs.join(work_dir, CANDIDATE)))
+        rows = json.loads(fs.read_bytes(fs.join(work_dir, GOLDEN_ROWS)))
     except Exception as e:
         raise runners.unwrap_error(e) from None
     finally:
         cleanup(work_dir)
+    if rows:
+        from prepro import golden
+        manifest = golden.record(output, manifest, rows, golden_rows, spec_lib.custom_objects(spec))
+    artifacts.publish_manifest(output, manifest)
     return artifacts.read_manifest(output)

@@ -2,15 +2,18 @@
 
     prepro analyze --spec spec.yaml --input 'data/*.csv' --format csv --output artifacts/ [Beam options]
     prepro inspect artifacts/
+    prepro verify artifacts/ [--model serving.keras | --model saved_model_dir]
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     parser = argparse.ArgumentParser(prog="prepro", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -23,16 +26,28 @@ def main(argv=None) -> int:
     a.add_argument("--format", required=True, choices=("text", "csv", "jsonl", "parquet", "tfrecord"))
     a.add_argument("--output", required=True, help="artifact directory (local or gs://)")
     a.add_argument("--shards", type=int, default=None, help="vocabulary shards (default: 1 in-process, else 16)")
+    a.add_argument("--golden-rows", type=int, default=16,
+                   help="raw rows the artifacts carry with their expected outputs (0: none; "
+                        "computing them imports TensorFlow, ~5 s)")
     i = sub.add_parser("inspect", help="print the figures to check before training")
     i.add_argument("artifacts")
     i.add_argument("--top", type=int, default=10, help="top tokens to show per feature")
     i.add_argument("--json", action="store_true", help="print the manifest figures as JSON")
+    v = sub.add_parser("verify", help="check layers or a saved model against the artifacts' golden rows",
+                       description="Without --model: layers built from the artifacts in this environment. "
+                                   "With a .keras model: its layers of the same names. With a SavedModel "
+                                   "directory: its serve() output, which must be the features "
+                                   "(export Preprocessing.preprocessing_model()).")
+    v.add_argument("artifacts")
+    v.add_argument("--model", help=".keras file or SavedModel directory")
     args, beam_args = parser.parse_known_args(argv)
-    if args.command == "inspect" and beam_args:
+    if args.command in ("inspect", "verify") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
         if args.command == "analyze":
             return _analyze(args, beam_args)
+        if args.command == "verify":
+            return _verify(args)
         return _inspect(args)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"prepro {args.command}: error: {e}", file=sys.stderr)
@@ -45,12 +60,24 @@ def _analyze(args, beam_args) -> int:
     from pipelines.analyze import run_analyze
     start = time.time()
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
-                           num_shards=args.shards)
+                           num_shards=args.shards, golden_rows=args.golden_rows)
     prov = manifest["provenance"]
     print(f"prepro analyze: {prov['rows_read']} rows from {len(prov['inputs'])} file(s), "
           f"{len(manifest['features'])} feature(s), {time.time() - start:.1f} s on {prov['runner']} "
           f"-> {args.output}")
     return 0
+
+
+def _verify(args) -> int:
+    import prepro
+    from prepro.golden import verify
+    arts = prepro.load(args.artifacts)
+    if arts.manifest.get("golden", {}).get("rows") == 0:
+        raise ValueError(f"{args.artifacts} carries no golden rows: {arts.manifest['golden']['why']}")
+    report = verify(arts, args.model)
+    print("\n".join(report.lines()))
+    print("verify: OK" if report.ok else "verify: FAILED: outputs differ from the golden rows")
+    return 0 if report.ok else 1
 
 
 def _inspect(args) -> int:

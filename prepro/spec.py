@@ -452,6 +452,20 @@ def check_callables(spec: Spec) -> None:
                     raise SpecError(f"feature '{name}': {key}: {e}") from None
 
 
+def custom_objects(spec: Spec) -> Dict[str, Callable]:
+    """{recorded name: callable} for the spec's standardize/split callables (given as
+    objects or as "module:function"), so the job can rebuild its own layers."""
+    out = {}
+    for feature in spec.features.values():
+        for key in ("standardize", "split"):
+            value = feature.config.get(key)
+            if callable(value):
+                out[callable_name(value)] = value
+            elif _is_callable_ref(value):
+                out[value] = resolve_callable(value)
+    return out
+
+
 def callable_name(fn: Any) -> str:
     """How a callable is recorded in artifacts: by name, never by value."""
     if isinstance(fn, str):

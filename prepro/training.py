@@ -69,14 +69,15 @@ class Preprocessing:
                 shapes[column] = tuple(f.shape) if f.shape else (1,)
         return {c: keras.Input(shape=shapes[c], dtype=self.raw_dtype(c), name=c) for c in sorted(shapes)}
 
-    def host_fn(self, raw: Mapping[str, object]) -> Dict[str, object]:
+    def host_fn(self, raw: Mapping[str, object], layers: Optional[Mapping[str, object]] = None) -> Dict[str, object]:
         """Raw columns -> every feature's model input: host layers applied, numeric
         values gathered (columns stacked, float32). For `Dataset.map`; also works on
-        symbolic Keras inputs."""
+        symbolic Keras inputs. `layers` replaces some of the layers (`prepro verify`)."""
+        layers = {**self.layers, **(layers or {})}
         out = {}
         for name in self.features:
             x = self._gather(name, raw)
-            out[name] = self.layers[name](x) if self.is_host(name) else x
+            out[name] = layers[name](x) if self.is_host(name) else x
         return out
 
     def model_inputs(self) -> Dict[str, object]:
@@ -85,9 +86,18 @@ class Preprocessing:
         symbolic = self.host_fn(self.raw_inputs())
         return {n: keras.Input(shape=t.shape[1:], dtype=t.dtype, name=n) for n, t in symbolic.items()}
 
-    def device_outputs(self, inputs: Mapping[str, object]) -> Dict[str, object]:
+    def device_outputs(self, inputs: Mapping[str, object],
+                       layers: Optional[Mapping[str, object]] = None) -> Dict[str, object]:
         """Inside the model: device layers applied, host features passed through."""
-        return {n: inputs[n] if self.is_host(n) else self.layers[n](inputs[n]) for n in self.features}
+        layers = {**self.layers, **(layers or {})}
+        return {n: inputs[n] if self.is_host(n) else layers[n](inputs[n]) for n in self.features}
+
+    def preprocessing_model(self, name: str = "preprocessing"):
+        """Raw columns in, every feature's output out (both halves): the preprocessing
+        alone, e.g. to export and check with `prepro verify --model`."""
+        import keras
+        raw = self.raw_inputs()
+        return keras.Model(raw, self.device_outputs(self.host_fn(raw)), name=name)
 
     def end_to_end(self, model, name: str = "end_to_end"):
         """A model that takes raw columns (`raw_inputs`) and runs the host half, then

@@ -38,7 +38,9 @@ def test_manifest_records_format_spec_figures_files_and_provenance(artifact):
     figures = manifest["features"]["carrier"]["figures"]
     assert figures["rows"] == 5 and figures["tokens_kept"] == 3
     # Document frequencies are written only for tf_idf or a df threshold.
-    assert set(manifest["files"]) == {"carrier/vocabulary.txt", "flight/vocabulary.txt"}
+    assert set(manifest["files"]) == {"carrier/vocabulary.txt", "flight/vocabulary.txt",
+                                      "golden/rows.json", "golden/expected.json"}
+    assert manifest["golden"]["rows"] == 5
     for relpath, entry in manifest["files"].items():
         assert entry["bytes"] == os.path.getsize(artifact / relpath)
         assert len(entry["sha256"]) == 64
@@ -99,7 +101,7 @@ def test_failed_run_leaves_no_artifact_and_no_work_files(artifact, tmp_path):
 
 
 def test_successful_run_leaves_no_work_files(artifact):
-    assert sorted(os.listdir(artifact)) == ["carrier", "flight", "manifest.json"]
+    assert sorted(os.listdir(artifact)) == ["carrier", "flight", "golden", "manifest.json"]
 
 
 def test_callable_is_recorded_by_name_and_must_be_passed_back(tmp_path):

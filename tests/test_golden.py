@@ -1,0 +1,93 @@
+"""Golden rows: the artifacts carry raw rows with their expected outputs, and `prepro
+verify` catches skew in layers, in a saved .keras model and in an exported SavedModel.
+
+Real Beam job, real Keras 3 / TensorFlow, real saved models.
+"""
+
+import csv
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import prepro
+import prepro.golden
+from prepro import cli
+from test_training import FEATURES, _columns, _head, run_job
+
+
+@pytest.fixture(scope="module")
+def arts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("golden")
+    columns = _columns(1500, 21)
+    columns["age"][0] = np.nan  # row 1 is incomplete: never a golden row
+    with open(d / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(columns))
+        w.writerows(zip(*[["" if isinstance(x, float) and np.isnan(x) else x for x in v] for v in columns.values()]))
+    return run_job(d, FEATURES, [str(d / "train.csv")], "csv")
+
+
+def test_artifacts_carry_golden_rows_and_their_outputs(arts):
+    golden = arts.manifest["golden"]
+    assert golden["rows"] == 16 and {golden["rows_file"], golden["expected_file"]} <= set(arts.manifest["files"])
+    rows = json.loads(open(f"{arts.root}/{golden['rows_file']}").read())
+    assert len(rows) == 16 and all(set(r) == {"note", "thal", "cp", "age", "chol", "trestbps", "oldpeak", "sex",
+                                                  "patient"} for r in rows)
+    columns = _columns(1500, 21)
+    assert rows[0]["thal"] == columns["thal"][1] and rows[0]["cp"] == int(columns["cp"][1])  # row 1 skipped
+    expected = json.loads(open(f"{arts.root}/{golden['expected_file']}").read())
+    # The expected outputs are the artifact layers' outputs on those rows, computed independently here.
+    prep = arts.preprocessing()
+    direct = prep.layers["thal"](np.array([[r["thal"]] for r in rows]))
+    assert expected["thal"]["values"] == np.asarray(direct).tolist()
+    assert expected["age"]["dtype"] == "float32" and len(expected["age"]["values"]) == 16
+
+
+def test_verify_layers_and_exported_models(arts, tmp_path, capsys):
+    assert cli.main(["verify", arts.root]) == 0
+    assert "verify: OK" in capsys.readouterr().out
+    prep = arts.preprocessing()
+    serving = prep.end_to_end(_head(prep))
+    serving.save(str(tmp_path / "serving.keras"))
+    assert cli.main(["verify", arts.root, "--model", str(tmp_path / "serving.keras")]) == 0
+    capsys.readouterr()
+    prep.preprocessing_model().export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
+    assert cli.main(["verify", arts.root, "--model", str(tmp_path / "saved")]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^  \S+ +OK$", out, re.MULTILINE)) == len(FEATURES) and "verify: OK" in out
+
+
+def test_verify_catches_a_skewed_serving_model(arts, tmp_path, capsys):
+    prep = arts.preprocessing()
+    stale = list(reversed(arts.vocabulary("thal")))  # the vocabulary of another day
+    prep.layers["thal"] = keras.layers.StringLookup(vocabulary=stale, name=prep.layers["thal"].name)
+    prep.layers["age"] = keras.layers.Normalization(mean=50.0, variance=81.0, name=prep.layers["age"].name)
+    serving = prep.end_to_end(_head(prep))
+    serving.save(str(tmp_path / "skewed.keras"))
+    assert cli.main(["verify", arts.root, "--model", str(tmp_path / "skewed.keras")]) == 1
+    out = capsys.readouterr().out
+    assert "thal                     DIFFERS: row" in out and "age                      DIFFERS: row" in out
+    assert "cp                       OK" in out and "verify: FAILED" in out
+
+
+def test_golden_rows_can_be_turned_off(tmp_path, capsys):
+    (tmp_path / "a.csv").write_text("c\nx\ny\n")
+    arts = run_job(tmp_path, {"c": {"source": "c", "layer": "StringLookup"}}, [str(tmp_path / "a.csv")], "csv",
+                   golden_rows=0)
+    assert "golden" not in arts.manifest and not any(f.startswith("golden/") for f in arts.manifest["files"])
+    assert cli.main(["verify", arts.root]) == 1
+    assert "carries no golden rows" in capsys.readouterr().err
+
+
+def test_rows_a_layer_rejects_are_not_golden(tmp_path):
+    """num_oov_indices=0 rejects out-of-vocabulary values: such rows are passed over."""
+    (tmp_path / "a.csv").write_text("c\n" + "".join(f"{v}\n" for v in "zaabab" + "a" * 30))
+    arts = run_job(tmp_path, {"c": {"source": "c", "layer": "StringLookup",
+                                    "config": {"num_oov_indices": 0, "max_tokens": 2}}},
+                   [str(tmp_path / "a.csv")], "csv", golden_rows=4)
+    rows = json.loads(open(f"{arts.root}/golden/rows.json").read())
+    assert rows == [{"c": "a"}] * 2 + [{"c": "b"}, {"c": "a"}]  # "z" (row 1) is out of vocabulary
+    assert prepro.golden.verify(arts).ok
