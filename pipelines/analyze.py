@@ -25,9 +25,9 @@ from pipelines.extract import feature_counts, map_in_threads
 from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
-from prepro.stats.numeric import merge_in_order
 from pipelines.vocabulary import VocabularyWriter, cleanup, merged_ranking, write_run
-from prepro import artifacts, fs, spec as spec_lib
+from prepro import artifacts, fs, golden, spec as spec_lib
+from prepro.stats.numeric import merge_in_order
 
 DEFAULT_SHARDS = 16
 DEFAULT_GOLDEN_ROWS = 16
@@ -251,8 +251,9 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     depends on either. `part_bytes`: bytes per part of a split text/JSON Lines file
     (default `io.PART_BYTES`, whatever the runner: numeric statistics merge per part,
     so their last bits depend on it; token counts never do). `golden_rows`: how many raw
-    rows the artifacts carry with their expected outputs (computed with Keras here, at
-    the end: ~5 s to import TensorFlow; 0 skips it).
+    rows the artifacts carry with their expected outputs (computed with Keras at the end;
+    when TensorFlow is not loaded yet, a helper process imports it while the job runs;
+    0 skips it).
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -264,6 +265,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs))
     if num_shards is None:
         num_shards = 1 if plan.single_process else DEFAULT_SHARDS
+    recorder = golden.Recorder(spec_lib.custom_objects(spec), spec_lib.callables_are_refs(spec)) \
+        if golden_rows else None
     try:
         with beam.Pipeline(runner=plan.runner, options=plan.options) as p:
             build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
@@ -271,12 +274,13 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                            part_bytes or prepro_io.PART_BYTES, golden_rows)
         manifest = json.loads(fs.read_bytes(fs.join(work_dir, CANDIDATE)))
         rows = json.loads(fs.read_bytes(fs.join(work_dir, GOLDEN_ROWS)))
+        if rows:
+            manifest = recorder.record(output, manifest, rows, golden_rows)
     except Exception as e:
         raise runners.unwrap_error(e) from None
     finally:
         cleanup(work_dir)
-    if rows:
-        from prepro import golden
-        manifest = golden.record(output, manifest, rows, golden_rows, spec_lib.custom_objects(spec))
+        if recorder is not None:
+            recorder.close()
     artifacts.publish_manifest(output, manifest)
     return artifacts.read_manifest(output)

@@ -466,6 +466,12 @@ def custom_objects(spec: Spec) -> Dict[str, Callable]:
     return out
 
 
+def callables_are_refs(spec: Spec) -> bool:
+    """True if every standardize/split callable is a "module:function" reference (so
+    another process can import it), none a Python object."""
+    return not any(callable(f.config.get(key)) for f in spec.features.values() for key in ("standardize", "split"))
+
+
 def callable_name(fn: Any) -> str:
     """How a callable is recorded in artifacts: by name, never by value."""
     if isinstance(fn, str):
