@@ -91,3 +91,22 @@ def test_rows_a_layer_rejects_are_not_golden(tmp_path):
     rows = json.loads(open(f"{arts.root}/golden/rows.json").read())
     assert rows == [{"c": "a"}] * 2 + [{"c": "b"}, {"c": "a"}]  # "z" (row 1) is out of vocabulary
     assert prepro.golden.verify(arts).ok
+
+
+def test_cli_records_golden_rows_in_a_helper_process(tmp_path):
+    """A fresh `prepro analyze` (TensorFlow not loaded) records the golden outputs in a
+    helper process started with the job; they equal what this process computes."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = str(tmp_path / "arts")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    done = subprocess.run([sys.executable, "-m", "prepro.cli", "analyze", "--spec", f"{root}/examples/spec.yaml",
+                           "--input", f"{root}/examples/data/*.csv", "--format", "csv", "--output", out],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    arts = prepro.load(out)
+    assert arts.manifest["golden"]["rows"] == 16
+    report = prepro.golden.verify(arts)
+    assert report.ok and len(report.differences) == 7
