@@ -106,9 +106,27 @@ def _text_recipe(workdir, config, train_and_export):
     return train_and_export(arts.layer("text")), train_and_export(adapted)
 
 
+def _train_and_call(text_vectorizer, model, string_shape):
+    """The guide's text recipe after adapt(): train `model` on vectorized strings, then
+    an end-to-end model on strings; returns the encoded test string and its output."""
+    import tensorflow as tf
+    import keras
+    train_dataset = tf.data.Dataset.from_tensor_slices(
+        (["The Brain is deeper than the sea", "for if they are held Blue to Blue"], [1, 0]))
+    train_dataset = train_dataset.batch(2).map(lambda x, y: (text_vectorizer(x), y))
+    model.compile(optimizer="rmsprop", loss="mse")
+    model.fit(train_dataset, verbose=0, shuffle=False)
+    inputs = keras.Input(shape=string_shape, dtype="string")
+    end_to_end_model = keras.Model(inputs, model(text_vectorizer(inputs)))
+    test = tf.constant(["The one the other will absorb"]) if string_shape == () else \
+        tf.constant([["The one the other will absorb"]])
+    encoded = text_vectorizer(["The Brain is deeper than the sea"])
+    return np.concatenate([np.asarray(encoded, np.float32).reshape(-1),
+                           np.asarray(end_to_end_model(test)).reshape(-1)])
+
+
 def text_as_token_indices(workdir):
     import keras
-    import tensorflow as tf
     from keras import layers
 
     def guide(text_vectorizer):
@@ -116,40 +134,18 @@ def text_as_token_indices(workdir):
         inputs = keras.Input(shape=(None,), dtype="int64")
         x = layers.Embedding(input_dim=text_vectorizer.vocabulary_size(), output_dim=16)(inputs)
         x = layers.GRU(8)(x)
-        model = keras.Model(inputs, layers.Dense(1)(x))
-        train_dataset = tf.data.Dataset.from_tensor_slices(
-            (["The Brain is deeper than the sea", "for if they are held Blue to Blue"], [1, 0]))
-        train_dataset = train_dataset.batch(2).map(lambda x, y: (text_vectorizer(x), y))
-        model.compile(optimizer="rmsprop", loss="mse")
-        model.fit(train_dataset, verbose=0, shuffle=False)
-        inputs = keras.Input(shape=(1,), dtype="string")
-        end_to_end_model = keras.Model(inputs, model(text_vectorizer(inputs)))
-        encoded = text_vectorizer(["The Brain is deeper than the sea"])
-        return np.concatenate([np.asarray(encoded, np.float32).reshape(-1),
-                               np.asarray(end_to_end_model(tf.constant([["The one the other will absorb"]])))
-                               .reshape(-1)])
+        return _train_and_call(text_vectorizer, keras.Model(inputs, layers.Dense(1)(x)), (1,))
     return _text_recipe(workdir, {"output_mode": "int"}, guide)
 
 
 def _dense_text_guide(text_vectorizer):
     import keras
-    import tensorflow as tf
     from keras import layers
     keras.utils.set_random_seed(0)
     inputs = keras.Input(shape=(text_vectorizer.vocabulary_size(),))
-    model = keras.Model(inputs, layers.Dense(1)(inputs))
-    train_dataset = tf.data.Dataset.from_tensor_slices(
-        (["The Brain is deeper than the sea", "for if they are held Blue to Blue"], [1, 0]))
-    train_dataset = train_dataset.batch(2).map(lambda x, y: (text_vectorizer(x), y))
-    model.compile(optimizer="rmsprop", loss="mse")
-    model.fit(train_dataset, verbose=0, shuffle=False)
     # The guide's keras.Input(shape=(1,), dtype="string") fails here on Keras 3.15 (the
     # symbolic multi_hot/tf_idf output is (None, 1, vocabulary)); shape=() works.
-    inputs = keras.Input(shape=(), dtype="string")
-    end_to_end_model = keras.Model(inputs, model(text_vectorizer(inputs)))
-    encoded = text_vectorizer(["The Brain is deeper than the sea"])
-    return np.concatenate([np.asarray(encoded).reshape(-1),
-                           np.asarray(end_to_end_model(tf.constant(["The one the other will absorb"]))).reshape(-1)])
+    return _train_and_call(text_vectorizer, keras.Model(inputs, layers.Dense(1)(inputs)), ())
 
 
 def text_multi_hot_bigrams(workdir):

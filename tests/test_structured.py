@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import prepro
 from conftest import run_job, write_jsonl
+from test_training import _columns
 from pipelines.errors import InputError
 
 N = 3000
@@ -34,18 +35,8 @@ FEATURES = {
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(3)
-    return {
-        "note": rng.choice(["chest pain", "no pain at rest", "pain on effort", "normal"], N).astype(object),
-        "thal": rng.choice(["normal", "fixed", "reversible"], N, p=[0.6, 0.1, 0.3]).astype(object),
-        "cp": rng.integers(0, 5, N),
-        "age": rng.normal(54, 9, N).round(0),
-        "chol": rng.normal(246, 51, N).round(1),
-        "trestbps": rng.normal(131, 17, N).round(0),
-        "oldpeak": rng.exponential(1.0, N).round(1),
-        "sex": rng.integers(0, 2, N),
-        "patient": np.array([f"P{i}" for i in rng.integers(0, 500, N)], dtype=object),
-    }
+    columns = _columns(N, 3)  # the structured columns tests/test_training.py uses
+    return {c: v.astype(object) if v.dtype.kind == "U" else v for c, v in columns.items()}
 
 
 def _write_csv(path, data, rows=slice(None)):
