@@ -42,11 +42,14 @@ PARTS_PER_MERGE = 64
 
 class ExtractCounts(beam.DoFn):
     """Per read task (a file, or a part of a big one), its batches in file order.
+    Emits (kind, payload) pairs that `build_pipeline` splits by kind (`_kind`): Beam's
+    DaskRunner (2.77) sends tagged outputs to the main output, so none are used.
     Per batch: every token feature's partial counts, split into shards by token hash.
     Per task: every numeric feature's statistics, finished and keyed by the task, so
     parts merge in a canonical order (see prepro.stats.numeric). Per batch, for the
     features with nothing to learn: their checked input's figures."""
 
+    COUNTS = "counts"
     TALLY = "tally"
     ROWS = "rows"
     NUMERIC = "numeric"
@@ -66,11 +69,11 @@ class ExtractCounts(beam.DoFn):
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
         index = task.index if isinstance(task, prepro_io.ReadTask) else 0
         for number, batch in enumerate(prepro_io.read_batches(task, *self._read)):
-            yield beam.pvalue.TaggedOutput(self.ROWS, (batch.path, batch.table.num_rows))
+            yield (self.ROWS, (batch.path, batch.table.num_rows))
             if number == 0 and self._golden_rows:
                 for candidate in candidate_rows(batch, index, self._read[1], self._spec,
                                                 GOLDEN_CANDIDATES * self._golden_rows):
-                    yield beam.pvalue.TaggedOutput(self.GOLDEN, candidate)
+                    yield (self.GOLDEN, candidate)
             try:
                 # One thread per numeric feature: each sees its batches in file order, and
                 # NumPy and tfx-bsl's sketch release the GIL (2 threads: ~1.9x on the adds).
@@ -83,18 +86,24 @@ class ExtractCounts(beam.DoFn):
                     continue
                 try:
                     if feature.is_stateless:
-                        yield beam.pvalue.TaggedOutput(self.CHECKED, (name, checked_tally(batch, feature)))
+                        yield (self.CHECKED, (name, checked_tally(batch, feature)))
                         continue
                     counts, tally = feature_counts(batch, feature, self._threads)
                 except InputError as e:
                     raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
-                yield beam.pvalue.TaggedOutput(self.TALLY, (name, tally))
+                yield (self.TALLY, (name, tally))
                 for shard, part in enumerate(counts.shards(self._num_shards)):
                     if part.table().num_rows or part.documents:
-                        yield (name, shard), part
+                        yield self.COUNTS, ((name, shard), part)
         for name, stats in numeric.items():
             group = (name, index // PARTS_PER_MERGE)
-            yield beam.pvalue.TaggedOutput(self.NUMERIC, (group, (index, stats.finish())))
+            yield (self.NUMERIC, (group, (index, stats.finish())))
+
+
+def _kind(item, kind: str):
+    """The payload of an (kind, payload) pair of `kind`, else nothing."""
+    if item[0] == kind:
+        yield item[1]
 
 
 def _source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
@@ -175,7 +184,6 @@ def write_manifest(_, features, rows, golden, spec, inputs, fmt, runner_name, ou
             "inputs": [{**i, "rows": row_counts.get(i["path"], 0)} for i in inputs],
             "input_format": fmt,
             "rows_read": total,
-            "runner": runner_name,
             "versions": _versions(),
         },
     }
@@ -207,35 +215,42 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
                  | "Inputs" >> beam.Create(tasks)
                  | "SpreadFiles" >> beam.Reshuffle()
                  | "ReadAndExtract" >> beam.ParDo(ExtractCounts(spec, fmt, columns, batch_bytes, num_shards, threads,
-                                                                golden_rows))
-                 .with_output_types(Tuple[Tuple[str, int], TokenCounts])
-                 .with_outputs(ExtractCounts.TALLY, ExtractCounts.ROWS, ExtractCounts.NUMERIC, ExtractCounts.CHECKED,
-                               ExtractCounts.GOLDEN, main="counts"))
-    runs = (extracted.counts
+                                                                golden_rows)))
+
+    def kind(name: str, output_type=None):
+        select = beam.FlatMap(_kind, name)
+        return extracted | f"Select{name.title()}" >> (select.with_output_types(output_type) if output_type else select)
+
+    # Typed, so Beam encodes partial counts with TokenCountsCoder (pipelines/coders.py).
+    counts = kind(ExtractCounts.COUNTS, Tuple[Tuple[str, int], TokenCounts])
+    runs = (counts
             | "CountShards" >> beam.CombinePerKey(MergeTokenCounts(token_types))
             | "RankShards" >> beam.Map(lambda kv: (kv[0][0], write_run(spec.features[kv[0][0]], kv[1],
                                                                         work_dir, kv[0][1]))))
-    tallies = extracted[ExtractCounts.TALLY] | "Tally" >> beam.CombinePerKey(MergeTallies())
+    tallies = kind(ExtractCounts.TALLY) | "Tally" >> beam.CombinePerKey(MergeTallies())
     token_features = (({"runs": runs, "tally": tallies})
                       | "JoinFeature" >> beam.CoGroupByKey()
                       | "Finalize" >> beam.Map(finalize_feature, spec, output))
-    numeric_features = (extracted[ExtractCounts.NUMERIC]
+    numeric_features = (kind(ExtractCounts.NUMERIC)
                         | "GroupParts" >> beam.GroupByKey()
                         | "MergeParts" >> beam.MapTuple(lambda group, parts: (group[0], (group[1], merge_in_order(parts))))
                         | "GroupMerged" >> beam.GroupByKey()
                         | "FinalizeNumeric" >> beam.Map(finalize_numeric, spec, output))
-    checked_features = (extracted[ExtractCounts.CHECKED]
+    checked_features = (kind(ExtractCounts.CHECKED)
                         | "TallyChecked" >> beam.CombinePerKey(MergeTallies())
                         | "FinalizeChecked" >> beam.Map(finalize_stateless, spec))
     features = (token_features, numeric_features, checked_features) | "AllFeatures" >> beam.Flatten()
-    rows = extracted[ExtractCounts.ROWS] | "RowsPerFile" >> beam.CombinePerKey(sum)
-    golden = (extracted[ExtractCounts.GOLDEN]
-              | "GoldenRows" >> beam.combiners.Top.Smallest(GOLDEN_CANDIDATES * (golden_rows or 1),
-                                                             key=lambda c: c[0]))
+    rows = kind(ExtractCounts.ROWS) | "RowsPerFile" >> beam.CombinePerKey(sum)
+    # Per key, not CombineGlobally: Beam 2.77's DaskRunner gives an empty global combine.
+    golden = (kind(ExtractCounts.GOLDEN)
+              | "OneKey" >> beam.Map(lambda candidate: (None, candidate))
+              | "GoldenRows" >> beam.combiners.Top.SmallestPerKey(GOLDEN_CANDIDATES * (golden_rows or 1),
+                                                                  key=lambda c: c[0])
+              | "Candidates" >> beam.Values())
     return (p
             | "Once" >> beam.Create([None])
             | "Manifest" >> beam.FlatMap(write_manifest, beam.pvalue.AsList(features),
-                                         beam.pvalue.AsList(rows), beam.pvalue.AsSingleton(golden), spec,
+                                         beam.pvalue.AsList(rows), beam.pvalue.AsSingleton(golden, default_value=[]), spec,
                                          inputs, fmt, runner_name, output, work_dir))
 
 

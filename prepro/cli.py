@@ -61,9 +61,10 @@ def _analyze(args, beam_args) -> int:
     start = time.time()
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
                            num_shards=args.shards, golden_rows=args.golden_rows)
+    from pipelines.runners import runner_name
     prov = manifest["provenance"]
     print(f"prepro analyze: {prov['rows_read']} rows from {len(prov['inputs'])} file(s), "
-          f"{len(manifest['features'])} feature(s), {time.time() - start:.1f} s on {prov['runner']} "
+          f"{len(manifest['features'])} feature(s), {time.time() - start:.1f} s on {runner_name(beam_args)} "
           f"-> {args.output}")
     return 0
 
