@@ -14,6 +14,23 @@ import time
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if args.command in ("inspect", "verify") and beam_args:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    try:
+        if args.command == "analyze":
+            return _analyze(args, beam_args)
+        if args.command == "verify":
+            return _verify(args)
+        return _inspect(args)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"prepro {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `prepro` command line (unknown `analyze` options go to Beam)."""
     parser = argparse.ArgumentParser(prog="prepro", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,18 +57,7 @@ def main(argv=None) -> int:
                                    "(export Preprocessing.preprocessing_model()).")
     v.add_argument("artifacts")
     v.add_argument("--model", help=".keras file or SavedModel directory")
-    args, beam_args = parser.parse_known_args(argv)
-    if args.command in ("inspect", "verify") and beam_args:
-        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
-    try:
-        if args.command == "analyze":
-            return _analyze(args, beam_args)
-        if args.command == "verify":
-            return _verify(args)
-        return _inspect(args)
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"prepro {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    return parser
 
 
 def _analyze(args, beam_args) -> int:
