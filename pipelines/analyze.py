@@ -10,11 +10,13 @@ without timestamps, so any worker count or file order gives the same bytes.
 
 import contextlib
 import json
+import logging
 import platform
 import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics, MetricsFilter
 import pyarrow as pa
 
 from pipelines import io as prepro_io
@@ -30,6 +32,8 @@ from prepro import artifacts, fs, golden, spec as spec_lib
 from prepro.stats.numeric import merge_in_order
 
 DEFAULT_SHARDS = 16
+METRICS = "prepro"  # namespace of the job's Beam counters (Dataflow shows them live)
+PROGRESS = logging.getLogger("prepro.progress")  # one line per read task (the CLI prints them)
 DEFAULT_GOLDEN_ROWS = 16
 GOLDEN_CANDIDATES = 4  # candidates per golden row: a layer may reject some rows
 CANDIDATE, GOLDEN_ROWS = "manifest.candidate.json", "golden_rows.json"
@@ -68,7 +72,11 @@ class ExtractCounts(beam.DoFn):
         features = sorted(self._spec.features.items())
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
         index = task.index if isinstance(task, prepro_io.ReadTask) else 0
+        rows = 0
         for number, batch in enumerate(prepro_io.read_batches(task, *self._read)):
+            rows += batch.table.num_rows
+            Metrics.counter(METRICS, "rows_read").inc(batch.table.num_rows)
+            Metrics.counter(METRICS, "batches").inc()
             yield (self.ROWS, (batch.path, batch.table.num_rows))
             if number == 0 and self._golden_rows:
                 for candidate in candidate_rows(batch, index, self._read[1], self._spec,
@@ -95,9 +103,26 @@ class ExtractCounts(beam.DoFn):
                 for shard, part in enumerate(counts.shards(self._num_shards)):
                     if part.table().num_rows or part.documents:
                         yield self.COUNTS, ((name, shard), part)
+        Metrics.counter(METRICS, "input_bytes_read").inc(getattr(task, "size", 0))
+        Metrics.counter(METRICS, "read_tasks_done").inc()
+        PROGRESS.info("read %s bytes %s..%s: %d rows", getattr(task, "path", task),
+                     getattr(task, "start", 0), getattr(task, "end", None) or "end", rows)
         for name, stats in numeric.items():
             group = (name, index // PARTS_PER_MERGE)
             yield (self.NUMERIC, (group, (index, stats.finish())))
+
+
+def _counters(result) -> Dict[str, int]:
+    """The job's counters by name, summed over steps (committed where the runner has them)."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS))["counters"]
+    except (NotImplementedError, AttributeError):  # runners without metrics (DaskRunner)
+        return {}
+    out: Dict[str, int] = {}
+    for counter in found:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
 
 
 def _kind(item, kind: str):
@@ -120,6 +145,7 @@ def _source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
 
 def finalize_feature(item, spec: spec_lib.Spec, output: str):
     """Merges one feature's runs into its vocabulary file; returns its manifest entry."""
+    Metrics.counter(METRICS, "features_finalized").inc()
     name, grouped = item
     feature = spec.features[name]
     runs, tallies = grouped["runs"], grouped["tally"]
@@ -257,7 +283,7 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
                 batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None,
-                golden_rows: int = DEFAULT_GOLDEN_ROWS) -> Dict:
+                golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `num_shards`: how many slices the distinct tokens of a feature are counted and
@@ -268,7 +294,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     so their last bits depend on it; token counts never do). `golden_rows`: how many raw
     rows the artifacts carry with their expected outputs (computed with Keras at the end;
     when TensorFlow is not loaded yet, a helper process imports it while the job runs;
-    0 skips it).
+    0 skips it). `counters`, if given, is filled with the job's Beam counters (rows and
+    input bytes read, batches, read tasks, features finalized) where the runner reports them.
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -283,10 +310,14 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     recorder = golden.Recorder(spec_lib.custom_objects(spec), spec_lib.callables_are_refs(spec)) \
         if golden_rows else None
     try:
-        with beam.Pipeline(runner=plan.runner, options=plan.options) as p:
-            build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
-                           batch_bytes or plan.batch_bytes, plan.extract_threads,
-                           part_bytes or prepro_io.PART_BYTES, golden_rows)
+        p = beam.Pipeline(runner=plan.runner, options=plan.options)
+        build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
+                       batch_bytes or plan.batch_bytes, plan.extract_threads,
+                       part_bytes or prepro_io.PART_BYTES, golden_rows)
+        result = p.run()
+        result.wait_until_finish()
+        if counters is not None:
+            counters.update(_counters(result))
         manifest = json.loads(fs.read_bytes(fs.join(work_dir, CANDIDATE)))
         rows = json.loads(fs.read_bytes(fs.join(work_dir, GOLDEN_ROWS)))
         if rows:

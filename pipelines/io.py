@@ -47,6 +47,7 @@ class ReadTask(NamedTuple):
     start: int = 0
     end: Optional[int] = None
     index: int = 0
+    size: int = 0   # input bytes the task reads (for progress counters)
 
 
 SPLITTABLE = ("text", "jsonl")  # one row per line, so a byte range maps to whole rows
@@ -63,10 +64,10 @@ def plan_reads(inputs: List[Dict], fmt: str, part_bytes: int) -> List[ReadTask]:
         splittable = fmt in SPLITTABLE and \
             CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
         if not splittable or size <= part_bytes:
-            tasks.append(ReadTask(path))
+            tasks.append(ReadTask(path, size=size))
             continue
         bounds = list(range(0, size, part_bytes)) + [size]
-        tasks.extend(ReadTask(path, a, b) for a, b in zip(bounds, bounds[1:]))
+        tasks.extend(ReadTask(path, a, b, size=b - a) for a, b in zip(bounds, bounds[1:]))
     return [task._replace(index=i) for i, task in enumerate(tasks)]
 
 

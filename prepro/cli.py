@@ -7,6 +7,7 @@
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -61,18 +62,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _analyze(args, beam_args) -> int:
+    progress = logging.getLogger("prepro.progress")  # a line per read task, on stderr
+    if not progress.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("prepro: %(asctime)s %(message)s", "%H:%M:%S"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
     from prepro.spec import load_spec
     spec = load_spec(args.spec)
     from pipelines.analyze import run_analyze
     start = time.time()
+    counters = {}
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
-                           num_shards=args.shards, golden_rows=args.golden_rows)
+                           num_shards=args.shards, golden_rows=args.golden_rows, counters=counters)
     from pipelines.runners import runner_name
     prov = manifest["provenance"]
-    print(f"prepro analyze: {prov['rows_read']} rows from {len(prov['inputs'])} file(s), "
-          f"{len(manifest['features'])} feature(s), {time.time() - start:.1f} s on {runner_name(beam_args)} "
-          f"-> {args.output}")
+    size = sum(i["bytes"] for i in prov["inputs"])
+    seconds = time.time() - start
+    golden = manifest.get("golden", {}).get("rows", 0)
+    print(f"prepro analyze: {prov['rows_read']} rows, {size / 1e6:.1f} MB from {len(prov['inputs'])} file(s)"
+          + (f" in {counters['read_tasks_done']} read tasks" if "read_tasks_done" in counters else "")
+          + f", {len(manifest['features'])} feature(s), {golden} golden rows; {seconds:.1f} s "
+          f"({size / 1e6 / max(seconds, 1e-9):.1f} MB/s) on {runner_name(beam_args)} -> {args.output}")
     return 0
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (callers may redirect it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
 
 
 def _verify(args) -> int:

@@ -381,7 +381,7 @@ def test_cli_success_returns_zero(tmp_path, capsys):
     path = write(tmp_path / "flights.csv", "carrier,flight\nAA,1\nUA,2\n")
     code, out, err = run_cli(tmp_path, capsys, [path])
     assert code == 0, err
-    assert "2 rows from 1 file(s)" in out
+    assert "2 rows, 0.0 MB from 1 file(s) in 1 read tasks" in out
     assert prepro.load(str(tmp_path / "out")).features == ["carrier", "flight_id"]
 
 

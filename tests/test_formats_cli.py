@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -78,7 +79,10 @@ def test_cli_analyze_and_inspect_on_the_bundled_example(tmp_path, capsys):
     code = cli.main(["analyze", "--spec", os.path.join(root, "examples/spec.yaml"),
                      "--input", os.path.join(root, "examples/data/*.csv"), "--format", "csv", "--output", out])
     assert code == 0
-    assert "12000 rows from 3 file(s)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert re.search(r"12000 rows, 1\.\d MB from 3 file\(s\) in 3 read tasks, 7 feature\(s\), 16 golden rows; "
+                     r"[\d.]+ s \([\d.]+ MB/s\) on FnApiRunner", captured.out), captured.out
+    assert captured.err.count("read ") >= 3 and "flights-0.csv bytes 0..end: 4000 rows" in captured.err
     assert cli.main(["inspect", out]) == 0
     text = capsys.readouterr().out
     assert text.count("rows read") == 7

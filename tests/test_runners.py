@@ -41,11 +41,18 @@ def test_fnapi_one_and_two_workers_and_dask_give_the_same_bytes(tmp_path, dask_c
         "two_workers": ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
         "dask": ["--runner", "DaskRunner", "--dask_client_address", dask_cluster.scheduler_address],
     }
-    snapshots = {}
+    snapshots, counters = {}, {}
     for name, args in runs.items():
-        manifest = run_analyze(spec, inputs, "csv", str(tmp_path / name), args)
+        counters[name] = {}
+        manifest = run_analyze(spec, inputs, "csv", str(tmp_path / name), args, counters=counters[name])
         assert manifest["provenance"]["rows_read"] == 12000 and manifest["golden"]["rows"] == 16
         snapshots[name] = snapshot(tmp_path / name)
+    # Progress counters (Beam metrics), summed over worker processes.
+    size = sum(os.path.getsize(os.path.join(ROOT, "examples", "data", f"flights-{k}.csv")) for k in range(3))
+    for name in ("in_process", "two_workers"):
+        assert counters[name]["rows_read"] == 12000 and counters[name]["input_bytes_read"] == size
+        assert counters[name]["read_tasks_done"] == 3 and counters[name]["features_finalized"] == 3
+    assert counters["dask"] in ({}, counters["in_process"])  # DaskRunner may not report metrics
     reference = snapshots["in_process"]
     # manifest; 3 vocabularies, boundaries, mean and variance; 2 golden files
     assert len(reference) == 9
