@@ -31,7 +31,8 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURE = "review"
-TOOLS = ("prepro", "adapt", "tft")
+TOOLS = ("prepro", "prepro-2w", "adapt", "tft")
+TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip", default="", help=f"comma-separated tools not to run: {', '.join(TOOLS)}")
     parser.add_argument("--tft-on", default="", help="workloads to run TFT on besides the default (ngram-tfidf)")
     parser.add_argument("--tft-workers", type=int, default=1, help="FnApiRunner workers for TFT (1: in-process)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also run prepro with 2 worker processes (prepro-2w) for the 1 vs 2 worker ratio")
     parser.add_argument("--tft-feed", choices=("arrow", "dicts"), default="arrow", help="TFT input form")
     parser.add_argument("--data-dir", default=os.path.join(REPO, "bench", "data"),
                         help="corpora (cached) and run outputs")
@@ -163,7 +166,7 @@ def _child_result(result: Dict, path: str) -> Optional[Dict]:
         return json.load(f)
 
 
-def run_prepro(case: Case) -> Dict:
+def run_prepro(case: Case, tool: str = "prepro", beam_args: Optional[List[str]] = None) -> Dict:
     """`prepro analyze` as a user runs it: wall time and tree peak of the whole command."""
     spec = case.path("spec.yaml")
     if case.workload.kind == "numeric":
@@ -175,9 +178,9 @@ def run_prepro(case: Case) -> Dict:
     with open(spec, "w") as f:
         yaml.safe_dump({"features": features}, f)
     exe = os.path.join(os.path.dirname(sys.executable), "prepro")
-    out = case.path("prepro-artifacts")
-    result = measured(case, "prepro", [exe, "analyze", "--spec", spec, "--input", pattern,
-                                       "--format", fmt, "--output", out])
+    out = case.path(f"{tool}-artifacts")
+    result = measured(case, tool, [exe, "analyze", "--spec", spec, "--input", pattern,
+                                   "--format", fmt, "--output", out, *(beam_args or [])])
     result["artifacts"] = out
     if result["status"] == "ok":
         result.update(wall_s=result["process"]["wall_s"], peak_mb=result["process"]["peak_mb"])
@@ -264,10 +267,20 @@ def run_case(case: Case, args) -> None:
         case.results["tft"] = {"status": "skipped", "why": "TFT is not wired for the numeric workload"}
     if not (case.workload.tft_by_default or case.name in args.tft_on or "tft" in case.results):
         case.results["tft"] = {"status": "skipped", "why": f"off by default for {case.name}; --tft-on {case.name}"}
+    if not args.scaling and "prepro-2w" not in case.results:
+        case.results["prepro-2w"] = {"status": "skipped", "why": "--scaling not given"}
     artifacts = None
+    if "prepro-2w" not in case.results:
+        case.results["prepro-2w"] = report(case, "prepro-2w", run_prepro(case, "prepro-2w", TWO_WORKERS))
     if "prepro" not in case.results:
         case.results["prepro"] = report(case, "prepro", run_prepro(case))
         artifacts = case.results["prepro"]["artifacts"] if case.results["prepro"]["status"] == "ok" else None
+    two = case.results["prepro-2w"]
+    if two["status"] == "ok" and artifacts:
+        same = _tree_bytes(two["artifacts"]) == _tree_bytes(artifacts)
+        two["parity"] = "SAME BYTES" if same else "FAIL"
+        two["parity_detail"] = ("artifacts byte-identical to the in-process run's" if same
+                                else "artifacts differ from the in-process run's")
     if "adapt" not in case.results:
         case.results["adapt"] = report(case, "adapt", run_adapt(case, artifacts))
     if "tft" not in case.results:
@@ -275,6 +288,15 @@ def run_case(case: Case, args) -> None:
     for result in case.results.values():
         if result.get("wall_s"):
             result["mb_s"] = case.input_mb / result["wall_s"]
+
+
+def _tree_bytes(root: str) -> Dict[str, bytes]:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.relpath(os.path.join(dirpath, name), root)] = f.read()
+    return out
 
 
 def report(case: Case, tool: str, result: Dict) -> Dict:
@@ -288,7 +310,7 @@ def report(case: Case, tool: str, result: Dict) -> Dict:
 
 def table(cases: List[Case]) -> str:
     """One row per workload and tool: wall s, MB/s, peak MB, ratios to prepro, parity."""
-    head = (f"{'workload':<12} {'rows':>10} {'MB':>7}  {'tool':<6} {'wall s':>8} {'MB/s':>7} {'peak MB':>8}"
+    head = (f"{'workload':<12} {'rows':>10} {'MB':>7}  {'tool':<9} {'wall s':>8} {'MB/s':>7} {'peak MB':>8}"
             f"  {'wall/prepro':>11} {'peak/prepro':>11}  check")
     rows = [head, "-" * len(head)]
     for case in cases:
@@ -297,7 +319,7 @@ def table(cases: List[Case]) -> str:
             if tool not in case.results:
                 continue
             r = case.results[tool]
-            lead = f"{case.name:<12} {case.docs:>10,} {case.input_mb:>7.1f}  {tool:<6}"
+            lead = f"{case.name:<12} {case.docs:>10,} {case.input_mb:>7.1f}  {tool:<9}"
             if r["status"] != "ok":
                 rows.append(f"{lead} {r['status']}: {r.get('why') or r.get('error')}")
                 continue
@@ -317,7 +339,8 @@ def notes(cases: List[Case]) -> str:
              "prepro: wall = the whole CLI run, start-up included; peak = whole process tree.",
              "MB = 10^6 bytes; MB/s = input bytes / wall; x/prepro > 1 means more than prepro.",
              "check: text: PASS if the artifact-built layer equals the adapted one; numeric: PASS if "
-             "prepro's worst rank error is within its bound and 10x below adapt()'s."]
+             "prepro's worst rank error is within its bound and 10x below adapt()'s; prepro-2w (--scaling): "
+             "prepro with 2 worker processes, wall/prepro is the 2-worker/1-worker time ratio."]
     for case in cases:
         for tool, r in case.results.items():
             if r.get("parity_detail"):
