@@ -68,10 +68,9 @@ class ExtractCounts(beam.DoFn):
         self._num_shards = num_shards
         self._threads = threads
 
-    def process(self, task):
+    def process(self, task: prepro_io.ReadTask):
         features = sorted(self._spec.features.items())
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
-        index = task.index if isinstance(task, prepro_io.ReadTask) else 0
         rows = 0
         for number, batch in enumerate(prepro_io.read_batches(task, *self._read)):
             rows += batch.table.num_rows
@@ -79,7 +78,7 @@ class ExtractCounts(beam.DoFn):
             Metrics.counter(METRICS, "batches").inc()
             yield (self.ROWS, (batch.path, batch.table.num_rows))
             if number == 0 and self._golden_rows:
-                for candidate in candidate_rows(batch, index, self._read[1], self._spec,
+                for candidate in candidate_rows(batch, task.index, self._read[1], self._spec,
                                                 GOLDEN_CANDIDATES * self._golden_rows):
                     yield (self.GOLDEN, candidate)
             try:
@@ -103,13 +102,12 @@ class ExtractCounts(beam.DoFn):
                 for shard, part in enumerate(counts.shards(self._num_shards)):
                     if part.table().num_rows or part.documents:
                         yield self.COUNTS, ((name, shard), part)
-        Metrics.counter(METRICS, "input_bytes_read").inc(getattr(task, "size", 0))
+        Metrics.counter(METRICS, "input_bytes_read").inc(task.size)
         Metrics.counter(METRICS, "read_tasks_done").inc()
-        PROGRESS.info("read %s bytes %s..%s: %d rows", getattr(task, "path", task),
-                     getattr(task, "start", 0), getattr(task, "end", None) or "end", rows)
+        PROGRESS.info("read %s bytes %s..%s: %d rows", task.path, task.start, task.end or "end", rows)
         for name, stats in numeric.items():
-            group = (name, index // PARTS_PER_MERGE)
-            yield (self.NUMERIC, (group, (index, stats.finish())))
+            group = (name, task.index // PARTS_PER_MERGE)
+            yield (self.NUMERIC, (group, (task.index, stats.finish())))
 
 
 def _counters(result) -> Dict[str, int]:
@@ -188,7 +186,7 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
     return name, {**feature.to_dict(), "state": state, "figures": figures}, files
 
 
-def write_manifest(_, features, rows, golden, spec, inputs, fmt, runner_name, output, work_dir):
+def write_manifest(_, features, rows, golden, spec, inputs, fmt, work_dir):
     """Writes the manifest candidate and the golden rows to the work directory; the
     driver adds the golden outputs and publishes (`run_analyze`)."""
     row_counts = dict(rows)
@@ -230,7 +228,7 @@ def _versions():
 
 
 def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, output: str,
-                   work_dir: str, runner_name: str, num_shards: int = DEFAULT_SHARDS,
+                   work_dir: str, num_shards: int = DEFAULT_SHARDS,
                    batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1,
                    part_bytes: int = prepro_io.PART_BYTES, golden_rows: int = 0):
     columns = _source_columns(spec)
@@ -277,7 +275,7 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
             | "Once" >> beam.Create([None])
             | "Manifest" >> beam.FlatMap(write_manifest, beam.pvalue.AsList(features),
                                          beam.pvalue.AsList(rows), beam.pvalue.AsSingleton(golden, default_value=[]), spec,
-                                         inputs, fmt, runner_name, output, work_dir))
+                                         inputs, fmt, work_dir))
 
 
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
@@ -311,7 +309,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
         if golden_rows else None
     try:
         p = beam.Pipeline(runner=plan.runner, options=plan.options)
-        build_pipeline(p, spec, inputs, fmt, output, work_dir, plan.name, num_shards,
+        build_pipeline(p, spec, inputs, fmt, output, work_dir, num_shards,
                        batch_bytes or plan.batch_bytes, plan.extract_threads,
                        part_bytes or prepro_io.PART_BYTES, golden_rows)
         result = p.run()

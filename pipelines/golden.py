@@ -2,8 +2,9 @@
 artifacts carry with their expected outputs (see prepro.golden).
 
 Each read task offers the first rows of its first batch in which every source column
-holds a value that JSON can carry (a list only where a shape is declared); the job keeps the `n` with the smallest (task index,
-row), so the choice depends only on the sorted inputs.
+holds a value that JSON can carry (a list only where a shape is declared); the job keeps
+the `n` with the smallest (task index, row), so the choice depends only on the sorted
+inputs.
 """
 
 from typing import Dict, List, Tuple

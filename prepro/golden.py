@@ -36,27 +36,25 @@ def record(root: str, manifest: Dict[str, Any], candidates: List[Dict[str, Any]]
     a real row: an out-of-vocabulary value with `num_oov_indices=0`)."""
     from prepro.layers import Artifacts
     prep = Artifacts(root, manifest, custom_objects).preprocessing()
-    accepted, error = _accepted(prep, candidates, rows)
+    accepted, outputs, error = _accepted(prep, candidates, rows)
     if not accepted:
         return {**manifest, "golden": {"rows": 0, "why": f"no candidate row is accepted by every layer "
                                                          f"({len(candidates)} tried; last error: {error})"}}
-    outputs = feature_outputs(prep, accepted)
-    rows = accepted
     expected = {name: {"dtype": str(v.dtype), "shape": list(v.shape), "values": v.tolist()}
                 for name, v in outputs.items()}
     files = dict(manifest["files"])
-    for relpath, body in ((ROWS_FILE, rows), (EXPECTED_FILE, expected)):
+    for relpath, body in ((ROWS_FILE, accepted), (EXPECTED_FILE, expected)):
         data = (json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
         fs.write_bytes(fs.join(root, relpath), data)
         files[relpath] = artifacts_lib.file_entry(data)
-    return {**manifest, "files": files, "golden": {"rows": len(rows), "rows_file": ROWS_FILE,
+    return {**manifest, "files": files, "golden": {"rows": len(accepted), "rows_file": ROWS_FILE,
                                                    "expected_file": EXPECTED_FILE}}
 
 
 class Recorder:
     """Records golden outputs at the end of a job. If TensorFlow is not loaded yet, a
-    helper process is started at once (`start`), so its ~5 s import of TensorFlow and
-    Keras overlaps the Beam job; it gets the rows when the job is done (`record`).
+    helper process is started when the recorder is made, so its ~5 s import of TensorFlow
+    and Keras overlaps the Beam job; it gets the rows when the job is done (`record`).
     Callables given as objects (not "module:function") keep it in this process."""
 
     def __init__(self, custom_objects: Mapping[str, Any], portable: bool):
@@ -100,10 +98,10 @@ def _serve() -> None:
 
 
 def _accepted(prep, candidates: List[Dict[str, Any]], rows: int):
-    """The first `rows` candidates every layer accepts, and the last rejection's message."""
+    """The first `rows` candidates every layer accepts, their outputs, and the last
+    rejection's message."""
     try:
-        feature_outputs(prep, candidates[:rows])
-        return candidates[:rows], None
+        return candidates[:rows], feature_outputs(prep, candidates[:rows]), None
     except Exception:  # some row is rejected: find which, one row at a time
         pass
     accepted, error = [], None
@@ -116,7 +114,7 @@ def _accepted(prep, candidates: List[Dict[str, Any]], rows: int):
         accepted.append(row)
         if len(accepted) == rows:
             break
-    return accepted, error
+    return accepted, feature_outputs(prep, accepted) if accepted else None, error
 
 
 def raw_tensors(prep, rows: List[Mapping[str, Any]]) -> Dict[str, Any]:

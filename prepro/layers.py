@@ -13,6 +13,7 @@ vocabularies too large to embed in a saved graph, `tf_idf_parts` gives the same
 output as a file-backed `count` layer and a weight vector to multiply by.
 """
 
+import functools
 import re
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -36,6 +37,11 @@ class Artifacts:
         self.root = root
         self.manifest = manifest
         self.custom_objects = dict(custom_objects or {})
+
+    @functools.cached_property
+    def spec(self) -> spec_lib.Spec:
+        """The spec the artifacts were made from (callables by name)."""
+        return spec_lib.spec_from_dict(self.manifest["spec"])
 
     @property
     def features(self) -> List[str]:
@@ -97,9 +103,7 @@ class Artifacts:
             # Built now, eagerly, for the input shape the artifact was computed on: a
             # layer first built inside a tf.function (tf.data, XLA, a distribution
             # strategy) would keep tensors of that function's graph.
-            source = entry["source"]
-            element_shape = tuple(entry.get("shape") or (len(source) if isinstance(source, list) else 1,))
-            layer.build((None, *element_shape))
+            layer.build((None, *self.spec.features[name].element_shape))
             return layer
         if "boundaries_file" in state:
             config.pop("num_bins", None)  # Keras takes one of num_bins and bin_boundaries

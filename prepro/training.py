@@ -22,8 +22,6 @@ stacked columns, the layer's own output shape for host features.
 
 from typing import Dict, Iterable, Mapping, Optional
 
-from prepro import spec as spec_lib
-
 # Lookup tables and string ops stay on the input hosts (CPU); the rest compiles with XLA.
 HOST_LAYERS = ("TextVectorization", "StringLookup", "IntegerLookup", "Hashing")
 DEVICE_LAYERS = ("Normalization", "Discretization", "CategoryEncoding")
@@ -36,7 +34,7 @@ class Preprocessing:
                  raw_dtypes: Optional[Mapping[str, str]] = None):
         self.features = sorted(features if features is not None else artifacts.features)
         self.layers = {name: artifacts.layer(name) for name in self.features}
-        self._specs = {name: _feature_spec(name, artifacts.manifest["features"][name]) for name in self.features}
+        self._specs = {name: artifacts.spec.features[name] for name in self.features}
         self._raw_dtypes = dict(raw_dtypes or {})
 
     def is_host(self, name: str) -> bool:
@@ -118,11 +116,3 @@ class Preprocessing:
         columns = [ops.reshape(c, (-1, 1)) for c in columns]
         return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=-1)
 
-
-def _feature_spec(name: str, entry: Mapping) -> spec_lib.FeatureSpec:
-    return spec_lib.spec_from_dict({"features": {name: _spec_entry(entry)}}).features[name]
-
-
-def _spec_entry(entry: Mapping) -> Dict:
-    keys = ("source", "layer", "config", "invalid_utf8", *spec_lib.THRESHOLDS, *spec_lib.NUMERIC_KEYS)
-    return {k: entry[k] for k in keys if k in entry}
