@@ -60,12 +60,17 @@ def make_runner(pipeline_args: List[str], total_bytes: int = 0) -> Plan:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     options.view_as(StandardOptions).runner = None
     direct = options.view_as(DirectOptions)
-    if direct.direct_num_workers is None:
+    # Beam defaults to 1 worker, so only an option absent from the command line is ours to set.
+    if not _given(pipeline_args, "direct_num_workers"):
         direct.direct_num_workers = 1 if total_bytes < IN_PROCESS_BYTES else multiprocessing.cpu_count()
-    if direct.direct_running_mode in (None, "in_memory"):
-        direct.direct_running_mode = "in_memory" if direct.direct_num_workers == 1 else "multi_processing"
+    if not _given(pipeline_args, "direct_running_mode") and direct.direct_num_workers != 1:
+        direct.direct_running_mode = "multi_processing"
     single = direct.direct_num_workers == 1 and direct.direct_running_mode == "in_memory"
     return Plan(FnApiRunner(), options, "FnApiRunner", single_process=single)
+
+
+def _given(pipeline_args: List[str], option: str) -> bool:
+    return any(a == f"--{option}" or a.startswith(f"--{option}=") for a in pipeline_args)
 
 
 def unwrap_error(error: Exception) -> Exception:

@@ -61,3 +61,22 @@ def test_fnapi_one_and_two_workers_and_dask_give_the_same_bytes(tmp_path, dask_c
         assert sorted(files) == sorted(reference), name
         for relpath in reference:
             assert files[relpath] == reference[relpath], f"{name}: {relpath} differs"
+
+
+def test_local_default_is_in_process_below_1_gib_and_worker_processes_above():
+    import multiprocessing
+    from apache_beam.options.pipeline_options import DirectOptions
+    from pipelines.runners import IN_PROCESS_BYTES, make_runner
+
+    def direct(args, size):
+        plan = make_runner(args, total_bytes=size)
+        options = plan.options.view_as(DirectOptions)
+        return plan.single_process, options.direct_num_workers, options.direct_running_mode
+
+    assert direct([], IN_PROCESS_BYTES - 1) == (True, 1, "in_memory")
+    assert direct([], IN_PROCESS_BYTES) == (multiprocessing.cpu_count() == 1, multiprocessing.cpu_count(),
+                                            "multi_processing" if multiprocessing.cpu_count() > 1 else "in_memory")
+    # What the user says wins, both ways.
+    assert direct(["--direct_num_workers=1"], IN_PROCESS_BYTES) == (True, 1, "in_memory")
+    assert direct(["--direct_num_workers", "2"], 10) == (False, 2, "multi_processing")
+    assert direct(["--direct_num_workers=2", "--direct_running_mode=multi_threading"], 10)[1:] == (2, "multi_threading")
