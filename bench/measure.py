@@ -14,6 +14,8 @@ Peak memory is reported two ways and `peak_mb` is the larger:
   ru_maxrss never adds up; pages shared between processes are counted in each).
 Linux carries ru_maxrss across fork and exec, so the command starts from this
 wrapper's own high-water mark (`wrapper_maxrss_mb`, ~17 MB): keep the wrapper small.
+`processes` lists the sampled peak RSS of each process of the tree with its role
+(`role_of`): the figure behind a per-worker memory bound.
 """
 
 import argparse
@@ -23,12 +25,14 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Dict, Optional
 
 import psutil
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    """Bytes of RSS summed over `proc` and all its live descendants."""
+def tree_rss(proc: psutil.Process, per_process: Optional[Dict] = None) -> int:
+    """Bytes of RSS summed over `proc` and all its live descendants; when given,
+    `per_process` (pid -> (role, peak bytes)) keeps each one's peak."""
     total = 0
     try:
         members = [proc] + proc.children(recursive=True)
@@ -36,10 +40,26 @@ def tree_rss(proc: psutil.Process) -> int:
         return 0
     for member in members:
         try:
-            total += member.memory_info().rss
+            rss = member.memory_info().rss
+            if per_process is not None:
+                role, peak = per_process.get(member.pid) or (role_of(member.cmdline()), 0)
+                per_process[member.pid] = (role, max(peak, rss))
         except psutil.NoSuchProcess:
-            pass
+            continue
+        total += rss
     return total
+
+
+def role_of(cmdline) -> str:
+    """What a process of a prepro run is, from its command line."""
+    text = " ".join(cmdline)
+    if "sdk_worker_main" in text:
+        return "beam-worker"      # FnApiRunner's worker process (multi_processing mode)
+    if "prepro.golden" in text:
+        return "golden-helper"    # records the golden rows' outputs with Keras
+    if "dask" in text or "distributed" in text:
+        return "dask"
+    return "other"
 
 
 def measure(cmd, interval: float = 0.1) -> dict:
@@ -55,9 +75,11 @@ def measure(cmd, interval: float = 0.1) -> dict:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e6
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
     tree = sampler.peak / 1e6
+    processes = [{"pid": pid, "role": "driver" if pid == child.pid else role, "peak_mb": peak / 1e6}
+                 for pid, (role, peak) in sorted(sampler.per_process.items())]
     return {"cmd": list(cmd), "returncode": child.returncode, "wall_s": wall,
             "children_maxrss_mb": children, "tree_rss_peak_mb": tree,
-            "peak_mb": max(children, tree), "wrapper_maxrss_mb": own}
+            "peak_mb": max(children, tree), "wrapper_maxrss_mb": own, "processes": processes}
 
 
 class TreeSampler(threading.Thread):
@@ -69,11 +91,12 @@ class TreeSampler(threading.Thread):
         self.process = psutil.Process(pid)
         self.interval = interval
         self.peak = 0
+        self.per_process: Dict = {}
         self._done = threading.Event()
 
     def run(self):
         while not self._done.is_set():
-            self.peak = max(self.peak, tree_rss(self.process))
+            self.peak = max(self.peak, tree_rss(self.process, self.per_process))
             self._done.wait(self.interval)
 
     def stop(self):

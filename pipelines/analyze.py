@@ -20,15 +20,16 @@ from apache_beam.metrics import Metrics, MetricsFilter
 import pyarrow as pa
 
 from pipelines import io as prepro_io
-from pipelines.combiners import MergeTallies, MergeTokenCounts, TokenCounts
+from pipelines.combiners import MergeTallies
 from pipelines.checks import checked_tally, finalize_stateless
 from pipelines.errors import InputError
 from pipelines.extract import feature_counts, map_in_threads
 from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
-from pipelines.vocabulary import VocabularyWriter, cleanup, merged_ranking, write_run
+from pipelines.vocabulary import PartRef, VocabularyWriter, cleanup, merged_ranking, rank_shard, write_parts
 from prepro import artifacts, fs, golden, spec as spec_lib
+from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
 
 DEFAULT_SHARDS = 16
@@ -42,13 +43,20 @@ CANDIDATE, GOLDEN_ROWS = "manifest.candidate.json", "golden_rows.json"
 # statistics (a part's quantile sketch is ~1.4 MB at rank_error 0.001), whatever the
 # number of parts.
 PARTS_PER_MERGE = 64
+# A read task's token counts are merged across its batches (frequent tokens repeat)
+# until they hold this many bytes, then written as a part file (pipelines/vocabulary),
+# so a worker holds at most about this much pending count per feature, whatever the
+# input. (Beam's lifted combine bounds its cache by key count, not size.)
+PENDING_COUNT_BYTES = 128 << 20
 
 
 class ExtractCounts(beam.DoFn):
     """Per read task (a file, or a part of a big one), its batches in file order.
     Emits (kind, payload) pairs that `build_pipeline` splits by kind (`_kind`): Beam's
     DaskRunner (2.77) sends tagged outputs to the main output, so none are used.
-    Per batch: every token feature's partial counts, split into shards by token hash.
+    Per task: every token feature's counts, merged over its batches, written as a part
+    file split into shards by token hash (early when they outgrow PENDING_COUNT_BYTES);
+    a reference per shard.
     Per task: every numeric feature's statistics, finished and keyed by the task, so
     parts merge in a canonical order (see prepro.stats.numeric). Per batch, for the
     features with nothing to learn: their checked input's figures."""
@@ -61,8 +69,9 @@ class ExtractCounts(beam.DoFn):
     GOLDEN = "golden"
 
     def __init__(self, spec: spec_lib.Spec, fmt: str, columns: Dict[str, str], batch_bytes: int,
-                 num_shards: int, threads: int = 1, golden_rows: int = 0):
+                 num_shards: int, work_dir: str, threads: int = 1, golden_rows: int = 0):
         self._spec = spec
+        self._work_dir = work_dir
         self._golden_rows = golden_rows
         self._read = (fmt, columns, batch_bytes)
         self._num_shards = num_shards
@@ -71,6 +80,7 @@ class ExtractCounts(beam.DoFn):
     def process(self, task: prepro_io.ReadTask):
         features = sorted(self._spec.features.items())
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
+        pending: Dict[str, TokenCounts] = {}
         rows = 0
         for number, batch in enumerate(prepro_io.read_batches(task, *self._read)):
             rows += batch.table.num_rows
@@ -99,15 +109,21 @@ class ExtractCounts(beam.DoFn):
                 except InputError as e:
                     raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
                 yield (self.TALLY, (name, tally))
-                for shard, part in enumerate(counts.shards(self._num_shards)):
-                    if part.table().num_rows or part.documents:
-                        yield self.COUNTS, ((name, shard), part)
+                pending[name] = pending[name].merge(counts) if name in pending else counts
+                if pending[name].nbytes > PENDING_COUNT_BYTES:
+                    yield from self._spill(name, pending.pop(name))
+        for name in sorted(pending):
+            yield from self._spill(name, pending[name])
         Metrics.counter(METRICS, "input_bytes_read").inc(task.size)
         Metrics.counter(METRICS, "read_tasks_done").inc()
         PROGRESS.info("read %s bytes %s..%s: %d rows", task.path, task.start, task.end or "end", rows)
         for name, stats in numeric.items():
             group = (name, task.index // PARTS_PER_MERGE)
             yield (self.NUMERIC, (group, (task.index, stats.finish())))
+
+    def _spill(self, name: str, counts: TokenCounts):
+        for shard, ref in write_parts(name, counts, self._num_shards, self._work_dir):
+            yield self.COUNTS, ((name, shard), ref)
 
 
 def _counters(result) -> Dict[str, int]:
@@ -232,25 +248,21 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
                    batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1,
                    part_bytes: int = prepro_io.PART_BYTES, golden_rows: int = 0):
     columns = _source_columns(spec)
-    token_types = {n: pa.int64() if f.is_integer else pa.binary() for n, f in spec.features.items()
-                   if not (f.is_numeric or f.is_stateless)}
     tasks = prepro_io.plan_reads(inputs, fmt, part_bytes)
     extracted = (p
                  | "Inputs" >> beam.Create(tasks)
                  | "SpreadFiles" >> beam.Reshuffle()
-                 | "ReadAndExtract" >> beam.ParDo(ExtractCounts(spec, fmt, columns, batch_bytes, num_shards, threads,
+                 | "ReadAndExtract" >> beam.ParDo(ExtractCounts(spec, fmt, columns, batch_bytes, num_shards, work_dir, threads,
                                                                 golden_rows)))
 
     def kind(name: str, output_type=None):
         select = beam.FlatMap(_kind, name)
         return extracted | f"Select{name.title()}" >> (select.with_output_types(output_type) if output_type else select)
 
-    # Typed, so Beam encodes partial counts with TokenCountsCoder (pipelines/coders.py).
-    counts = kind(ExtractCounts.COUNTS, Tuple[Tuple[str, int], TokenCounts])
-    runs = (counts
-            | "CountShards" >> beam.CombinePerKey(MergeTokenCounts(token_types))
-            | "RankShards" >> beam.Map(lambda kv: (kv[0][0], write_run(spec.features[kv[0][0]], kv[1],
-                                                                        work_dir, kv[0][1]))))
+    runs = (kind(ExtractCounts.COUNTS, Tuple[Tuple[str, int], PartRef])
+            | "GroupShards" >> beam.GroupByKey()
+            | "RankShards" >> beam.MapTuple(lambda key, refs: (key[0], rank_shard(spec.features[key[0]], key[1],
+                                                                                   refs, work_dir))))
     tallies = kind(ExtractCounts.TALLY) | "Tally" >> beam.CombinePerKey(MergeTallies())
     token_features = (({"runs": runs, "tally": tallies})
                       | "JoinFeature" >> beam.CoGroupByKey()

@@ -1,26 +1,72 @@
-"""Ranking a feature's vocabulary without holding it on one worker.
+"""Counting and ranking a feature's vocabulary without holding it on one worker.
 
-Each shard (a disjoint slice of the distinct tokens, by stable hash) ranks its own
-tokens and writes them as a sorted run file; only its first `max_tokens` can make the
-global cut, so a shard keeps no more. The finalizer merges the runs (one Arrow sort
-when they are bounded by max_tokens, else a streaming k-way merge with one batch per
-run in memory) and writes the vocabulary file once, in order.
+Three kinds of files in the job's work directory carry the counts; Beam only moves
+references to them, so no runner (FnApiRunner keeps a whole shuffle in its driver's
+memory and hands a worker its share of a stage's input at once) ever holds more than
+a shard of the distinct tokens, and the shuffle stays small. Beam's own guidance
+for large elements: store the blobs, pass their metadata.
+1. Part files (`write_parts`): a read task's partial counts, one record batch per
+   shard (a disjoint slice of the distinct tokens, by stable hash).
+2. Run files (`rank_shard`): a shard's parts merged into exact counts, ranked; only
+   its first `max_tokens` can make the global cut, so a shard keeps no more.
+3. The vocabulary (`merged_ranking`, `VocabularyWriter`): the runs merged by batches
+   (about one batch per run in memory), written once, in order.
 """
 
 import dataclasses
 import hashlib
-import heapq
-import itertools
 import uuid
-from typing import Iterator, List, Optional
+from typing import Iterable, Iterator, List, Optional, Tuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prepro import fs, spec as spec_lib, vocab
 from prepro.stats import TokenCounts
 
 _RUN_BATCH = 65536
-_SORT_IN_MEMORY_ROWS = 4_000_000  # runs merged by one Arrow sort up to this many rows
+
+
+@dataclasses.dataclass(frozen=True)
+class PartRef:
+    """One shard's partial counts: record batch `batch` of the part file `path`."""
+    path: str
+    batch: int
+    documents: int      # totals ride on shard 0's reference
+    occurrences: int
+
+
+def write_parts(name: str, counts: TokenCounts, num_shards: int, work_dir: str) -> Iterator[Tuple[int, PartRef]]:
+    """Writes `counts` split into shards as one part file; (shard, reference) of
+    every shard that holds tokens or totals."""
+    shards = counts.shards(num_shards)
+    path = fs.join(work_dir, name, f"part-{uuid.uuid4().hex}.arrow")
+    schema = counts.table().schema
+    with fs.open_write(path) as f, pa.ipc.new_file(f, schema) as writer:
+        for part in shards:
+            writer.write_batch(pa.record_batch([c.combine_chunks() for c in part.table().columns], schema=schema))
+    for shard, part in enumerate(shards):
+        if part.table().num_rows or part.documents:
+            yield shard, PartRef(path, shard, part.documents, part.occurrences)
+
+
+def read_part(ref: PartRef, token_type: pa.DataType) -> TokenCounts:
+    """The partial counts `ref` points to (only its record batch is read)."""
+    with fs.open_read(ref.path) as f:
+        batch = pa.ipc.open_file(f).get_batch(ref.batch)
+        table = pa.Table.from_batches([batch]).cast(pa.schema([("token", token_type), ("count", pa.int64()),
+                                                               ("doc_count", pa.int64())]))
+    return TokenCounts(token_type, [table] if table.num_rows else [], ref.documents, ref.occurrences)
+
+
+def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef], work_dir: str) -> "Run":
+    """Merges every part of one shard into exact counts and writes its ranked run."""
+    token_type = pa.int64() if feature.is_integer else pa.binary()
+    merged = TokenCounts.empty(token_type)
+    for ref in refs:  # lazily: compaction keeps about a shard's distinct tokens in memory
+        merged = merged.merge(read_part(ref, token_type))
+    return write_run(feature, merged, work_dir, shard)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,51 +87,62 @@ def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str,
     eligible = kept.at_least(feature.min_count, feature.min_document_frequency)
     ranked = eligible.ranked(spec_lib.max_learned_tokens(feature)).select(["token", "count", "doc_count"])
     path = fs.join(work_dir, feature.name, f"run-{shard:05d}-{uuid.uuid4().hex}.arrow")
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, ranked.schema) as writer:
+    with fs.open_write(path) as f, pa.ipc.new_stream(f, ranked.schema) as writer:
         writer.write_table(ranked, max_chunksize=_RUN_BATCH)
-    fs.write_bytes(path, sink.getvalue().to_pybytes())
     occurrences = int(pa.compute.sum(table["count"]).as_py() or 0)
     return Run(path, table.num_rows, occurrences, counts.documents, counts.occurrences,
                table.num_rows - eligible.table().num_rows, ranked.num_rows)
 
 
-def _read_run(path: str) -> pa.Table:
-    return pa.ipc.open_stream(fs.read_bytes(path)).read_all()
+def _stream_run(path: str) -> Iterator[pa.Table]:
+    """A run's rows, one batch of its file at a time."""
+    with fs.open_read(path) as f:
+        for batch in pa.ipc.open_stream(f):
+            yield pa.Table.from_batches([batch])
 
 
-def _stream_run(path: str) -> Iterator[tuple]:
-    for batch in pa.ipc.open_stream(fs.read_bytes(path)):
-        yield from zip(batch.column(1).to_pylist(), batch.column(0).to_pylist(), batch.column(2).to_pylist())
+def _ranks_at_or_above(table: pa.Table, count: int, token) -> int:
+    """How many leading rows of a ranked `table` rank at or above (count, token) in
+    `TokenCounts.ranked`'s order (count desc, then token desc)."""
+    counts, tokens = table["count"], table["token"]
+    above = pc.or_(pc.greater(counts, count), pc.and_(pc.equal(counts, count), pc.greater_equal(tokens, token)))
+    return pc.sum(above).as_py() or 0  # a prefix: the table is ranked
 
 
 def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataType) -> Iterator[pa.Table]:
     """Tables of (token, count, doc_count) in Keras's order across all runs, at most
     `limit` rows in all.
 
-    When the runs are small enough together (each holds at most `limit` tokens) they
-    are sorted at once with Arrow; otherwise (no `limit`, or huge ones) a k-way merge
-    streams them with one batch per run in memory.
+    A k-way merge by batches, holding about one batch per run: every unread row of a
+    run ranks below its last buffered row, so the buffered rows ranking at or above
+    the highest of those rows are final; they are sorted together and emitted (the
+    run that set the bound empties, so every round makes progress). Shards hold
+    disjoint tokens, so rows are never aggregated and the order is total.
     """
-    runs = sorted(runs, key=lambda r: r.path)
-    if limit is not None and sum(r.kept for r in runs) <= _SORT_IN_MEMORY_ROWS:
-        tables = [_read_run(r.path) for r in runs]
-        # Shards hold disjoint tokens: concatenating is aggregating (no group-by needed).
-        tables = [t for t in tables if t.num_rows]
-        merged = TokenCounts(token_type, [pa.concat_tables(tables)] if tables else []).ranked(limit)
-        yield from (merged.slice(i, _RUN_BATCH) for i in range(0, merged.num_rows, _RUN_BATCH))
-        return
-    # Tokens are distinct, so the document frequency never decides the order.
-    merged = heapq.merge(*(_stream_run(r.path) for r in runs), reverse=True)
-    if limit is not None:
-        merged = itertools.islice(merged, limit)
-    while True:
-        chunk = list(itertools.islice(merged, _RUN_BATCH))
-        if not chunk:
+    streams = [_stream_run(r.path) for r in sorted(runs, key=lambda r: r.path)]
+    buffers: List[Optional[pa.Table]] = [None] * len(streams)
+    remaining = limit
+    while remaining is None or remaining > 0:
+        for i, stream in enumerate(streams):
+            while stream is not None and (buffers[i] is None or buffers[i].num_rows == 0):
+                buffers[i] = next(stream, None)
+                if buffers[i] is None:
+                    streams[i] = stream = None
+        live = [i for i, b in enumerate(buffers) if b is not None and b.num_rows]
+        if not live:
             return
-        counts, tokens, frequencies = zip(*chunk)
-        yield pa.table({"token": pa.array(tokens, token_type), "count": pa.array(counts, pa.int64()),
-                        "doc_count": pa.array(frequencies, pa.int64())})
+        # Runs read to the end set no bound; the others bound by their last buffered row.
+        lasts = [(buffers[i]["count"][-1].as_py(), buffers[i]["token"][-1].as_py())
+                 for i in live if streams[i] is not None]
+        bound = max(lasts) if lasts else None
+        final = []
+        for i in live:
+            n = buffers[i].num_rows if bound is None else _ranks_at_or_above(buffers[i], *bound)
+            final.append(buffers[i].slice(0, n))
+            buffers[i] = buffers[i].slice(n)
+        ranked = TokenCounts(token_type, [pa.concat_tables(final)]).ranked(remaining)
+        remaining = None if remaining is None else remaining - ranked.num_rows
+        yield from (ranked.slice(i, _RUN_BATCH) for i in range(0, ranked.num_rows, _RUN_BATCH))
 
 
 class HashedFile:
@@ -121,19 +178,21 @@ class VocabularyWriter:
 
     def add(self, ranked: pa.Table) -> None:
         """Appends the next rows of the ranking (token, count, doc_count)."""
-        tokens = ranked["token"].to_pylist()
-        counts = ranked["count"].to_numpy()
-        for token, count in zip(tokens[:max(0, 20 - len(self.top))], counts):
+        tokens, counts = ranked["token"], ranked["count"].to_numpy()
+        top = max(0, 20 - len(self.top))
+        for token, count in zip(tokens[:top].to_pylist(), counts[:top]):
             self.top.append([token if isinstance(token, int) else token.decode("utf-8", "replace"), int(count)])
-        unsafe = set(vocab.file_unsafe_positions(ranked["token"]))
-        for i in sorted(unsafe):
-            self.exceptions.append([self.size + i, vocab.token_to_json(tokens[i])])
-        lines = [vocab.encode_token(t) for i, t in enumerate(tokens) if i not in unsafe]
-        if lines:
-            self.vocabulary.write(b"\n".join(lines) + b"\n")
-        if self.frequencies is not None and tokens:
-            self.frequencies.write(b"\n".join(b"%d" % d for d in ranked["doc_count"].to_numpy()) + b"\n")
-        self.size += len(tokens)
+        unsafe = vocab.file_unsafe_positions(tokens)
+        for i in unsafe:
+            self.exceptions.append([self.size + i, vocab.token_to_json(tokens[i].as_py())])
+        if unsafe:
+            keep = np.ones(len(tokens), bool)
+            keep[unsafe] = False
+            tokens = tokens.filter(pa.array(keep))
+        self.vocabulary.write(vocab.encode_lines(tokens))
+        if self.frequencies is not None:
+            self.frequencies.write(vocab.encode_lines(ranked["doc_count"]))
+        self.size += ranked.num_rows
         self.kept_occurrences += int(counts.sum())
 
 

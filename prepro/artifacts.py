@@ -66,13 +66,24 @@ def read_manifest(root: str, verify: bool = True) -> Dict[str, Any]:
     return manifest
 
 
-def verify_file(root: str, relpath: str, expected: Mapping[str, Any]) -> bytes:
+def verify_file(root: str, relpath: str, expected: Mapping[str, Any]) -> None:
     path = fs.join(root, relpath)
     if not fs.exists(path):
         raise ArtifactError(f"{path}: listed in the manifest but missing")
-    data = fs.read_bytes(path)
-    if file_entry(data) != dict(expected):
+    found = _streamed_entry(path)
+    if found != dict(expected):
         raise ArtifactError(f"{path}: size or SHA-256 does not match the manifest "
-                            f"(expected {dict(expected)}, found {file_entry(data)}); the artifact "
+                            f"(expected {dict(expected)}, found {found}); the artifact "
                             f"was modified or partly overwritten")
-    return data
+
+
+def _streamed_entry(path: str, chunk: int = 8 << 20) -> Dict[str, Any]:
+    """`file_entry` of a file read in chunks: vocabularies can be hundreds of MB."""
+    sha, size = hashlib.sha256(), 0
+    with fs.open_read(path) as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return {"bytes": size, "sha256": sha.hexdigest()}
+            sha.update(data)
+            size += len(data)

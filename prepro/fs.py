@@ -31,6 +31,19 @@ def read_bytes(path: str) -> bytes:
         return tf.io.gfile.GFile(path, "rb").read()
 
 
+def open_read(path: str):
+    """A binary file object to read `path` in pieces (for files too big to hold at once)."""
+    if not is_remote(path):
+        return open(path, "rb")
+    try:
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.io.filesystem import CompressionTypes
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except ImportError:
+        import tensorflow as tf
+        return tf.io.gfile.GFile(path, "rb")
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """Writes a whole file; locally through a temporary name and an atomic rename."""
     if not is_remote(path):

@@ -39,11 +39,6 @@ def rank_order(tokens: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.lexsort((token_key, counts))[::-1]
 
 
-def sort_key(count: int, token: Token):
-    """The ranking as a Python key, for merging ranked runs (larger key ranks first)."""
-    return (count, token)
-
-
 # The characters `str.splitlines` breaks at (Keras re-reads `.keras` vocabulary assets
 # with it); a token holding one cannot be a line of a vocabulary file.
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -84,6 +79,20 @@ def encode_token(token: Token) -> bytes:
     if isinstance(token, (int, np.integer)):
         return b"%d" % int(token)
     return token
+
+
+def encode_lines(values) -> bytes:
+    """`encode_token` of every element of an Arrow array (binary or integer), each
+    followed by a line break, as one bytes object: without a Python call per token."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if len(values) == 0:
+        return b""
+    text = values.cast(pa.string()).cast(pa.binary()) if pa.types.is_integer(values.type) else values
+    lines = pc.binary_join_element_wise(text, pa.scalar(b"", pa.binary()), b"\n")
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
 
 
 def token_to_json(token: Token):

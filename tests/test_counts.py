@@ -8,8 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipelines import extract
-from pipelines.coders import TokenCountsCoder
+from pipelines import extract, vocabulary
 from prepro import text, vocab
 from prepro.stats.counts import TokenCounts, shard_of
 
@@ -66,21 +65,52 @@ def test_parts_are_whole_consecutive_documents():
         assert all(len(p) for p in parts)
 
 
-def test_counts_bytes_and_coder_round_trip():
+def test_counts_bytes_and_pickle_round_trip():
     docs = random_docs(seed=5)
     a = TokenCounts.from_tokens(*text.tokenize(docs, {"standardize": None, "split": "whitespace",
                                                       "ngrams": 2}), len(docs))
     pending = a.merge(a)  # two pending tables, not yet aggregated
-    coder = TokenCountsCoder()
     for counts in (pending, TokenCounts.empty(pa.binary()), TokenCounts.empty(pa.int64())):
-        back = coder.decode(coder.encode(counts))
+        back = TokenCounts.from_bytes(counts.to_bytes())
         assert len(back._tables) == len(counts._tables)
         assert (back.token_type, back.documents, back.occurrences) == \
             (counts.token_type, counts.documents, counts.occurrences)
         assert as_dict(back) == as_dict(counts)
-    assert coder.decode(coder.encode(None)) is None
-    assert coder.estimate_size(pending) == pending.nbytes > 0
     assert as_dict(pickle.loads(pickle.dumps(pending))) == as_dict(pending)
+
+
+def random_counts(rng, n, token_type=pa.binary()):
+    """`n` distinct tokens with counts full of ties, as one table of TokenCounts."""
+    ids = rng.permutation(10 * n)[:n]
+    tokens = pa.array(ids) if token_type == pa.int64() else pa.array([b"t%d" % i for i in ids], pa.binary())
+    counts = rng.integers(1, 5, n) ** rng.integers(1, 4, n)
+    return TokenCounts(token_type, [pa.table({"token": tokens, "count": counts, "doc_count": counts})], 7, 11)
+
+
+@pytest.mark.parametrize("token_type", [pa.binary(), pa.int64()])
+def test_part_files_split_counts_into_shards_and_read_back(tmp_path, token_type):
+    counts = random_counts(np.random.default_rng(1), 5000, token_type)
+    refs = list(vocabulary.write_parts("f", counts, 4, str(tmp_path)))
+    assert [shard for shard, _ in refs] == [0, 1, 2, 3] and len({r.path for _, r in refs}) == 1
+    back = [vocabulary.read_part(ref, token_type) for _, ref in refs]
+    assert sum(len(as_dict(b)) for b in back) == 5000
+    assert {k: v for b in back for k, v in as_dict(b).items()} == as_dict(counts)
+    assert [(b.documents, b.occurrences) for b in back] == [(7, 11), (0, 0), (0, 0), (0, 0)]
+
+
+@pytest.mark.parametrize("token_type", [pa.binary(), pa.int64()])
+@pytest.mark.parametrize("limit", [None, 1, 999, 5000, 10**6])
+def test_batched_merge_of_runs_equals_one_sort(tmp_path, monkeypatch, token_type, limit):
+    monkeypatch.setattr(vocabulary, "_RUN_BATCH", 37)  # many batches per run
+    from prepro.spec import FeatureSpec
+    feature = FeatureSpec("f", "f", "IntegerLookup" if token_type == pa.int64() else "StringLookup", {})
+    counts = random_counts(np.random.default_rng(2), 5000, token_type)
+    shards = counts.shards(7)
+    runs = [vocabulary.write_run(feature, shard, str(tmp_path), i) for i, shard in enumerate(shards)]
+    merged = pa.concat_tables(vocabulary.merged_ranking(runs, limit, token_type))
+    expected = counts.ranked(limit)
+    assert merged["token"].to_pylist() == expected["token"].to_pylist()
+    assert merged["count"].to_pylist() == expected["count"].to_pylist()
 
 
 def test_ngram_ids_refuse_keys_that_overflow():
@@ -120,3 +150,11 @@ def test_shards_are_stable_balanced_and_slice_independent():
     assert shard_of(tokens.slice(2, 3), 16).tolist() == shards[2:5].tolist()
     sizes = np.bincount(shards[5:], minlength=16)
     assert sizes.min() > 0.9 * 2500 and sizes.max() < 1.1 * 2500
+
+
+def test_encode_lines_is_encode_token_per_line():
+    for values in (pa.array([b"a", b"", "é".encode(), b"x y"], pa.binary()).slice(1),
+                   pa.array([0, -5, 2**62, 7], pa.int64()), pa.array([], pa.binary()),
+                   pa.chunked_array([pa.array([b"p"]), pa.array([b"q"])])):
+        expected = b"".join(vocab.encode_token(v) + b"\n" for v in values.to_pylist())
+        assert vocab.encode_lines(values) == expected
