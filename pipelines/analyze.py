@@ -122,6 +122,7 @@ class ExtractCounts(beam.DoFn):
             yield (self.NUMERIC, (group, (task.index, stats.finish())))
 
     def _spill(self, name: str, counts: TokenCounts):
+        Metrics.counter(METRICS, "part_files_written").inc()
         for shard, ref in write_parts(name, counts, self._num_shards, self._work_dir):
             yield self.COUNTS, ((name, shard), ref)
 
@@ -305,7 +306,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     rows the artifacts carry with their expected outputs (computed with Keras at the end;
     when TensorFlow is not loaded yet, a helper process imports it while the job runs;
     0 skips it). `counters`, if given, is filled with the job's Beam counters (rows and
-    input bytes read, batches, read tasks, features finalized) where the runner reports them.
+    input bytes read, batches, read tasks, part files of partial counts written,
+    features finalized) where the runner reports them.
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:

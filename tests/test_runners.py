@@ -52,6 +52,7 @@ def test_fnapi_one_and_two_workers_and_dask_give_the_same_bytes(tmp_path, dask_c
     for name in ("in_process", "two_workers"):
         assert counters[name]["rows_read"] == 12000 and counters[name]["input_bytes_read"] == size
         assert counters[name]["read_tasks_done"] == 3 and counters[name]["features_finalized"] == 3
+        assert counters[name]["part_files_written"] == 3 * 3  # per read task, per token feature
     # Beam 2.77's DaskRunner reports no metrics ({}); if it ever does, they must be exact.
     assert counters["dask"] in ({}, counters["in_process"])
     reference = snapshots["in_process"]
