@@ -123,7 +123,7 @@ class TokenCounts:
             table = table.filter(pc.greater_equal(table["count"], kth))
         # Two stable single-key sorts (token, then count) give the two-key order ~1.6x
         # faster than one two-key sort, and contiguous columns sort ~1.4x faster
-        # (measured: 1.35M mostly tied tokens, 2.6 s -> 1.1 s).
+        # (measured: 1.35M mostly tied tokens in 27 chunks, 2.6 s -> 1.5 s).
         table = table.combine_chunks()
         by_token = pc.array_sort_indices(table["token"], order="descending")
         order = by_token.take(pc.array_sort_indices(table["count"].take(by_token), order="descending"))
