@@ -2,8 +2,8 @@
 
 The default is Beam's FnApiRunner. DirectRunner would first try to download the
 Prism binary; FnApiRunner never does. Inputs under `IN_PROCESS_BYTES` run in-process
-with one vocabulary shard, large batches, and every core tokenizing each batch in
-threads; larger ones use one worker process per core. Measured on 2 cores: worker
+with large batches and every core tokenizing each batch in threads; larger ones use
+one worker process per core. Measured on 2 cores: worker
 processes cost 3-5 s to start, and a 263 MB job ran in 8.1-8.5 s in-process against
 10.4-10.6 s with two workers.
 Any other runner (DataflowRunner, FlinkRunner, SparkRunner, DaskRunner...) is chosen
@@ -29,7 +29,7 @@ class Plan:
     runner: object
     options: PipelineOptions
     name: str
-    single_process: bool   # one in-process worker: no sharding or small batches needed
+    single_process: bool   # one in-process worker: no small batches needed
 
     @property
     def batch_bytes(self) -> int:

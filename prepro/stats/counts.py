@@ -323,8 +323,9 @@ def shard_of(tokens: pa.Array, num_shards: int) -> np.ndarray:
     return (h % np.uint64(num_shards)).astype(np.int64)
 
 
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)
+
+
 def _low_bytes_mask(n: np.ndarray) -> np.ndarray:
     """Per element, a uint64 with its low min(max(n, 0), 8) bytes set."""
-    n = np.clip(n, 0, 8).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        return np.where(n == 8, np.uint64(0xFFFFFFFFFFFFFFFF), (np.uint64(1) << (n * np.uint64(8))) - np.uint64(1))
+    return _LOW_BYTES[np.clip(n, 0, 8)]
