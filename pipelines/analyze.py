@@ -49,9 +49,10 @@ CANDIDATE, GOLDEN_ROWS = "manifest.candidate.json", "golden_rows.json"
 # number of parts.
 PARTS_PER_MERGE = 64
 # A read task's token counts are merged across its batches (frequent tokens repeat)
-# until they hold this many bytes, then written as a part file (pipelines/vocabulary),
-# so a worker holds at most about this much pending count per feature, whatever the
-# input. (Beam's lifted combine bounds its cache by key count, not size.)
+# until all its features' together hold this many bytes, then the largest is written
+# as a part file (pipelines/vocabulary), so a task holds about this much pending count
+# whatever the input and the number of features. (Beam's lifted combine bounds its
+# cache by key count, not size.)
 PENDING_COUNT_BYTES = 128 << 20
 
 
@@ -60,8 +61,8 @@ class ExtractCounts(beam.DoFn):
     Emits (kind, payload) pairs that `build_pipeline` splits by kind (`_kind`): Beam's
     DaskRunner (2.77) sends tagged outputs to the main output, so none are used.
     Per task: every token feature's counts, merged over its batches, written as a part
-    file split into shards by token hash (early when they outgrow PENDING_COUNT_BYTES);
-    a reference per shard.
+    file split into shards by token hash (the largest early, when the task's pending
+    counts outgrow PENDING_COUNT_BYTES); a reference per shard.
     Per task: every numeric feature's statistics, finished and keyed by the task, so
     parts merge in a canonical order (see prepro.stats.numeric). Per batch, for the
     features with nothing to learn: their checked input's figures."""
@@ -115,8 +116,9 @@ class ExtractCounts(beam.DoFn):
                     raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
                 yield (self.TALLY, (name, tally))
                 pending[name] = pending[name].merge(counts) if name in pending else counts
-                if pending[name].nbytes > PENDING_COUNT_BYTES:
-                    yield from self._spill(name, pending.pop(name))
+                while sum(c.nbytes for c in pending.values()) > PENDING_COUNT_BYTES:
+                    largest = max(sorted(pending), key=lambda n: pending[n].nbytes)
+                    yield from self._spill(largest, pending.pop(largest))
         for name in sorted(pending):
             yield from self._spill(name, pending[name])
         Metrics.counter(METRICS, "input_bytes_read").inc(task.size)

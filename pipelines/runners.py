@@ -62,7 +62,8 @@ def make_runner(pipeline_args: List[str], total_bytes: int = 0) -> Plan:
     direct = options.view_as(DirectOptions)
     # Beam defaults to 1 worker, so only an option absent from the command line is ours to set.
     if not _given(pipeline_args, "direct_num_workers"):
-        direct.direct_num_workers = 1 if total_bytes < IN_PROCESS_BYTES else multiprocessing.cpu_count()
+        in_memory = _given(pipeline_args, "direct_running_mode") and direct.direct_running_mode == "in_memory"
+        direct.direct_num_workers = 1 if in_memory or total_bytes < IN_PROCESS_BYTES else multiprocessing.cpu_count()
     if not _given(pipeline_args, "direct_running_mode") and direct.direct_num_workers != 1:
         direct.direct_running_mode = "multi_processing"
     single = direct.direct_num_workers == 1 and direct.direct_running_mode == "in_memory"

@@ -105,13 +105,19 @@ def exists(path: str) -> bool:
 
 
 def delete(paths: List[str]) -> None:
-    paths = [p for p in paths if exists(p)]
-    if not paths:
-        return
-    if not is_remote(paths[0]):
-        import shutil
-        for p in paths:
-            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-        return
-    from apache_beam.io.filesystems import FileSystems
-    FileSystems.delete(paths)
+    """Deletes files and directory trees; missing paths are skipped."""
+    import shutil
+    for p in paths:
+        if not is_remote(p):
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.remove(p)
+    remote = [p for p in paths if is_remote(p)]
+    if remote:
+        # An object store has no directories: a "directory" is every object under its prefix.
+        from apache_beam.io.filesystems import FileSystems
+        patterns = remote + [p.rstrip("/") + "/**" for p in remote]
+        found = sorted({m.path for result in FileSystems.match(patterns) for m in result.metadata_list})
+        if found:
+            FileSystems.delete(found)

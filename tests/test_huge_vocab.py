@@ -64,3 +64,22 @@ def test_full_size_benchmark_passes(tmp_path):
     """`python -m bench.huge_vocab`: 45M rows, 21.7M distinct tokens (about 4 minutes,
     plus 2 to generate the data); exits non-zero if a check fails."""
     assert huge_vocab.main(["--data-dir", str(tmp_path)]) == 0
+
+
+def test_a_tight_budget_spills_the_largest_features_and_changes_no_byte(tmp_path, monkeypatch):
+    from prepro.spec import load_spec
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = load_spec(os.path.join(root, "examples", "spec.yaml"))  # 3 token features, 4 others
+    inputs = [os.path.join(root, "examples", "data", "*.csv")]
+    plain, tight = str(tmp_path / "plain"), str(tmp_path / "tight")
+    analyze.run_analyze(spec, inputs, "csv", plain, golden_rows=0)
+    monkeypatch.setattr(analyze, "PENDING_COUNT_BYTES", 4 << 10)
+    counters = {}
+    analyze.run_analyze(spec, inputs, "csv", tight, golden_rows=0, batch_bytes=16 << 10, num_shards=4,
+                        counters=counters)
+    assert counters["part_files_written"] > 3 * 3 * 4
+    for dirpath, _, names in os.walk(plain):
+        for name in names:
+            rel = os.path.relpath(os.path.join(dirpath, name), plain)
+            with open(os.path.join(plain, rel), "rb") as a, open(os.path.join(tight, rel), "rb") as b:
+                assert a.read() == b.read(), rel

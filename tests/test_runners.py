@@ -79,5 +79,6 @@ def test_local_default_is_in_process_below_1_gib_and_worker_processes_above():
                                             "multi_processing" if multiprocessing.cpu_count() > 1 else "in_memory")
     # What the user says wins, both ways.
     assert direct(["--direct_num_workers=1"], IN_PROCESS_BYTES) == (True, 1, "in_memory")
+    assert direct(["--direct_running_mode=in_memory"], IN_PROCESS_BYTES) == (True, 1, "in_memory")
     assert direct(["--direct_num_workers", "2"], 10) == (False, 2, "multi_processing")
     assert direct(["--direct_num_workers=2", "--direct_running_mode=multi_threading"], 10)[1:] == (2, "multi_threading")
