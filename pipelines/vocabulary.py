@@ -77,7 +77,6 @@ class Run:
     documents: int
     occurrences_all: int  # occurrences including mask/OOV tokens
     below_thresholds: int = 0  # distinct tokens dropped by min_count / min_document_frequency
-    kept: int = 0       # tokens in the run file (at most max_tokens)
 
 
 def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str, shard: int) -> Run:
@@ -91,7 +90,7 @@ def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str,
         writer.write_table(ranked, max_chunksize=_RUN_BATCH)
     occurrences = int(pa.compute.sum(table["count"]).as_py() or 0)
     return Run(path, table.num_rows, occurrences, counts.documents, counts.occurrences,
-               table.num_rows - eligible.table().num_rows, ranked.num_rows)
+               table.num_rows - eligible.table().num_rows)
 
 
 def _stream_run(path: str) -> Iterator[pa.Table]:
