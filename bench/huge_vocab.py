@@ -132,17 +132,16 @@ def load_layer(artifacts: str, samples: int = 10_000) -> dict:
 
 
 def _measured(workdir: str, name: str, cmd) -> dict:
+    """`cmd` under bench.measure (as bench.run measures its tools); its figures."""
+    from bench.run import child_env, _tail
     figures, log = os.path.join(workdir, f"{name}.measure.json"), os.path.join(workdir, f"{name}.log")
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     with open(log, "wb") as out:
         subprocess.run([sys.executable, "-m", "bench.measure", "--json", figures, "--", *cmd],
-                       cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+                       cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
     with open(figures) as f:
         result = json.load(f)
     if result["returncode"] != 0:
-        with open(log, "rb") as f:
-            tail = f.read().decode("utf-8", "replace").strip().splitlines()[-5:]
-        raise SystemExit(f"{name} failed ({log}):\n" + "\n".join(tail))
+        raise SystemExit(f"{name} failed: {_tail(log)} (full log: {log})")
     return result
 
 

@@ -14,7 +14,6 @@ for large elements: store the blobs, pass their metadata.
 """
 
 import dataclasses
-import hashlib
 import uuid
 from typing import Iterable, Iterator, List, Optional, Tuple
 
@@ -22,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prepro import fs, spec as spec_lib, vocab
+from prepro import artifacts, fs, spec as spec_lib, vocab
 from prepro.stats import TokenCounts
 
 _RUN_BATCH = 65536
@@ -30,9 +29,9 @@ _RUN_BATCH = 65536
 
 @dataclasses.dataclass(frozen=True)
 class PartRef:
-    """One shard's partial counts: record batch `batch` of the part file `path`."""
+    """One shard's partial counts in the part file `path` (its record batch number is
+    the shard's, which the reference travels with as its key)."""
     path: str
-    batch: int
     documents: int      # totals ride on shard 0's reference
     occurrences: int
 
@@ -48,13 +47,13 @@ def write_parts(name: str, counts: TokenCounts, num_shards: int, work_dir: str) 
             writer.write_batch(pa.record_batch([c.combine_chunks() for c in part.table().columns], schema=schema))
     for shard, part in enumerate(shards):
         if part.table().num_rows or part.documents:
-            yield shard, PartRef(path, shard, part.documents, part.occurrences)
+            yield shard, PartRef(path, part.documents, part.occurrences)
 
 
-def read_part(ref: PartRef, token_type: pa.DataType) -> TokenCounts:
-    """The partial counts `ref` points to (only its record batch is read)."""
+def read_part(ref: PartRef, shard: int, token_type: pa.DataType) -> TokenCounts:
+    """Shard `shard`'s partial counts in the part file of `ref` (only its batch is read)."""
     with fs.open_read(ref.path) as f:
-        batch = pa.ipc.open_file(f).get_batch(ref.batch)
+        batch = pa.ipc.open_file(f).get_batch(shard)
         table = pa.Table.from_batches([batch]).cast(pa.schema([("token", token_type), ("count", pa.int64()),
                                                                ("doc_count", pa.int64())]))
     return TokenCounts(token_type, [table] if table.num_rows else [], ref.documents, ref.occurrences)
@@ -65,7 +64,7 @@ def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef
     token_type = pa.int64() if feature.is_integer else pa.binary()
     merged = TokenCounts.empty(token_type)
     for ref in refs:  # lazily: compaction keeps about a shard's distinct tokens in memory
-        merged = merged.merge(read_part(ref, token_type))
+        merged = merged.merge(read_part(ref, shard, token_type))
     return write_run(feature, merged, work_dir, shard)
 
 
@@ -149,16 +148,14 @@ class HashedFile:
 
     def __init__(self, out):
         self._out = out
-        self._sha = hashlib.sha256()
-        self.bytes = 0
+        self._digest = artifacts.Digest()
 
     def write(self, data: bytes) -> None:
         self._out.write(data)
-        self._sha.update(data)
-        self.bytes += len(data)
+        self._digest.update(data)
 
     def file_entry(self):
-        return {"bytes": self.bytes, "sha256": self._sha.hexdigest()}
+        return self._digest.entry()
 
 
 class VocabularyWriter:

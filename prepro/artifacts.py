@@ -26,8 +26,24 @@ class ArtifactError(RuntimeError):
     """An artifact that is missing, incomplete, corrupt or of an unknown format."""
 
 
+class Digest:
+    """A file's manifest entry (size and SHA-256), computed from its bytes piece by piece."""
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+
+    def update(self, data: bytes) -> "Digest":
+        self._sha.update(data)
+        self.bytes += len(data)
+        return self
+
+    def entry(self) -> Dict[str, Any]:
+        return {"bytes": self.bytes, "sha256": self._sha.hexdigest()}
+
+
 def file_entry(data: bytes) -> Dict[str, Any]:
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return Digest().update(data).entry()
 
 
 def begin_publish(root: str) -> None:
@@ -79,11 +95,8 @@ def verify_file(root: str, relpath: str, expected: Mapping[str, Any]) -> None:
 
 def _streamed_entry(path: str, chunk: int = 8 << 20) -> Dict[str, Any]:
     """`file_entry` of a file read in chunks: vocabularies can be hundreds of MB."""
-    sha, size = hashlib.sha256(), 0
+    digest = Digest()
     with fs.open_read(path) as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                return {"bytes": size, "sha256": sha.hexdigest()}
-            sha.update(data)
-            size += len(data)
+        for data in iter(lambda: f.read(chunk), b""):
+            digest.update(data)
+    return digest.entry()

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file, glob or gs:// path; repeat for several")
     a.add_argument("--format", required=True, choices=("text", "csv", "jsonl", "parquet", "tfrecord"))
     a.add_argument("--output", required=True, help="artifact directory (local or gs://)")
-    a.add_argument("--shards", type=int, default=None, help="vocabulary shards (default: 1 for an in-process run under 256 MB of input, else 16)")
+    a.add_argument("--shards", type=int, default=None,
+                   help="vocabulary shards (default: 1 for an in-process run under 256 MB of input, else 16)")
     a.add_argument("--golden-rows", type=int, default=16,
                    help="raw rows the artifacts carry with their expected outputs (0: none; "
                         "computing them imports TensorFlow, ~5 s)")

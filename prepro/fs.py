@@ -18,27 +18,25 @@ def join(*parts: str) -> str:
     return "/".join([head] + [p.strip("/") for p in parts[1:]]) if is_remote(head) else os.path.join(*parts)
 
 
+def _as_stored():
+    """Beam's compression setting for prepro's files: bytes as stored (Beam would
+    otherwise (de)compress by file extension)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    return CompressionTypes.UNCOMPRESSED
+
+
 def read_bytes(path: str) -> bytes:
-    if not is_remote(path):
-        with open(path, "rb") as f:
-            return f.read()
-    try:
-        from apache_beam.io.filesystems import FileSystems
-        with FileSystems.open(path) as f:
-            return f.read()
-    except ImportError:
-        import tensorflow as tf
-        return tf.io.gfile.GFile(path, "rb").read()
+    with open_read(path) as f:
+        return f.read()
 
 
 def open_read(path: str):
-    """A binary file object to read `path` in pieces (for files too big to hold at once)."""
+    """A binary file object reading `path`'s bytes as stored (never decompressed)."""
     if not is_remote(path):
         return open(path, "rb")
     try:
         from apache_beam.io.filesystems import FileSystems
-        from apache_beam.io.filesystem import CompressionTypes
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return FileSystems.open(path, compression_type=_as_stored())
     except ImportError:
         import tensorflow as tf
         return tf.io.gfile.GFile(path, "rb")
@@ -55,7 +53,7 @@ def write_bytes(path: str, data: bytes) -> None:
         return
     try:
         from apache_beam.io.filesystems import FileSystems
-        with FileSystems.create(path) as f:  # object stores publish a whole object at close
+        with FileSystems.create(path, compression_type=_as_stored()) as f:  # published whole at close
             f.write(data)
     except ImportError:
         import tensorflow as tf
@@ -76,7 +74,7 @@ class open_write:
     def __enter__(self):
         if is_remote(self.path):
             from apache_beam.io.filesystems import FileSystems
-            self._file = FileSystems.create(self.path)
+            self._file = FileSystems.create(self.path, compression_type=_as_stored())
         else:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             self._tmp = f"{self.path}.tmp-{os.getpid()}"

@@ -92,7 +92,7 @@ def test_part_files_split_counts_into_shards_and_read_back(tmp_path, token_type)
     counts = random_counts(np.random.default_rng(1), 5000, token_type)
     refs = list(vocabulary.write_parts("f", counts, 4, str(tmp_path)))
     assert [shard for shard, _ in refs] == [0, 1, 2, 3] and len({r.path for _, r in refs}) == 1
-    back = [vocabulary.read_part(ref, token_type) for _, ref in refs]
+    back = [vocabulary.read_part(ref, shard, token_type) for shard, ref in refs]
     assert sum(len(as_dict(b)) for b in back) == 5000
     assert {k: v for b in back for k, v in as_dict(b).items()} == as_dict(counts)
     assert [(b.documents, b.occurrences) for b in back] == [(7, 11), (0, 0), (0, 0), (0, 0)]
