@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -qq --no-deps -e .  # -qq: setuptools' notice about editable installs
 	touch $@
 
 run: setup

@@ -12,10 +12,13 @@ setup(
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
         "tensorflow-transform>=1.21,<1.22",
+        "tfx-bsl>=1.21,<1.22",           # quantile sketches, tf.Example decoding
         "pyarrow>=18",
         "numpy",
         "pyyaml",
+        "jsonschema>=4.18",              # the manifest's schema (prepro.load)
+        "zstandard",                     # .zst inputs
     ],
-    extras_require={"test": ["pytest"], "dask": ["apache-beam[dask]>=2.77,<2.78"]},
+    extras_require={"test": ["pytest", "hypothesis"], "dask": ["apache-beam[dask]>=2.77,<2.78"]},
     entry_points={"console_scripts": ["prepro=prepro.cli:main"]},
 )
