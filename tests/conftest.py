@@ -8,6 +8,19 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Property-based fuzzing (hypothesis): the suite runs a bounded, repeatable number of
+# examples per test ("ci": a fixed seed, so a run cannot flake); a long random search is
+#   PREPRO_FUZZ=long python -m pytest tests -k fuzz -p no:cacheprovider
+# ("long": many more examples, a new seed each run). A failure prints the example to add
+# as a regression test.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=120, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=20000, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("long" if os.environ.get("PREPRO_FUZZ") == "long" else "ci")
+
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
