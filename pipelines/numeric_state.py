@@ -9,6 +9,7 @@ from typing import Iterable, Tuple
 
 import numpy as np
 
+from pipelines import failpoints
 from pipelines.errors import InputError
 from prepro import artifacts, fs, spec as spec_lib
 from prepro.stats.numeric import ExactQuantiles, NumericStats, merge_in_order
@@ -18,7 +19,7 @@ def float_lines(values: Iterable[float]) -> bytes:
     return "".join(f"{float(v)!r}\n" for v in values).encode("ascii")
 
 
-def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, output: str):
+def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, state_dir: str):
     name, parts = item
     feature = spec.features[name]
     stats: NumericStats = merge_in_order(list(parts))
@@ -31,7 +32,8 @@ def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, output: st
     files = {}
 
     def write(relpath: str, data: bytes) -> str:
-        fs.write_bytes(fs.join(output, relpath), data)
+        fs.write_bytes(fs.join(state_dir, relpath), data)
+        failpoints.reach("state")
         files[relpath] = artifacts.file_entry(data)
         return relpath
 

@@ -12,6 +12,7 @@ recorded in the manifest: artifacts are byte-identical whatever runs the job.
 """
 
 import dataclasses
+import errno
 import multiprocessing
 import re
 from typing import List, Tuple
@@ -74,14 +75,38 @@ def _given(pipeline_args: List[str], option: str) -> bool:
     return any(a == f"--{option}" or a.startswith(f"--{option}=") for a in pipeline_args)
 
 
+class WorkerLost(RuntimeError):
+    """A Beam worker process died (killed, out of memory) while running the job."""
+
+
+# Errors of the file systems prepro writes to, which a user can act on.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+# How Beam reports a worker process that vanished: the Fn API channel to it closed.
+_WORKER_LOST = ("Channel closed prematurely", "Socket closed", "StatusCode.UNAVAILABLE")
+
+
 def unwrap_error(error: Exception) -> Exception:
-    """Beam re-raises worker errors wrapped in its own; recover prepro's clear message."""
+    """Beam re-raises a step's error wrapped in its own, with " [while running '<step>']"
+    appended (in another process: as text); recover the original, clear error: prepro's
+    InputError or SpecError, a storage OSError (a full disk...), or a lost worker."""
     from pipelines.errors import InputError
     from prepro.spec import SpecError
-    seen = error
-    while seen is not None:
-        if isinstance(seen, (InputError, SpecError)):
-            return seen
+    chain, seen = [], error
+    while seen is not None and seen not in chain:
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    match = re.search(r"(?:pipelines\.errors\.)?InputError: (.+?)(?: \[while running|\n|$)", str(error))
-    return InputError(match.group(1)) if match else error
+    for kind in ((InputError, SpecError), OSError):
+        found = [e for e in chain if isinstance(e, kind) and (kind is not OSError or e.errno in _STORAGE_ERRNOS)]
+        if found:
+            return found[-1]  # the innermost: the original, without Beam's step annotation
+    text = "\n".join(str(e) for e in chain)
+    match = re.search(r"(?:pipelines\.errors\.)?InputError: (.+?)(?: \[while running|\n|$)", text)
+    if match:
+        return InputError(match.group(1))
+    match = re.search(r"\[Errno (\d+)\] ([^\n\[]+?)(?: \[while running|\n|$)", text)
+    if match and int(match.group(1)) in _STORAGE_ERRNOS:
+        return OSError(int(match.group(1)), match.group(2))
+    if any(marker in text for marker in _WORKER_LOST):
+        return WorkerLost("a Beam worker process died while running the job (killed, or out of memory?); "
+                          "nothing was published. Re-run it; --verbose shows Beam's log")
+    return error

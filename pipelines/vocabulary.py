@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines import failpoints
 from prepro import artifacts, fs, spec as spec_lib, vocab
 from prepro.stats import TokenCounts
 
@@ -65,7 +66,9 @@ def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef
     merged = TokenCounts.empty(token_type)
     for ref in refs:  # lazily: compaction keeps about a shard's distinct tokens in memory
         merged = merged.merge(read_part(ref, shard, token_type))
-    return write_run(feature, merged, work_dir, shard)
+    run = write_run(feature, merged, work_dir, shard)
+    failpoints.reach("rank")
+    return run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +194,3 @@ class VocabularyWriter:
         self.size += ranked.num_rows
         self.kept_occurrences += int(counts.sum())
 
-
-def cleanup(work_dir: str) -> None:
-    fs.delete([work_dir])

@@ -2,13 +2,15 @@
 
 Layout (see docs/artifact-format.md):
 
-    manifest.json                  format, spec, figures, file checksums, provenance
-    <feature>/vocabulary.txt       Keras vocabulary file: one token per line, UTF-8
+    manifest.json                          format, spec, figures, file checksums, provenance
+    state-<hash>/<feature>/vocabulary.txt  Keras vocabulary file: one token per line, UTF-8
 
-Publishing is atomic for readers: an existing manifest is deleted before any file
-changes, state files are written next, and the manifest (with every file's size and
-SHA-256) is written last in one atomic write. A directory without a manifest is not
-an artifact; a file that does not match its checksum is refused by `read_manifest`.
+Every published state lives in its own directory named by a hash of its files
+(`state_dir_name`), and the manifest naming it is written last, in one atomic write
+(pipelines/publish.py), so a reader sees the previous artifact or the new one, never a
+mix. A directory without a manifest is not an artifact; a file that does not match its
+checksum is refused by `read_manifest`. Version-1 artifacts kept their files directly
+under the root and stay readable.
 """
 
 import hashlib
@@ -18,8 +20,10 @@ from typing import Any, Dict, Mapping
 from prepro import fs
 
 FORMAT = "prepro.artifacts"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
+STATE_DIR_PREFIX = "state-"
 
 
 class ArtifactError(RuntimeError):
@@ -46,17 +50,6 @@ def file_entry(data: bytes) -> Dict[str, Any]:
     return Digest().update(data).entry()
 
 
-def begin_publish(root: str) -> None:
-    """Invalidates an earlier artifact at `root` before any of its files change."""
-    fs.delete([fs.join(root, MANIFEST)])
-
-
-def publish_manifest(root: str, manifest: Mapping[str, Any]) -> bytes:
-    data = manifest_bytes(manifest)
-    fs.write_bytes(fs.join(root, MANIFEST), data)
-    return data
-
-
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     """Canonical JSON: sorted keys, fixed separators, so equal content is equal bytes."""
     body = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
@@ -73,13 +66,26 @@ def read_manifest(root: str, verify: bool = True) -> Dict[str, Any]:
         raise ArtifactError(f"{path}: unreadable manifest: {e}") from None
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a prepro manifest (format={manifest.get('format')!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(f"{path}: format version {manifest.get('format_version')!r}; this prepro "
-                            f"reads version {FORMAT_VERSION}. Re-run the analyze job or upgrade prepro.")
+                            f"reads versions {READABLE_VERSIONS}. Re-run the analyze job or upgrade prepro.")
     if verify:
         for relpath, expected in sorted(manifest.get("files", {}).items()):
-            verify_file(root, relpath, expected)
+            verify_file(state_root(root, manifest), relpath, expected)
     return manifest
+
+
+def state_root(root: str, manifest: Mapping[str, Any]) -> str:
+    """The directory the manifest's file paths are relative to."""
+    return fs.join(root, manifest["state_dir"]) if manifest.get("state_dir") else root
+
+
+def state_dir_name(files: Mapping[str, Mapping[str, Any]]) -> str:
+    """The state directory of an artifact with these files: a hash of their paths,
+    sizes and SHA-256s. The same files get the same name (so the same input gives
+    byte-identical artifacts); different ones a new directory beside the published one."""
+    listing = json.dumps(sorted([p, e["bytes"], e["sha256"]] for p, e in files.items()))
+    return STATE_DIR_PREFIX + hashlib.sha256(listing.encode("utf-8")).hexdigest()[:16]
 
 
 def verify_file(root: str, relpath: str, expected: Mapping[str, Any]) -> None:

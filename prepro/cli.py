@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output", required=True, help="artifact directory (local or gs://)")
     a.add_argument("--shards", type=int, default=None,
                    help="vocabulary shards (default: 1 for an in-process run under 256 MB of input, else 16)")
+    a.add_argument("--verbose", action="store_true",
+                   help="show Beam's own log (worker messages, tracebacks of failed steps); by default "
+                        "prepro prints its progress, a summary, or one error line")
     a.add_argument("--golden-rows", type=int, default=16,
                    help="raw rows the artifacts carry with their expected outputs (0: none; "
                         "computing them imports TensorFlow, ~5 s)")
@@ -70,6 +74,12 @@ def _analyze(args, beam_args) -> int:
         progress.addHandler(handler)
         progress.setLevel(logging.INFO)
         progress.propagate = False
+    if not args.verbose:
+        # Beam logs a failed step's traceback (and every worker's) before the job ends, and
+        # its gRPC threads print theirs when a worker dies; the CLI reports the error
+        # itself, in one line naming feature, file and row.
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+        threading.excepthook = _quiet_beam_threads
     from prepro.spec import load_spec
     spec = load_spec(args.spec)
     from pipelines.analyze import run_analyze
@@ -87,6 +97,13 @@ def _analyze(args, beam_args) -> int:
           + f", {len(manifest['features'])} feature(s), {golden} golden rows; {seconds:.1f} s "
           f"({size / 1e6 / max(seconds, 1e-9):.1f} MB/s) on {runner_name(beam_args)} -> {args.output}")
     return 0
+
+
+def _quiet_beam_threads(args) -> None:
+    """Exceptions of Beam's background threads stay quiet (the job's error says what
+    failed); prepro's own threads still report theirs."""
+    if args.thread is not None and args.thread.name.startswith("prepro"):
+        threading.__excepthook__(args)
 
 
 class _StderrHandler(logging.StreamHandler):

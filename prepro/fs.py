@@ -3,10 +3,22 @@
 Remote paths go through Beam's FileSystems when Beam is installed (the analyze job)
 and through tf.io.gfile otherwise (a training job), so prepro never needs its own
 cloud clients. Local paths use the standard library, which gives atomic renames.
+
+Local writes never follow a planted symlink or reuse a predictable name: a file is
+written under an unpredictable temporary name created exclusively (`O_EXCL`,
+`O_NOFOLLOW`) in the destination's directory, flushed to disk, then renamed over the
+destination, so readers see the old file or the whole new one, never a partial one.
 """
 
+import errno
 import os
+import secrets
 from typing import List
+
+# Temporary files are named `<TEMP_PREFIX><random>` next to their destination; a killed
+# job's leftovers are recognised by this prefix (pipelines/publish.py removes them).
+TEMP_PREFIX = ".prepro-tmp-"
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def is_remote(path: str) -> bool:
@@ -43,29 +55,18 @@ def open_read(path: str):
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Writes a whole file; locally through a temporary name and an atomic rename."""
-    if not is_remote(path):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        return
-    try:
-        from apache_beam.io.filesystems import FileSystems
-        with FileSystems.create(path, compression_type=_as_stored()) as f:  # published whole at close
-            f.write(data)
-    except ImportError:
-        import tensorflow as tf
-        with tf.io.gfile.GFile(path, "wb") as f:
-            f.write(data)
+    """Writes a whole file: locally through a temporary file renamed into place,
+    remotely as one object (published whole when closed)."""
+    with open_write(path) as f:
+        f.write(data)
 
 
 class open_write:
     """A streaming writer: `with fs.open_write(path) as f: f.write(...)`.
 
-    Locally the data goes to a temporary name renamed into place on success; object
-    stores publish the object when it is closed. Either way no reader sees a partial file.
+    Locally the data goes to an exclusively created temporary file, flushed to disk and
+    renamed into place on success, removed on failure; object stores publish the object
+    when it is closed. Either way no reader sees a partial file.
     """
 
     def __init__(self, path: str):
@@ -73,22 +74,76 @@ class open_write:
 
     def __enter__(self):
         if is_remote(self.path):
-            from apache_beam.io.filesystems import FileSystems
-            self._file = FileSystems.create(self.path, compression_type=_as_stored())
+            self._file = _remote_create(self.path)
         else:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            self._tmp = f"{self.path}.tmp-{os.getpid()}"
-            self._file = open(self._tmp, "wb")
+            directory = os.path.dirname(self.path) or "."
+            os.makedirs(directory, exist_ok=True)
+            fd, self._tmp = create_temp(directory)
+            self._file = os.fdopen(fd, "wb")
         return self._file
 
     def __exit__(self, exc_type, exc, tb):
-        self._file.close()
-        if not is_remote(self.path):
+        if is_remote(self.path):
+            self._file.close()
+            return False
+        published = False
+        try:
+            try:
+                if exc_type is None:
+                    self._file.flush()
+                    os.fsync(self._file.fileno())  # durable before it becomes visible under its name
+            finally:
+                self._file.close()
             if exc_type is None:
                 os.replace(self._tmp, self.path)
-            else:
+                published = True
+        except OSError as e:
+            raise _naming(e, self.path) from None
+        finally:
+            if not published and os.path.lexists(self._tmp):
                 os.remove(self._tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise _naming(exc, self.path) from None  # a write inside the block (a full disk...)
         return False
+
+
+def _naming(error: OSError, path: str) -> OSError:
+    """The error with the file it happened to (buffered writes fail without one)."""
+    return error if error.filename else OSError(error.errno, error.strerror, path)
+
+
+def create_temp(directory: str):
+    """(fd, path) of a new file with an unpredictable name in `directory`, created
+    exclusively: never an existing file, never through a symlink. Unlike
+    `tempfile.mkstemp` it keeps the umask's permissions (0600 would make artifacts
+    unreadable to the group that trains on them)."""
+    for _ in range(100):
+        path = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+        try:
+            return os.open(path, _CREATE_FLAGS, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
+
+
+def _remote_create(path: str):
+    try:
+        from apache_beam.io.filesystems import FileSystems
+        return FileSystems.create(path, compression_type=_as_stored())
+    except ImportError:
+        import tensorflow as tf
+        return tf.io.gfile.GFile(path, "wb")
+
+
+def fsync_directory(path: str) -> None:
+    """Makes a rename inside local directory `path` durable (no-op for remote paths)."""
+    if is_remote(path):
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def exists(path: str) -> bool:
@@ -103,19 +158,38 @@ def exists(path: str) -> bool:
 
 
 def delete(paths: List[str]) -> None:
-    """Deletes files and directory trees; missing paths are skipped."""
+    """Deletes files and directory trees; missing paths are skipped. A local symlink is
+    removed itself, never what it points to."""
     import shutil
     for p in paths:
         if not is_remote(p):
-            if os.path.isdir(p):
+            if os.path.isdir(p) and not os.path.islink(p):
                 shutil.rmtree(p)
-            elif os.path.exists(p):
+            elif os.path.lexists(p):
                 os.remove(p)
     remote = [p for p in paths if is_remote(p)]
     if remote:
-        # An object store has no directories: a "directory" is every object under its prefix.
         from apache_beam.io.filesystems import FileSystems
-        patterns = remote + [p.rstrip("/") + "/**" for p in remote]
-        found = sorted({m.path for result in FileSystems.match(patterns) for m in result.metadata_list})
+        found = list_tree(remote)
         if found:
             FileSystems.delete(found)
+
+
+def list_tree(paths: List[str]) -> List[str]:
+    """Every remote object at or under each of `paths`: an object store has no
+    directories, a "directory" is every object under its prefix."""
+    from apache_beam.io.filesystems import FileSystems
+    patterns = list(paths) + [p.rstrip("/") + "/**" for p in paths]
+    return sorted({m.path for result in FileSystems.match(patterns) for m in result.metadata_list})
+
+
+def rename_tree(source: str, destination: str) -> None:
+    """Moves directory `source` to `destination` (which must not exist): one atomic
+    rename locally; object by object on an object store (copies, then deletes)."""
+    if not is_remote(source):
+        os.rename(source, destination)
+        return
+    from apache_beam.io.filesystems import FileSystems
+    objects = list_tree([source])
+    prefix = source.rstrip("/") + "/"
+    FileSystems.rename(objects, [destination.rstrip("/") + "/" + o[len(prefix):] for o in objects])

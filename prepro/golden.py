@@ -169,8 +169,8 @@ def verify(arts, model: Optional[str] = None) -> Report:
     golden outputs."""
     if "golden" not in arts.manifest:
         raise ValueError(f"{arts.root} carries no golden rows (analyzed with --golden-rows 0)")
-    rows = json.loads(fs.read_bytes(fs.join(arts.root, ROWS_FILE)))
-    expected = json.loads(fs.read_bytes(fs.join(arts.root, EXPECTED_FILE)))
+    rows = json.loads(fs.read_bytes(fs.join(arts.state_root, ROWS_FILE)))
+    expected = json.loads(fs.read_bytes(fs.join(arts.state_root, EXPECTED_FILE)))
     prep = arts.preprocessing()
     if model is None:
         checked, got = "layers built from the artifacts", feature_outputs(prep, rows)

@@ -36,6 +36,7 @@ class Artifacts:
     def __init__(self, root: str, manifest: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None):
         self.root = root
         self.manifest = manifest
+        self.state_root = artifacts.state_root(root, manifest)  # where the manifest's files are
         self.custom_objects = dict(custom_objects or {})
 
     @functools.cached_property
@@ -55,7 +56,7 @@ class Artifacts:
         entry = self._feature(name)
         state = entry["state"]
         integer = entry["layer"] == "IntegerLookup"
-        data = fs.read_bytes(fs.join(self.root, state["vocabulary_file"]))
+        data = fs.read_bytes(fs.join(self.state_root, state["vocabulary_file"]))
         tokens = vocab.read_vocabulary_file(data, integer)
         tokens = vocab.merge_exceptions(tokens, [(r, vocab.token_from_json(t)) for r, t in state["exceptions"]])
         return tokens if integer else [t.decode("utf-8") for t in tokens]
@@ -88,7 +89,7 @@ class Artifacts:
         elif state["exceptions"]:
             config["vocabulary"] = self.vocabulary(name)
         else:
-            config["vocabulary"] = fs.join(self.root, state["vocabulary_file"])
+            config["vocabulary"] = fs.join(self.state_root, state["vocabulary_file"])
         return getattr(keras.layers, entry["layer"])(**config)
 
     def _numeric_layer(self, name: str, entry: Dict[str, Any], config: Dict[str, Any]):
@@ -120,13 +121,13 @@ class Artifacts:
         """(mean, variance) of a Normalization feature: float64 arrays of the kept axes' shape."""
         state = self._feature(name)["state"]
         shape = tuple(state["shape"])
-        return tuple(np.array(fs.read_bytes(fs.join(self.root, state[key])).split(), np.float64).reshape(shape)
+        return tuple(np.array(fs.read_bytes(fs.join(self.state_root, state[key])).split(), np.float64).reshape(shape)
                      for key in ("mean_file", "variance_file"))
 
     def bin_boundaries(self, name: str) -> List[float]:
         """A Discretization feature's learned boundaries (float32-exact floats)."""
         state = self._feature(name)["state"]
-        return [float(v) for v in fs.read_bytes(fs.join(self.root, state["boundaries_file"])).split()]
+        return [float(v) for v in fs.read_bytes(fs.join(self.state_root, state["boundaries_file"])).split()]
 
     def tf_idf_state(self, name: str):
         """(vocabulary, idf_weights) for a tf_idf layer's constructor or `set_vocabulary`.
@@ -145,7 +146,7 @@ class Artifacts:
         if "document_frequencies_file" not in state:
             raise ValueError(f"feature {name!r} was analyzed without document frequencies; put "
                              f"output_mode: tf_idf in its spec and re-run the analyze job")
-        data = fs.read_bytes(fs.join(self.root, state["document_frequencies_file"]))
+        data = fs.read_bytes(fs.join(self.state_root, state["document_frequencies_file"]))
         return np.array(data.split(), dtype=np.int64)
 
     def idf_weights(self, name: str) -> np.ndarray:

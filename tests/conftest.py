@@ -46,6 +46,14 @@ def write_jsonl(path, rows):
     return str(path)
 
 
+def state_path(artifact_dir, relpath=""):
+    """Where a published artifact keeps the state file `relpath` (its state directory)."""
+    artifact_dir = str(artifact_dir)
+    with open(os.path.join(artifact_dir, "manifest.json"), encoding="utf-8") as f:
+        state_dir = json.load(f)["state_dir"]
+    return os.path.join(artifact_dir, state_dir, relpath) if relpath else os.path.join(artifact_dir, state_dir)
+
+
 def run_job(tmp_path, features, files, fmt, **kwargs):
     """Runs the analyze job on `files` (paths or globs) and loads the artifacts."""
     import prepro

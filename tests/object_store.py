@@ -57,6 +57,12 @@ class LocalObjectStore(LocalFileSystem):
         found = super().metadata(local(path))
         return FileMetadata(path, found.size_in_bytes, found.last_updated_in_seconds)
 
+    def rename(self, source_file_names, destination_file_names):
+        # An object store's rename (copy, then delete) needs no parent directory.
+        for destination in destination_file_names:
+            os.makedirs(os.path.dirname(local(destination)), exist_ok=True)
+        super().rename([local(p) for p in source_file_names], [local(p) for p in destination_file_names])
+
     def delete(self, paths):
         for path in paths:
             if os.path.isfile(local(path)):

@@ -1,8 +1,10 @@
 """The artifact directory: manifest contents, checksums, format version, atomic
-publishing, and callables that are named, never stored."""
+publishing, and callables that are named, never stored. (Locking, leftovers and faults:
+tests/test_publish.py and tests/test_faults.py.)"""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -23,6 +25,11 @@ def write_csv(path, rows):
     return str(path)
 
 
+def state(artifact):
+    """The directory holding the published artifact's state files."""
+    return artifact / json.loads((artifact / "manifest.json").read_text())["state_dir"]
+
+
 @pytest.fixture
 def artifact(tmp_path):
     data = write_csv(tmp_path / "flights.csv", [("AA", 1), ("UA", 2), ("UA", 2), ("DL", 3), ("UA", 1)])
@@ -33,7 +40,8 @@ def artifact(tmp_path):
 
 def test_manifest_records_format_spec_figures_files_and_provenance(artifact):
     manifest = json.loads((artifact / "manifest.json").read_text())
-    assert manifest["format"] == "prepro.artifacts" and manifest["format_version"] == 1
+    assert manifest["format"] == "prepro.artifacts" and manifest["format_version"] == 2
+    assert re.fullmatch(r"state-[0-9a-f]{16}", manifest["state_dir"])
     assert manifest["spec"]["features"]["flight"]["config"]["max_tokens"] == 3
     figures = manifest["features"]["carrier"]["figures"]
     assert figures["rows"] == 5 and figures["tokens_kept"] == 3
@@ -42,14 +50,14 @@ def test_manifest_records_format_spec_figures_files_and_provenance(artifact):
                                       "golden/rows.json", "golden/expected.json"}
     assert manifest["golden"]["rows"] == 5
     for relpath, entry in manifest["files"].items():
-        assert entry["bytes"] == os.path.getsize(artifact / relpath)
+        assert entry["bytes"] == os.path.getsize(state(artifact) / relpath)
         assert len(entry["sha256"]) == 64
     provenance = manifest["provenance"]
     assert provenance["rows_read"] == 5 and "runner" not in provenance  # same bytes on any runner
     assert [i["path"] for i in provenance["inputs"]] == [str(artifact.parent / "flights.csv")]
     assert {"apache-beam", "pyarrow"} <= set(provenance["versions"])
     # Keras's file format: one token per line; the flight cut keeps 2 of 3 (max_tokens 3).
-    assert (artifact / "flight" / "vocabulary.txt").read_text() == "2\n1\n"
+    assert (state(artifact) / "flight" / "vocabulary.txt").read_text() == "2\n1\n"
 
 
 def test_directory_without_manifest_is_not_an_artifact(artifact):
@@ -59,14 +67,14 @@ def test_directory_without_manifest_is_not_an_artifact(artifact):
 
 
 def test_modified_state_file_is_refused(artifact):
-    (artifact / "carrier" / "vocabulary.txt").write_text("UA\nAA\nXX\n")
+    (state(artifact) / "carrier" / "vocabulary.txt").write_text("UA\nAA\nXX\n")
     with pytest.raises(ArtifactError, match="SHA-256") as info:
         prepro.load(str(artifact))
     assert "carrier/vocabulary.txt" in str(info.value)
 
 
 def test_missing_state_file_is_refused(artifact):
-    (artifact / "flight" / "vocabulary.txt").unlink()
+    (state(artifact) / "flight" / "vocabulary.txt").unlink()
     with pytest.raises(ArtifactError, match="missing"):
         prepro.load(str(artifact))
 
@@ -81,27 +89,33 @@ def test_unknown_format_version_is_refused(artifact):
 
 
 def test_rerun_replaces_the_artifact(artifact, tmp_path):
+    before = prepro.load(str(artifact))
     data = write_csv(tmp_path / "flights.csv", [("B6", 7), ("B6", 7), ("WN", 8)])
     run_analyze(spec_from_dict(SPEC), [data], "csv", str(artifact))
     arts = prepro.load(str(artifact))
     assert arts.vocabulary("carrier") == ["B6", "WN"]
     assert arts.vocabulary("flight") == [7, 8]
+    # The replaced artifact's files stay until the next job starts: a training job that
+    # loaded it just before the re-run still builds its layers from what it verified.
+    assert before.vocabulary("carrier") == ["UA", "DL", "AA"]
+    assert sorted(os.listdir(artifact)) == sorted(["manifest.json", arts.manifest["state_dir"],
+                                                   before.manifest["state_dir"]])
 
 
-def test_failed_run_leaves_no_artifact_and_no_work_files(artifact, tmp_path):
+def test_failed_run_leaves_the_previous_artifact_and_no_work_files(artifact, tmp_path):
+    manifest = (artifact / "manifest.json").read_bytes()
+    listing = sorted(os.listdir(artifact))
     bad = write_csv(tmp_path / "bad.csv", [("AA", 1), ("UA", "2x")])
     with pytest.raises(InputError):
         run_analyze(spec_from_dict(SPEC), [bad], "csv", str(artifact))
-    # The earlier artifact was invalidated before anything changed: no reader takes
-    # the leftover files for a complete artifact.
-    assert not (artifact / "manifest.json").exists()
-    assert not [n for n in os.listdir(artifact) if n.startswith(".prepro-work")]
-    with pytest.raises(ArtifactError):
-        prepro.load(str(artifact))
+    assert (artifact / "manifest.json").read_bytes() == manifest
+    assert sorted(os.listdir(artifact)) == listing  # no work directory, no lock, nothing new
+    assert prepro.load(str(artifact)).vocabulary("carrier") == ["UA", "DL", "AA"]
 
 
 def test_successful_run_leaves_no_work_files(artifact):
-    assert sorted(os.listdir(artifact)) == ["carrier", "flight", "golden", "manifest.json"]
+    assert sorted(os.listdir(artifact)) == sorted(["manifest.json", state(artifact).name])
+    assert sorted(os.listdir(state(artifact))) == ["carrier", "flight", "golden"]
 
 
 def test_callable_is_recorded_by_name_and_must_be_passed_back(tmp_path):

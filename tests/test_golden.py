@@ -15,6 +15,7 @@ import pytest
 import prepro
 import prepro.golden
 from prepro import cli
+from conftest import state_path
 from test_training import FEATURES, _columns, _head, run_job
 
 
@@ -33,12 +34,12 @@ def arts(tmp_path_factory):
 def test_artifacts_carry_golden_rows_and_their_outputs(arts):
     golden = arts.manifest["golden"]
     assert golden["rows"] == 16 and {golden["rows_file"], golden["expected_file"]} <= set(arts.manifest["files"])
-    rows = json.loads(open(f"{arts.root}/{golden['rows_file']}").read())
+    rows = json.loads(open(state_path(arts.root, golden['rows_file'])).read())
     assert len(rows) == 16 and all(set(r) == {"note", "thal", "cp", "age", "chol", "trestbps", "oldpeak", "sex",
                                                   "patient"} for r in rows)
     columns = _columns(1500, 21)
     assert rows[0]["thal"] == columns["thal"][1] and rows[0]["cp"] == int(columns["cp"][1])  # row 1 skipped
-    expected = json.loads(open(f"{arts.root}/{golden['expected_file']}").read())
+    expected = json.loads(open(state_path(arts.root, golden['expected_file'])).read())
     # The expected outputs are the artifact layers' outputs on those rows, computed independently here.
     prep = arts.preprocessing()
     direct = prep.layers["thal"](np.array([[r["thal"]] for r in rows]))
@@ -88,7 +89,7 @@ def test_rows_a_layer_rejects_are_not_golden(tmp_path):
     arts = run_job(tmp_path, {"c": {"source": "c", "layer": "StringLookup",
                                     "config": {"num_oov_indices": 0, "max_tokens": 2}}},
                    [str(tmp_path / "a.csv")], "csv", golden_rows=4)
-    rows = json.loads(open(f"{arts.root}/golden/rows.json").read())
+    rows = json.loads(open(state_path(arts.root, "golden/rows.json")).read())
     assert rows == [{"c": "a"}] * 2 + [{"c": "b"}, {"c": "a"}]  # "z" (row 1) is out of vocabulary
     assert prepro.golden.verify(arts).ok
 

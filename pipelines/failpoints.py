@@ -1,0 +1,27 @@
+"""Named points where a test can kill the job, to prove what a crash leaves behind.
+
+    PREPRO_FAILPOINTS=rank prepro analyze ...       # SIGKILLs the process that first ranks a shard
+    PREPRO_FAILPOINTS=read:stop prepro analyze ...  # SIGSTOPs it there (a test resumes it: SIGCONT)
+
+The pattern of FoundationDB's and etcd's failpoints: production code marks the moments
+that matter (`reach("publish.manifest")`); with the variable unset, `reach` is a set
+lookup. A real SIGKILL, not an exception, so nothing gets a chance to clean up, as in
+a crash, an OOM kill or a preempted machine. The variable is inherited by Beam worker
+processes and the golden-rows helper, so a point reached there kills that process.
+
+Points (in job order): read, count, rank, state, golden, publish.moved,
+publish.manifest, publish.cleanup.
+"""
+
+import os
+import signal
+
+POINTS = ("read", "count", "rank", "state", "golden", "publish.moved", "publish.manifest", "publish.cleanup")
+_ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+_ARMED = dict((item.split(":", 1) + ["kill"])[:2] for item in os.environ.get("PREPRO_FAILPOINTS", "").split(",") if item)
+
+
+def reach(point: str) -> None:
+    """Kills (or stops) this process if `point` is armed."""
+    if point in _ARMED:
+        os.kill(os.getpid(), _ACTIONS[_ARMED[point]])
