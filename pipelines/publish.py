@@ -107,6 +107,8 @@ class OutputDirectory:
             if _holds(target, files):  # the same state, published before (a re-run)
                 return
             fs.delete([target])  # a partial copy left by a killed job
+        if not fs.is_remote(self.staging):
+            os.makedirs(self.staging, exist_ok=True)  # a job of stateless features writes no state file
         fs.rename_tree(self.staging, target)
         fs.fsync_directory(self.output)
 

@@ -282,3 +282,15 @@ def test_gcs_lock_of_a_killed_job_is_taken_over_and_a_lost_lock_is_reported(gcs_
         killed.check()
     killed._stop.set()
     taker.release()
+
+
+def test_an_artifact_without_state_files_publishes(tmp_path):
+    """Features with nothing to learn write no state file: the state directory is empty."""
+    data = tmp_path / "a.csv"
+    data.write_text("user\nu1\nu2\n")
+    out = tmp_path / "out"
+    run_analyze(spec_from_dict({"features": {"user": {"source": "user", "layer": "Hashing",
+                                                      "config": {"num_bins": 8}}}}),
+                [str(data)], "csv", str(out), golden_rows=0)
+    manifest = prepro.load(str(out)).manifest
+    assert manifest["files"] == {} and os.listdir(out / manifest["state_dir"]) == []
