@@ -21,6 +21,7 @@ as `"package.module:function"`; the analyze job imports it, `prepro.load` never 
 
 import dataclasses
 import importlib
+import re
 from typing import Any, Callable, Dict, Mapping, Optional
 
 REQUIRED = "<required>"  # an option Keras requires (no default)
@@ -170,7 +171,8 @@ class Spec:
 
     @property
     def sources(self):
-        return sorted({f.source for f in self.features.values()})
+        """Every source column, sorted."""
+        return sorted({column for f in self.features.values() for column in f.sources})
 
     def to_dict(self) -> Dict[str, Any]:
         return {"features": {n: f.to_dict() for n, f in sorted(self.features.items())}}
@@ -200,11 +202,46 @@ def spec_from_dict(raw: Any, where: str = "spec") -> Spec:
         raise SpecError(f"{where}: expected a mapping with a non-empty 'features' mapping")
     unknown = set(raw) - {"features"}
     if unknown:
-        raise SpecError(f"{where}: unknown top-level keys {sorted(unknown)}")
-    features = {}
-    for name, entry in raw["features"].items():
-        features[str(name)] = _feature_from_dict(str(name), entry, where)
-    return Spec(features)
+        raise SpecError(f"{where}: unknown top-level keys {_listed(unknown)}")
+    check_feature_names(raw["features"], where)
+    return Spec({name: _feature_from_dict(name, entry, where) for name, entry in raw["features"].items()})
+
+
+# A feature's name becomes a directory and file names under the artifact root and a key
+# of manifest.json, so it is one portable path component: no separators, no "." or "..",
+# nothing a shell or an object store treats specially. "golden" is the golden-rows
+# directory. Names equal but for case would share a directory on a case-insensitive
+# file system (macOS, Windows, some FUSE mounts).
+FEATURE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+FEATURE_NAME_RULE = ("1 to 100 characters from A-Z, a-z, 0-9, '_', '.' and '-', starting with a "
+                     "letter or digit; not 'golden' in any case; no two equal ignoring case")
+RESERVED_FEATURE_NAMES = ("golden",)
+
+
+def check_feature_names(names: Any, where: str = "spec") -> None:
+    """Raises SpecError naming the first feature name that breaks FEATURE_NAME_RULE."""
+    by_folded: Dict[str, str] = {}
+    for name in names:
+        if not isinstance(name, str):
+            raise SpecError(f"{where}: feature name {name!r} is a {type(name).__name__}, not a string "
+                            f"(in YAML, quote it); a feature name is {FEATURE_NAME_RULE}")
+        if not FEATURE_NAME_PATTERN.fullmatch(name):
+            raise SpecError(f"{where}: feature name {name!r} is not allowed: a feature name is "
+                            f"{FEATURE_NAME_RULE}")
+        folded = name.lower()
+        if folded in RESERVED_FEATURE_NAMES:
+            raise SpecError(f"{where}: feature name {name!r} is reserved (the artifact's "
+                            f"{folded}-rows directory); a feature name is {FEATURE_NAME_RULE}")
+        if folded in by_folded:
+            raise SpecError(f"{where}: feature names {by_folded[folded]!r} and {name!r} differ only in "
+                            f"case, so a case-insensitive file system would merge their directories; "
+                            f"a feature name is {FEATURE_NAME_RULE}")
+        by_folded[folded] = name
+
+
+def _listed(keys) -> str:
+    """Keys of any type (YAML keys may be numbers, booleans or null) in a stable order."""
+    return "[" + ", ".join(sorted(map(repr, keys))) + "]"
 
 
 def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
@@ -213,21 +250,25 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
         raise SpecError(f"{ctx}: expected a mapping with source, layer and config")
     unknown = set(entry) - {"source", "layer", "config", "invalid_utf8", *THRESHOLDS, *NUMERIC_KEYS}
     if unknown:
-        raise SpecError(f"{ctx}: unknown keys {sorted(unknown)}")
+        raise SpecError(f"{ctx}: unknown keys {_listed(unknown)}")
     layer = entry.get("layer")
-    if layer not in LAYER_DEFAULTS:
+    if not isinstance(layer, str) or layer not in LAYER_DEFAULTS:
         raise SpecError(f"{ctx}: layer must be one of {sorted(LAYER_DEFAULTS)}, got {layer!r}")
     source = entry.get("source", name)
-    if layer in NUMERIC_LAYERS and isinstance(source, list) and source \
-            and all(isinstance(c, str) and c for c in source):
+    if layer in NUMERIC_LAYERS and isinstance(source, list) and source and all(map(_is_column, source)):
         source = tuple(source)
-    elif not isinstance(source, str) or not source:
-        raise SpecError(f"{ctx}: source must be a column name"
-                        + (" or a list of them" if layer in NUMERIC_LAYERS else ""))
-    if layer not in NUMERIC_LAYERS and set(entry) & set(NUMERIC_KEYS):
-        raise SpecError(f"{ctx}: {sorted(set(entry) & set(NUMERIC_KEYS))} apply to "
-                        f"{' and '.join(NUMERIC_LAYERS)} only")
-    config = dict(entry.get("config") or {})
+    elif not _is_column(source):
+        raise SpecError(f"{ctx}: source must be a column name (a non-empty string)"
+                        + (" or a list of them" if layer in NUMERIC_LAYERS else "") + f", got {source!r}")
+    numeric_keys = sorted(set(entry) & set(NUMERIC_KEYS))
+    if layer not in NUMERIC_LAYERS and numeric_keys:
+        raise SpecError(f"{ctx}: {numeric_keys} apply to {' and '.join(NUMERIC_LAYERS)} only")
+    config = entry.get("config")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise SpecError(f"{ctx}: config must be a mapping of {layer} options, got {config!r}")
+    config = dict(config)
     invalid_utf8 = entry.get("invalid_utf8", "error")
     if invalid_utf8 not in INVALID_UTF8_POLICIES:
         raise SpecError(f"{ctx}: invalid_utf8 must be one of {INVALID_UTF8_POLICIES}")
@@ -235,29 +276,39 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
         raise SpecError(f"{ctx}: {sorted(set(entry) & set(THRESHOLDS))} apply to vocabulary layers only")
     thresholds = {key: entry.get(key, 1) for key in THRESHOLDS}
     for key, value in thresholds.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not _is_int(value) or value < 1:
             raise SpecError(f"{ctx}: {key} must be a positive integer, got {value!r}")
     feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds,
-                          **_numeric_keys(entry, source, ctx))
+                          **_numeric_keys(entry, layer, source, config, ctx))
     validate_options(feature, ctx)
     return feature
 
 
 NUMERIC_KEYS = ("shape", "weight", "quantiles", "rank_error")
+DISCRETIZATION_KEYS = ("weight", "quantiles", "rank_error")
 
 
-def _numeric_keys(entry: Dict[str, Any], source: Any, ctx: str) -> Dict[str, Any]:
+def _is_column(value: Any) -> bool:
+    """Column names are data (any non-empty string), unlike feature names."""
+    return isinstance(value, str) and value != ""
+
+
+def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[str, Any],
+                  ctx: str) -> Dict[str, Any]:
     out = {}
+    discretization_keys = sorted(set(entry) & set(DISCRETIZATION_KEYS))
+    if layer != "Discretization" and discretization_keys:
+        raise SpecError(f"{ctx}: {discretization_keys} apply to Discretization only")
     shape = entry.get("shape")
     if shape is not None:
-        if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
+        if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 1 for d in shape)):
             raise SpecError(f"{ctx}: shape must be a list of positive integers, got {shape!r}")
         if isinstance(source, tuple):
             raise SpecError(f"{ctx}: shape applies to one list column, not to stacked columns")
         out["shape"] = tuple(shape)
     if entry.get("weight") is not None:
-        if entry.get("layer") != "Discretization" or not isinstance(entry["weight"], str):
-            raise SpecError(f"{ctx}: weight (a column name) applies to Discretization only")
+        if not _is_column(entry["weight"]):
+            raise SpecError(f"{ctx}: weight must be a column name (a non-empty string), got {entry['weight']!r}")
         out["weight"] = entry["weight"]
     if "quantiles" in entry:
         if entry["quantiles"] not in QUANTILE_METHODS:
@@ -265,12 +316,12 @@ def _numeric_keys(entry: Dict[str, Any], source: Any, ctx: str) -> Dict[str, Any
         out["quantiles"] = entry["quantiles"]
     if "rank_error" in entry:
         r = entry["rank_error"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+        if not _is_number(r) or not 0 < r < 1:
             raise SpecError(f"{ctx}: rank_error must be a number in (0, 1), got {r!r}")
         out["rank_error"] = float(r)
-    epsilon = (entry.get("config") or {}).get("epsilon")
+    epsilon = config.get("epsilon") if layer == "Discretization" else None
     if epsilon is not None:
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
+        if not _is_number(epsilon) or not 0 < epsilon < 1:
             raise SpecError(f"{ctx}: epsilon must be a number in (0, 1), got {epsilon!r}")
         # Keras's epsilon is adapt()'s error tolerance; a tighter one tightens the sketch,
         # a looser one never loosens prepro's default.
@@ -278,70 +329,104 @@ def _numeric_keys(entry: Dict[str, Any], source: Any, ctx: str) -> Dict[str, Any
     return out
 
 
+# Every rule below that Keras also enforces quotes Keras 3.15's own reason ("Keras: ..."),
+# so the message is the one the user would get from Keras; tests/test_spec_keras.py
+# checks each quote against what Keras actually raises. `prepro.keras_check` builds and
+# calls the layers for whatever is left (dtype names, call-time errors).
+BOOLEAN_OPTIONS = ("sparse", "ragged", "pad_to_max_tokens", "invert")
+INT64 = (-(1 << 63), (1 << 63) - 1)
+KERAS_OUTPUT_MODES = ("int", "one_hot", "multi_hot", "count", "tf_idf")
+KERAS_MODE_ALIASES = {"binary": "multi_hot", "tf-idf": "tf_idf"}
+
+
 def validate_options(feature: FeatureSpec, ctx: str) -> None:
-    """Rejects what Keras would reject, early, before a long job starts."""
+    """Rejects, without importing Keras, what Keras would refuse (with Keras's reason)
+    and what prepro does not support, before a long job starts."""
     allowed = LAYER_DEFAULTS[feature.layer]
     for key in feature.config:
         if key in STATE_OPTIONS:
             raise SpecError(f"{ctx}: '{key}' is computed by prepro; remove it from config")
         if key not in allowed and key not in BASE_LAYER_OPTIONS:
-            raise SpecError(f"{ctx}: {feature.layer} has no option '{key}' "
+            raise SpecError(f"{ctx}: {feature.layer} has no option {key!r} "
                             f"(options: {', '.join(sorted(allowed))})")
     o = feature.options
     for key, value in o.items():
         if value is REQUIRED:
             raise SpecError(f"{ctx}: {feature.layer} needs '{key}' in config")
+    _validate_common(feature, o, ctx)
     if feature.is_numeric:
         return _validate_numeric(feature, o, ctx)
     if feature.is_stateless:
         return _validate_stateless(feature, o, ctx)
-    if o["max_tokens"] is not None and (not isinstance(o["max_tokens"], int) or o["max_tokens"] < 1):
-        raise SpecError(f"{ctx}: max_tokens must be a positive integer or null")
-    if o.get("invert"):
-        raise SpecError(f"{ctx}: invert=True layers are not built by prepro yet")
     if feature.is_text:
         _validate_text(o, ctx)
     else:
-        if o["output_mode"] not in LOOKUP_MODES:
-            # adapt() counts documents for a lookup by the shape of each adapted batch
-            # (a 1-D batch is one document), which a file-based job cannot reproduce.
-            raise SpecError(f"{ctx}: output_mode must be one of {LOOKUP_MODES}; tf_idf is "
-                            f"supported for TextVectorization, whose documents are rows")
-        if not isinstance(o["num_oov_indices"], int) or o["num_oov_indices"] < 0:
-            raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer")
-        token_type = int if feature.is_integer else str
-        for key in ("mask_token", "oov_token"):
-            if o[key] is not None and (not isinstance(o[key], token_type) or isinstance(o[key], bool)):
-                raise SpecError(f"{ctx}: {key} must be {token_type.__name__} or null")
-    if o["max_tokens"] is not None and o["max_tokens"] <= token_start(feature):
-        raise SpecError(f"{ctx}: max_tokens={o['max_tokens']} leaves no room for tokens "
-                        f"after {token_start(feature)} reserved indices")
+        _validate_lookup(feature, o, ctx)
+    max_tokens = o["max_tokens"]
+    if max_tokens is not None:
+        if not _is_int(max_tokens) or max_tokens <= 1:
+            raise SpecError(f"{ctx}: max_tokens must be an integer greater than 1, or null; got "
+                            f"{max_tokens!r} (Keras: `max_tokens` must be greater than 1)")
+        if max_tokens <= token_start(feature):
+            raise SpecError(f"{ctx}: max_tokens={max_tokens} leaves no room for tokens "
+                            f"after {token_start(feature)} reserved indices")
+    elif o["pad_to_max_tokens"]:
+        raise SpecError(f"{ctx}: pad_to_max_tokens needs max_tokens "
+                        f"(Keras: If pad_to_max_tokens is True, must set `max_tokens`)")
+
+
+def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    """Options several layers share: name, dtype, booleans, encoding, sparse."""
+    name = o.get("name")
+    if name is not None and (not isinstance(name, str) or "/" in name):
+        raise SpecError(f"{ctx}: name must be a string without '/', got {name!r} (Keras: Argument "
+                        f"`name` must be a string and cannot contain character `/`)")
+    dtype = o.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):
+        raise SpecError(f"{ctx}: dtype must be a dtype name such as 'float32', got {dtype!r}")
+    for key in BOOLEAN_OPTIONS:
+        # Keras takes any truthy value, so a quoted 'false' would turn the option on.
+        if key in o and not isinstance(o[key], bool):
+            raise SpecError(f"{ctx}: {key} must be true or false, got {o[key]!r}")
+    if o.get("invert"):
+        raise SpecError(f"{ctx}: invert=True is not supported by prepro yet; build the inverse layer "
+                        f"from the vocabulary: keras.layers.{feature.layer}(vocabulary="
+                        f"prepro.load(path).vocabulary(name), invert=True)")
+    encoding = o.get("encoding", "utf-8")
+    if not (isinstance(encoding, str) and _codec_name(encoding) == "utf-8"):
+        raise SpecError(f"{ctx}: encoding must be 'utf-8', got {encoding!r}: prepro reads and writes "
+                        f"text as UTF-8 (see invalid_utf8 for input that is not)")
+    mode = o.get("output_mode")
+    if isinstance(mode, str) and mode in KERAS_MODE_ALIASES:
+        raise SpecError(f"{ctx}: write output_mode '{KERAS_MODE_ALIASES[mode]}' "
+                        f"('{mode}' is Keras's older name for it)")
+    if o.get("sparse") and mode == "int":
+        raise SpecError(f"{ctx}: sparse=True needs an output_mode other than 'int' (Keras: `sparse` "
+                        f"may only be true if `output_mode` is not 'int')")
 
 
 def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
     rank = 1 + len(feature.element_shape)  # (batch, *element_shape)
     if feature.layer == "Normalization":
-        if o["invert"]:
-            raise SpecError(f"{ctx}: invert=True layers are not built by prepro yet")
         axis = o["axis"]
         axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
-        if not all(isinstance(a, int) and not isinstance(a, bool) and -rank <= a < rank for a in axes):
+        if not all(_is_int(a) and -rank <= a < rank for a in axes):
             raise SpecError(f"{ctx}: axis {axis!r} is out of range for inputs of shape "
-                            f"(batch, {', '.join(map(str, feature.element_shape))})")
+                            f"(batch, {', '.join(map(str, feature.element_shape))}) (Keras: All `axis` "
+                            f"values must be in the range [-ndim, ndim))")
         if any(a % rank == 0 for a in axes):
-            raise SpecError(f"{ctx}: axis {axis!r} keeps the batch axis; Normalization reduces over it")
+            raise SpecError(f"{ctx}: axis {axis!r} keeps the batch axis; Normalization reduces over it "
+                            f"(Keras: All `axis` values to be kept must have a known shape)")
         return
     bins, boundaries = o["num_bins"], o["bin_boundaries"]
     if (bins is None) == (boundaries is None):
         raise SpecError(f"{ctx}: set exactly one of num_bins and bin_boundaries")
-    if bins is not None and (not isinstance(bins, int) or isinstance(bins, bool) or bins < 1):
+    if bins is not None and (not _is_int(bins) or bins < 1):
         raise SpecError(f"{ctx}: num_bins must be a positive integer")
-    if boundaries is not None and (not isinstance(boundaries, list) or
-                                   any(not isinstance(b, (int, float)) for b in boundaries) or
-                                   boundaries != sorted(boundaries)):
-        raise SpecError(f"{ctx}: bin_boundaries must be a sorted list of numbers")
-    if o["output_mode"] not in ("int", "one_hot", "multi_hot", "count"):
-        raise SpecError(f"{ctx}: output_mode must be one of int, one_hot, multi_hot, count")
+    if boundaries is not None and (not isinstance(boundaries, list) or not all(map(_is_number, boundaries))
+                                   or any(b != b for b in boundaries) or boundaries != sorted(boundaries)):
+        raise SpecError(f"{ctx}: bin_boundaries must be a sorted list of numbers (no NaN)")
+    _check_mode(o, ("int", "one_hot", "multi_hot", "count"), ctx)
 
 
 def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
@@ -350,24 +435,114 @@ def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> No
     if size is None and feature.layer == "CategoryEncoding":
         raise SpecError(f"{ctx}: CategoryEncoding needs 'num_tokens' in config (values must lie in "
                         f"[0, num_tokens)); to learn the categories, use IntegerLookup")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise SpecError(f"{ctx}: {size_key} must be a positive integer, got {size!r}")
-    modes = LOOKUP_MODES if feature.layer == "Hashing" else ("one_hot", "multi_hot", "count")
-    if o["output_mode"] not in modes:
-        raise SpecError(f"{ctx}: output_mode must be one of {modes}")
-    if o["sparse"] and o["output_mode"] == "int":
-        raise SpecError(f"{ctx}: sparse applies to one_hot, multi_hot and count outputs only")
+    if not _is_int(size) or not 1 <= size <= INT64[1]:
+        raise SpecError(f"{ctx}: {size_key} must be a positive 64-bit integer, got {size!r}")
+    _check_mode(o, LOOKUP_MODES if feature.layer == "Hashing" else ("one_hot", "multi_hot", "count"), ctx)
     if feature.layer == "Hashing":
-        salt = o["salt"]
-        if salt is not None and not (_is_int(salt) or isinstance(salt, (list, tuple)) and
-                                     len(salt) == 2 and all(map(_is_int, salt))):
-            raise SpecError(f"{ctx}: salt must be null, an integer or a list of two integers")
-        if o["mask_value"] is not None and not isinstance(o["mask_value"], (str, int)):
-            raise SpecError(f"{ctx}: mask_value must be null, a string or an integer")
+        _check_salt(o["salt"], ctx)
+        if o["mask_value"] is not None and not (isinstance(o["mask_value"], str) or _is_int64(o["mask_value"])):
+            raise SpecError(f"{ctx}: mask_value must be null, a string or a 64-bit integer")
+        if o["output_mode"] == "int" and o["dtype"] not in (None, "int32", "int64"):
+            raise SpecError(f"{ctx}: dtype must be int32 or int64 with output_mode 'int' (Keras: When "
+                            f"`output_mode=\"int\"`, `dtype` should be an integer type)")
+
+
+def _validate_text(o: Dict[str, Any], ctx: str) -> None:
+    if o["output_mode"] == "one_hot":
+        # Keras gives one one-hot row per token (a ragged tensor); prepro's golden rows,
+        # training split and tests cover the modes below.
+        raise SpecError(f"{ctx}: output_mode 'one_hot' is not supported by prepro for "
+                        f"TextVectorization; use 'multi_hot' or 'count'")
+    _check_mode(o, TEXT_MODES, ctx)
+    for key, allowed in (("standardize", STANDARDIZE_OPTIONS), ("split", SPLIT_OPTIONS)):
+        value = o[key]
+        if value not in allowed and not callable(value) and not _is_callable_ref(value):
+            raise SpecError(f"{ctx}: {key} must be one of {allowed}, a callable, "
+                            f"or 'module:function'; got {value!r}")
+    ngrams = o["ngrams"]
+    if ngrams is not None and not ((_is_int(ngrams) and ngrams >= 1) or (
+            isinstance(ngrams, (list, tuple)) and ngrams and all(_is_int(n) and n >= 1 for n in ngrams))):
+        raise SpecError(f"{ctx}: ngrams must be null, a positive integer or a list of them, got {ngrams!r} "
+                        f"(Keras: All ngram_widths must be greater than 0)")
+    length = o["output_sequence_length"]
+    if length is not None:
+        if o["output_mode"] != "int":
+            raise SpecError(f"{ctx}: output_sequence_length applies to output_mode 'int' only (Keras: "
+                            f"`output_sequence_length` must not be set if `output_mode` is not 'int')")
+        if not _is_int(length):
+            raise SpecError(f"{ctx}: output_sequence_length must be an integer or null, got {length!r} "
+                            f"(Keras: `output_sequence_length` must be either None or an integer)")
+        if length < 0:
+            raise SpecError(f"{ctx}: output_sequence_length must not be negative, got {length} "
+                            f"(Keras, when the layer is called: Dimension {length} must be >= 0)")
+    if o["ragged"] and o["output_mode"] != "int":
+        raise SpecError(f"{ctx}: ragged=True applies to output_mode 'int' only (Keras: `ragged` must "
+                        f"not be true if `output_mode` is not 'int')")
+
+
+def _validate_lookup(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    if o["output_mode"] == "tf_idf":
+        # adapt() counts documents for a lookup by the shape of each adapted batch
+        # (a 1-D batch is one document), which a file-based job cannot reproduce.
+        raise SpecError(f"{ctx}: output_mode 'tf_idf' is not supported by prepro for {feature.layer} "
+                        f"yet (it is for TextVectorization, whose documents are rows)")
+    _check_mode(o, LOOKUP_MODES, ctx)
+    if not _is_int(o["num_oov_indices"]) or o["num_oov_indices"] < 0:
+        raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer, got {o['num_oov_indices']!r} "
+                        f"(Keras: `num_oov_indices` must be greater than or equal to 0)")
+    for key in ("mask_token", "oov_token"):
+        token = o[key]
+        if feature.is_integer and token is not None and not _is_int64(token):
+            raise SpecError(f"{ctx}: {key} must be a 64-bit integer or null, got {token!r}")
+        if not feature.is_integer and token is not None and not isinstance(token, str):
+            raise SpecError(f"{ctx}: {key} must be a string or null, got {token!r}")
+    _check_salt(o["salt"], ctx)
+    if feature.is_integer:
+        if o["vocabulary_dtype"] != "int64":
+            raise SpecError(f"{ctx}: vocabulary_dtype must be 'int64', got {o['vocabulary_dtype']!r} "
+                            f"(Keras: Only `vocabulary_dtype='int64'` is supported at this time)")
+        if o["oov_method"] not in ("floormod", "farmhash"):
+            raise SpecError(f"{ctx}: oov_method must be 'floormod' or 'farmhash', got {o['oov_method']!r} "
+                            f"(Keras: Allowed values are: ('floormod', 'farmhash'))")
+        if o["salt"] is not None and o["oov_method"] != "farmhash":
+            raise SpecError(f"{ctx}: salt needs oov_method 'farmhash' (Keras: `salt` can only be used "
+                            f"when `oov_method='farmhash'`)")
+
+
+def _check_mode(o: Dict[str, Any], supported: tuple, ctx: str) -> None:
+    mode = o["output_mode"]
+    if isinstance(mode, str) and mode in supported:
+        return
+    known = isinstance(mode, str) and mode in KERAS_OUTPUT_MODES
+    raise SpecError(f"{ctx}: output_mode must be one of {supported}, got {mode!r}"
+                    + ("" if known else " (Keras: Unknown value for `output_mode`)"))
+
+
+def _check_salt(salt: Any, ctx: str) -> None:
+    if salt is not None and not (_is_int64(salt) or isinstance(salt, (list, tuple)) and len(salt) == 2
+                                 and all(map(_is_int64, salt))):
+        raise SpecError(f"{ctx}: salt must be null, a 64-bit integer or a list of two, got {salt!r} (Keras: "
+                        f"can only be a tuple of 2 integers, or a single integer)")
+
+
+def _codec_name(encoding: str) -> Optional[str]:
+    import codecs
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        return None
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_int64(value: Any) -> bool:
+    return _is_int(value) and INT64[0] <= value <= INT64[1]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def normalization_axes(feature: FeatureSpec) -> tuple:
@@ -376,23 +551,6 @@ def normalization_axes(feature: FeatureSpec) -> tuple:
     axis = feature.options["axis"]
     axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
     return tuple(sorted(a % rank for a in axes))
-
-
-def _validate_text(o: Dict[str, Any], ctx: str) -> None:
-    if o["output_mode"] not in TEXT_MODES:
-        raise SpecError(f"{ctx}: output_mode must be one of {TEXT_MODES}")
-    for key, allowed in (("standardize", STANDARDIZE_OPTIONS), ("split", SPLIT_OPTIONS)):
-        value = o[key]
-        if value not in allowed and not callable(value) and not _is_callable_ref(value):
-            raise SpecError(f"{ctx}: {key} must be one of {allowed}, a callable, "
-                            f"or 'module:function'; got {value!r}")
-    ngrams = o["ngrams"]
-    if ngrams is not None and not (
-            (isinstance(ngrams, int) and ngrams >= 1)
-            or (isinstance(ngrams, (list, tuple)) and ngrams and all(isinstance(n, int) and n >= 1 for n in ngrams))):
-        raise SpecError(f"{ctx}: ngrams must be null, a positive integer or a list of them")
-    if o["output_sequence_length"] is not None and o["output_mode"] != "int":
-        raise SpecError(f"{ctx}: output_sequence_length is only valid with output_mode 'int'")
 
 
 def token_start(feature: FeatureSpec) -> int:
