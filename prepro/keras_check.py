@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import tempfile
+import uuid
 from typing import Any, Dict, List, Mapping, Optional
 
 from prepro import spec as spec_lib
@@ -44,22 +45,28 @@ def check_against_keras(spec: Spec, custom_objects: Optional[Mapping[str, Any]] 
     `custom_objects` maps a recorded callable name to the callable, as for
     `prepro.load`; "module:function" references not in it are imported, as the job
     imports them."""
+    refused = refusals(spec, custom_objects)
+    if refused:
+        name, reason = next(iter(refused.items()))
+        feature = spec.features[name]
+        others = f" (Keras also refuses features {list(refused)[1:]})" if len(refused) > 1 else ""
+        raise SpecError(f"feature '{name}': Keras refuses this {feature.layer} config "
+                        f"{_config_text(feature)}: {reason}{others}")
+
+
+def refusals(spec: Spec, custom_objects: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
+    """{feature: Keras's reason} for every feature whose layer Keras refuses to build
+    or call, in name order; empty if every layer works."""
     spec_lib.check_callables(spec)
     objects = {**spec_lib.custom_objects(spec), **dict(custom_objects or {})}
     refused = {}
     with tempfile.TemporaryDirectory(prefix="prepro-keras-check-") as root:
-        trivial = trivial_artifacts(spec, root, objects)
-        for name in sorted(spec.features):
-            try:
-                _build_and_call(trivial, name)
+        for name, feature in sorted(spec.features.items()):
+            try:  # one artifact per feature: Keras's reason is then this feature's own
+                _build_and_call(trivial_artifacts(Spec({name: feature}), root, objects), name)
             except Exception as e:  # Keras raises ValueError, TypeError, RuntimeError, TF errors...
-                refused[name] = e
-    if refused:
-        name, error = next(iter(refused.items()))
-        feature = spec.features[name]
-        others = f" (Keras also refuses features {sorted(refused)[1:]})" if len(refused) > 1 else ""
-        raise SpecError(f"feature '{name}': Keras refuses this {feature.layer} config "
-                        f"{_config_text(feature)}: {keras_reason(error)}{others}")
+                refused[name] = keras_reason(e)
+    return refused
 
 
 def _build_and_call(trivial, name: str) -> None:
@@ -84,7 +91,9 @@ def trivial_artifacts(spec: Spec, root: str, custom_objects: Mapping[str, Any]):
 
     class TrivialArtifacts(Artifacts):
         def tf_idf_state(self, name: str):
-            vocabulary = ["[UNK]"] + trivial_vocabulary(self.spec.features[name])
+            feature = self.spec.features[name]
+            # As the real one: the OOV slot first (only text has tf_idf in prepro).
+            vocabulary = (["[UNK]"] if feature.is_text else []) + trivial_vocabulary(feature)
             return vocabulary, np.ones(len(vocabulary), np.float32)
 
         def moments(self, name: str):
@@ -95,10 +104,10 @@ def trivial_artifacts(spec: Spec, root: str, custom_objects: Mapping[str, Any]):
             return trivial_boundaries(self.spec.features[name])
 
     features, files = {}, {}
-    for index, (name, feature) in enumerate(sorted(spec.features.items())):
+    for name, feature in sorted(spec.features.items()):
         state = _trivial_state(feature)
         if "vocabulary_file" in state:
-            relpath = state["vocabulary_file"] = f"{index}.vocabulary.txt"
+            relpath = state["vocabulary_file"] = f"{uuid.uuid4().hex}.vocabulary.txt"
             data = "".join(f"{t}\n" for t in trivial_vocabulary(feature)).encode("utf-8")
             with open(os.path.join(root, relpath), "wb") as f:
                 f.write(data)
@@ -126,7 +135,7 @@ def trivial_vocabulary(feature: FeatureSpec) -> List[Any]:
 
 def trivial_boundaries(feature: FeatureSpec) -> List[float]:
     """As many boundaries as the artifact would hold (num_bins - 1), at most two."""
-    return [0.0] * min(feature.options["num_bins"] - 1, 2)
+    return [0.0] * max(0, min(int(feature.options["num_bins"]) - 1, 2))
 
 
 def kept_shape(feature: FeatureSpec) -> tuple:
@@ -174,17 +183,19 @@ def _eager_elements(feature: FeatureSpec) -> int:
     elements = 1
     for d in feature.element_shape:
         elements *= d
-    width = 1
-    if feature.layer == "Hashing":
+    mode = o.get("output_mode", "int")
+    if feature.layer == "Normalization":
+        width = 1
+    elif mode == "int":
+        width = o.get("output_sequence_length") or 1
+    elif feature.layer == "Hashing":
         width = o["num_bins"]
     elif feature.layer == "CategoryEncoding":
         width = o["num_tokens"]
-    elif not feature.is_numeric:
-        if o["output_mode"] == "int":
-            width = o.get("output_sequence_length") or 1
-        else:
-            width = o["max_tokens"] if o["pad_to_max_tokens"] and o["max_tokens"] else \
-                spec_lib.token_start(feature) + 1
+    elif feature.layer == "Discretization":
+        width = 3
+    else:
+        width = o["max_tokens"] if o["pad_to_max_tokens"] and o["max_tokens"] else spec_lib.token_start(feature) + 1
     return max(elements, width if isinstance(width, int) else 1)
 
 

@@ -329,13 +329,20 @@ def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[s
     return out
 
 
-# Every rule below that Keras also enforces quotes Keras 3.15's own reason ("Keras: ..."),
-# so the message is the one the user would get from Keras; tests/test_spec_keras.py
-# checks each quote against what Keras actually raises. `prepro.keras_check` builds and
-# calls the layers for whatever is left (dtype names, call-time errors).
+# Rules Keras also enforces quote Keras 3.15's own reason ("Keras: ..."), so the message
+# says what Keras would say; tests/test_spec_keras.py checks every quote against what
+# Keras raises and that every other refusal is one Keras does not make (prepro's own).
+# `prepro.keras_check` builds and calls the layers for the rest (dtype names, call-time
+# errors), which needs Keras.
 BOOLEAN_OPTIONS = ("sparse", "ragged", "pad_to_max_tokens", "invert")
 INT64 = (-(1 << 63), (1 << 63) - 1)
-KERAS_OUTPUT_MODES = ("int", "one_hot", "multi_hot", "count", "tf_idf")
+# output_mode values each Keras layer knows, and its words for one it does not.
+KERAS_MODES = {"TextVectorization": ("int", "one_hot", "multi_hot", "count", "tf_idf"),
+               "Hashing": ("int", "one_hot", "multi_hot", "count"),
+               "CategoryEncoding": ("one_hot", "multi_hot", "count"),
+               "Discretization": ("int", "one_hot", "multi_hot", "count")}
+KERAS_UNKNOWN_MODE = {"Hashing": "Invalid value for argument `output_mode`",
+                      "CategoryEncoding": "Unknown arg for output_mode"}
 KERAS_MODE_ALIASES = {"binary": "multi_hot", "tf-idf": "tf_idf"}
 
 
@@ -362,47 +369,73 @@ def validate_options(feature: FeatureSpec, ctx: str) -> None:
         _validate_text(o, ctx)
     else:
         _validate_lookup(feature, o, ctx)
-    max_tokens = o["max_tokens"]
-    if max_tokens is not None:
-        if not _is_int(max_tokens) or max_tokens <= 1:
-            raise SpecError(f"{ctx}: max_tokens must be an integer greater than 1, or null; got "
-                            f"{max_tokens!r} (Keras: `max_tokens` must be greater than 1)")
-        if max_tokens <= token_start(feature):
-            raise SpecError(f"{ctx}: max_tokens={max_tokens} leaves no room for tokens "
-                            f"after {token_start(feature)} reserved indices")
-    elif o["pad_to_max_tokens"]:
-        raise SpecError(f"{ctx}: pad_to_max_tokens needs max_tokens "
-                        f"(Keras: If pad_to_max_tokens is True, must set `max_tokens`)")
+    _validate_max_tokens(feature, o, ctx)
 
 
 def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
-    """Options several layers share: name, dtype, booleans, encoding, sparse."""
+    """Options several layers share: name, dtype, the booleans, encoding, output_mode, sparse."""
     name = o.get("name")
     if name is not None and (not isinstance(name, str) or "/" in name):
         raise SpecError(f"{ctx}: name must be a string without '/', got {name!r} (Keras: Argument "
                         f"`name` must be a string and cannot contain character `/`)")
     dtype = o.get("dtype")
     if dtype is not None and not isinstance(dtype, str):
-        raise SpecError(f"{ctx}: dtype must be a dtype name such as 'float32', got {dtype!r}")
+        raise SpecError(f"{ctx}: dtype must be a dtype name such as 'float32', got {dtype!r} (Keras: "
+                        f"Cannot interpret `dtype` argument. Expected a string or an instance of DTypePolicy)")
     for key in BOOLEAN_OPTIONS:
         # Keras takes any truthy value, so a quoted 'false' would turn the option on.
         if key in o and not isinstance(o[key], bool):
             raise SpecError(f"{ctx}: {key} must be true or false, got {o[key]!r}")
     if o.get("invert"):
+        state = "moments: Normalization(mean=, variance=" if feature.layer == "Normalization" \
+            else f"vocabulary: {feature.layer}(vocabulary="
         raise SpecError(f"{ctx}: invert=True is not supported by prepro yet; build the inverse layer "
-                        f"from the vocabulary: keras.layers.{feature.layer}(vocabulary="
-                        f"prepro.load(path).vocabulary(name), invert=True)")
+                        f"from the artifact's {state}..., invert=True)")
     encoding = o.get("encoding", "utf-8")
     if not (isinstance(encoding, str) and _codec_name(encoding) == "utf-8"):
         raise SpecError(f"{ctx}: encoding must be 'utf-8', got {encoding!r}: prepro reads and writes "
-                        f"text as UTF-8 (see invalid_utf8 for input that is not)")
+                        f"text as UTF-8 (invalid_utf8 says what to do with input that is not)")
     mode = o.get("output_mode")
     if isinstance(mode, str) and mode in KERAS_MODE_ALIASES:
         raise SpecError(f"{ctx}: write output_mode '{KERAS_MODE_ALIASES[mode]}' "
                         f"('{mode}' is Keras's older name for it)")
+    if "output_mode" in o:
+        _check_mode(feature, ctx)
     if o.get("sparse") and mode == "int":
         raise SpecError(f"{ctx}: sparse=True needs an output_mode other than 'int' (Keras: `sparse` "
-                        f"may only be true if `output_mode` is not 'int')")
+                        f"may only be true if `output_mode` is one of the others)")
+
+
+def _check_mode(feature: FeatureSpec, ctx: str) -> None:
+    mode = feature.options["output_mode"]
+    supported = {"TextVectorization": TEXT_MODES, "CategoryEncoding": ("one_hot", "multi_hot", "count")}.get(
+        feature.layer, LOOKUP_MODES)
+    if isinstance(mode, str) and mode in supported:
+        return
+    known = KERAS_MODES.get(feature.layer, KERAS_MODES["TextVectorization"])
+    if isinstance(mode, str) and mode in known:
+        raise SpecError(f"{ctx}: output_mode '{mode}' is not supported by prepro for {feature.layer}"
+                        + (" yet (it is for TextVectorization, whose documents are rows)" if mode == "tf_idf" else
+                           "; use 'multi_hot' or 'count'") + f"; supported: {supported}")
+    keras_words = KERAS_UNKNOWN_MODE.get(feature.layer, "Unknown value for `output_mode`")
+    raise SpecError(f"{ctx}: output_mode must be one of {supported}, got {mode!r} (Keras: {keras_words})")
+
+
+def _validate_max_tokens(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    max_tokens = o["max_tokens"]
+    if max_tokens is None:
+        if o["pad_to_max_tokens"]:
+            raise SpecError(f"{ctx}: pad_to_max_tokens needs max_tokens "
+                            f"(Keras: If pad_to_max_tokens is True, must set `max_tokens`)")
+        return
+    if not _is_int(max_tokens):
+        raise SpecError(f"{ctx}: max_tokens must be an integer or null, got {max_tokens!r}")
+    if max_tokens <= 1:
+        raise SpecError(f"{ctx}: max_tokens must be greater than 1, got {max_tokens} "
+                        f"(Keras: `max_tokens` must be greater than 1)")
+    if max_tokens <= token_start(feature):
+        raise SpecError(f"{ctx}: max_tokens={max_tokens} leaves no room for tokens "
+                        f"after {token_start(feature)} reserved indices")
 
 
 def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
@@ -410,7 +443,9 @@ def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None
     if feature.layer == "Normalization":
         axis = o["axis"]
         axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
-        if not all(_is_int(a) and -rank <= a < rank for a in axes):
+        if not all(map(_is_int, axes)):
+            raise SpecError(f"{ctx}: axis must be null, an integer or a list of integers, got {axis!r}")
+        if not all(-rank <= a < rank for a in axes):
             raise SpecError(f"{ctx}: axis {axis!r} is out of range for inputs of shape "
                             f"(batch, {', '.join(map(str, feature.element_shape))}) (Keras: All `axis` "
                             f"values must be in the range [-ndim, ndim))")
@@ -419,51 +454,65 @@ def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None
                             f"(Keras: All `axis` values to be kept must have a known shape)")
         return
     bins, boundaries = o["num_bins"], o["bin_boundaries"]
-    if (bins is None) == (boundaries is None):
-        raise SpecError(f"{ctx}: set exactly one of num_bins and bin_boundaries")
+    if bins is None and boundaries is None:
+        raise SpecError(f"{ctx}: set one of num_bins and bin_boundaries "
+                        f"(Keras: You need to set either `num_bins` or `bin_boundaries`)")
+    if bins is not None and boundaries is not None:
+        raise SpecError(f"{ctx}: set only one of num_bins and bin_boundaries "
+                        f"(Keras: Both `num_bins` and `bin_boundaries` should not be set)")
     if bins is not None and (not _is_int(bins) or bins < 1):
-        raise SpecError(f"{ctx}: num_bins must be a positive integer")
-    if boundaries is not None and (not isinstance(boundaries, list) or not all(map(_is_number, boundaries))
-                                   or any(b != b for b in boundaries) or boundaries != sorted(boundaries)):
-        raise SpecError(f"{ctx}: bin_boundaries must be a sorted list of numbers (no NaN)")
-    _check_mode(o, ("int", "one_hot", "multi_hot", "count"), ctx)
+        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {bins!r}")
+    if boundaries is not None:
+        if not isinstance(boundaries, list) or not all(map(_is_number, boundaries)) \
+                or any(b != b for b in boundaries):
+            raise SpecError(f"{ctx}: bin_boundaries must be a list of numbers (no NaN), got {boundaries!r}")
+        if boundaries != sorted(boundaries):
+            raise SpecError(f"{ctx}: bin_boundaries must be sorted, got {boundaries!r} "
+                            f"(Keras, when the layer is called: Expected sorted boundaries)")
 
 
 def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
-    size_key = "num_bins" if feature.layer == "Hashing" else "num_tokens"
-    size = o[size_key]
-    if size is None and feature.layer == "CategoryEncoding":
-        raise SpecError(f"{ctx}: CategoryEncoding needs 'num_tokens' in config (values must lie in "
-                        f"[0, num_tokens)); to learn the categories, use IntegerLookup")
-    if not _is_int(size) or not 1 <= size <= INT64[1]:
-        raise SpecError(f"{ctx}: {size_key} must be a positive 64-bit integer, got {size!r}")
-    _check_mode(o, LOOKUP_MODES if feature.layer == "Hashing" else ("one_hot", "multi_hot", "count"), ctx)
-    if feature.layer == "Hashing":
-        _check_salt(o["salt"], ctx)
-        if o["mask_value"] is not None and not (isinstance(o["mask_value"], str) or _is_int64(o["mask_value"])):
-            raise SpecError(f"{ctx}: mask_value must be null, a string or a 64-bit integer")
-        if o["output_mode"] == "int" and o["dtype"] not in (None, "int32", "int64"):
-            raise SpecError(f"{ctx}: dtype must be int32 or int64 with output_mode 'int' (Keras: When "
-                            f"`output_mode=\"int\"`, `dtype` should be an integer type)")
+    if feature.layer == "CategoryEncoding":
+        size = o["num_tokens"]
+        if size is None:
+            raise SpecError(f"{ctx}: CategoryEncoding needs 'num_tokens' in config (values must lie in "
+                            f"[0, num_tokens)); to learn the categories, use IntegerLookup (Keras: "
+                            f"num_tokens must be set to use this layer)")
+        if not _is_int(size) or size < 1:
+            raise SpecError(f"{ctx}: num_tokens must be a positive integer, got {size!r} "
+                            f"(Keras: `num_tokens` must be >= 1)")
+        return
+    size = o["num_bins"]
+    if not _is_int(size):
+        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {size!r}")
+    if size < 1:
+        raise SpecError(f"{ctx}: num_bins must be positive, got {size} (Keras: The "
+                        f"`num_bins` for `Hashing` cannot be `None` or non-positive values)")
+    _check_int64(ctx, "num_bins", size, "int too big to convert")
+    _check_salt(o["salt"], ctx)
+    mask = o["mask_value"]
+    if mask is not None and not isinstance(mask, str) and not _is_int(mask):
+        raise SpecError(f"{ctx}: mask_value must be null, a string or an integer, got {mask!r}")
+    _check_int64(ctx, "mask_value", mask, "out-of-range integer")
+    if o["output_mode"] == "int" and o.get("dtype") not in (None, "int32", "int64"):
+        raise SpecError(f"{ctx}: dtype must be int32 or int64 with output_mode 'int' (Keras: When "
+                        f"`output_mode=\"int\"`, `dtype` should be an integer type)")
 
 
 def _validate_text(o: Dict[str, Any], ctx: str) -> None:
-    if o["output_mode"] == "one_hot":
-        # Keras gives one one-hot row per token (a ragged tensor); prepro's golden rows,
-        # training split and tests cover the modes below.
-        raise SpecError(f"{ctx}: output_mode 'one_hot' is not supported by prepro for "
-                        f"TextVectorization; use 'multi_hot' or 'count'")
-    _check_mode(o, TEXT_MODES, ctx)
     for key, allowed in (("standardize", STANDARDIZE_OPTIONS), ("split", SPLIT_OPTIONS)):
         value = o[key]
         if value not in allowed and not callable(value) and not _is_callable_ref(value):
-            raise SpecError(f"{ctx}: {key} must be one of {allowed}, a callable, "
-                            f"or 'module:function'; got {value!r}")
+            raise SpecError(f"{ctx}: {key} must be one of {allowed}, a callable, or 'module:function'; "
+                            f"got {value!r} (Keras: Unknown value for `{key}` argument)")
     ngrams = o["ngrams"]
-    if ngrams is not None and not ((_is_int(ngrams) and ngrams >= 1) or (
-            isinstance(ngrams, (list, tuple)) and ngrams and all(_is_int(n) and n >= 1 for n in ngrams))):
+    widths = ngrams if isinstance(ngrams, (list, tuple)) else [ngrams]
+    if ngrams is not None and (not widths or not all(map(_is_int, widths))):
         raise SpecError(f"{ctx}: ngrams must be null, a positive integer or a list of them, got {ngrams!r} "
-                        f"(Keras: All ngram_widths must be greater than 0)")
+                        f"(Keras: `ngrams` must be None, an integer, or a tuple of integers)")
+    if ngrams is not None and any(n < 1 for n in widths):
+        raise SpecError(f"{ctx}: ngrams must be positive, got {ngrams!r}"
+                        + (" (Keras: All ngram_widths must be greater than 0)" if widths is ngrams else ""))
     length = o["output_sequence_length"]
     if length is not None:
         if o["output_mode"] != "int":
@@ -481,21 +530,25 @@ def _validate_text(o: Dict[str, Any], ctx: str) -> None:
 
 
 def _validate_lookup(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
-    if o["output_mode"] == "tf_idf":
-        # adapt() counts documents for a lookup by the shape of each adapted batch
-        # (a 1-D batch is one document), which a file-based job cannot reproduce.
-        raise SpecError(f"{ctx}: output_mode 'tf_idf' is not supported by prepro for {feature.layer} "
-                        f"yet (it is for TextVectorization, whose documents are rows)")
-    _check_mode(o, LOOKUP_MODES, ctx)
-    if not _is_int(o["num_oov_indices"]) or o["num_oov_indices"] < 0:
-        raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer, got {o['num_oov_indices']!r} "
-                        f"(Keras: `num_oov_indices` must be greater than or equal to 0)")
+    oov = o["num_oov_indices"]
+    if not _is_int(oov):
+        raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer, got {oov!r}")
+    if oov < 0:
+        raise SpecError(f"{ctx}: num_oov_indices must not be negative, got {oov} (Keras: `num_oov_indices` "
+                        f"must be greater than or equal to 0)")
+    token_type, dtype = ("an integer", "int64") if feature.is_integer else ("a string", "string")
     for key in ("mask_token", "oov_token"):
         token = o[key]
-        if feature.is_integer and token is not None and not _is_int64(token):
-            raise SpecError(f"{ctx}: {key} must be a 64-bit integer or null, got {token!r}")
-        if not feature.is_integer and token is not None and not isinstance(token, str):
-            raise SpecError(f"{ctx}: {key} must be a string or null, got {token!r}")
+        if token is not None and (_is_int(token) if feature.is_integer else isinstance(token, str)):
+            continue
+        if token is not None:
+            # Keras compares the mask token with every input, so it must have the input's
+            # type; the OOV token is what prepro leaves out of the counts.
+            raise SpecError(f"{ctx}: {key} must be {token_type} or null, got {token!r}"
+                            + (f" (Keras: Cannot convert {token!r} to EagerTensor of dtype {dtype})"
+                               if key == "mask_token" else ""))
+    _check_int64(ctx, "mask_token", o["mask_token"], "out-of-range integer")
+    _check_int64(ctx, "oov_token", o["oov_token"], None)
     _check_salt(o["salt"], ctx)
     if feature.is_integer:
         if o["vocabulary_dtype"] != "int64":
@@ -509,20 +562,22 @@ def _validate_lookup(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
                             f"when `oov_method='farmhash'`)")
 
 
-def _check_mode(o: Dict[str, Any], supported: tuple, ctx: str) -> None:
-    mode = o["output_mode"]
-    if isinstance(mode, str) and mode in supported:
-        return
-    known = isinstance(mode, str) and mode in KERAS_OUTPUT_MODES
-    raise SpecError(f"{ctx}: output_mode must be one of {supported}, got {mode!r}"
-                    + ("" if known else " (Keras: Unknown value for `output_mode`)"))
-
-
 def _check_salt(salt: Any, ctx: str) -> None:
-    if salt is not None and not (_is_int64(salt) or isinstance(salt, (list, tuple)) and len(salt) == 2
-                                 and all(map(_is_int64, salt))):
-        raise SpecError(f"{ctx}: salt must be null, a 64-bit integer or a list of two, got {salt!r} (Keras: "
+    if salt is None:
+        return
+    parts = salt if isinstance(salt, (list, tuple)) and len(salt) == 2 else [salt]
+    if not all(map(_is_int, parts)):
+        raise SpecError(f"{ctx}: salt must be null, an integer or a list of two, got {salt!r} (Keras: "
                         f"can only be a tuple of 2 integers, or a single integer)")
+    for part in parts:
+        _check_int64(ctx, "salt", part, "int too big to convert")
+
+
+def _check_int64(ctx: str, key: str, value: Any, keras_words: Optional[str]) -> None:
+    """Keras hands these to TensorFlow as int64; an integer outside fails when the layer is called."""
+    if _is_int(value) and not INT64[0] <= value <= INT64[1]:
+        raise SpecError(f"{ctx}: {key} {value} does not fit in 64 bits"
+                        + (f" (Keras, when the layer is called: {keras_words})" if keras_words else ""))
 
 
 def _codec_name(encoding: str) -> Optional[str]:
@@ -535,10 +590,6 @@ def _codec_name(encoding: str) -> Optional[str]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_int64(value: Any) -> bool:
-    return _is_int(value) and INT64[0] <= value <= INT64[1]
 
 
 def _is_number(value: Any) -> bool:
