@@ -301,7 +301,8 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
                 batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None,
-                golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None) -> Dict:
+                golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None,
+                allow_unknown_beam_options: bool = False) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `num_shards`: how many slices the distinct tokens of a feature are counted and
@@ -315,16 +316,19 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     when TensorFlow is not loaded yet, a helper process imports it while the job runs;
     0 skips it). `counters`, if given, is filled with the job's Beam counters (rows and
     input bytes read, batches, read tasks, part files of partial counts written,
-    features finalized) where the runner reports them.
+    features finalized) where the runner reports them. A pipeline option Beam does not
+    know is an error before anything is written unless `allow_unknown_beam_options`
+    (`runners.check_pipeline_options`).
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
     spec_lib.check_callables(spec)
     inputs = prepro_io.match_inputs(patterns)
+    plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs),
+                               allow_unknown_options=allow_unknown_beam_options)
     artifacts.begin_publish(output)
     work_dir = fs.join(output, f".prepro-work-{uuid.uuid4().hex}")
-    plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs))
     if num_shards is None:
         small = sum(i["bytes"] for i in inputs) < SINGLE_SHARD_BYTES
         num_shards = 1 if plan.single_process and small else DEFAULT_SHARDS
