@@ -22,6 +22,7 @@ as `"package.module:function"`; the analyze job imports it, `prepro.load` never 
 import dataclasses
 import importlib
 import re
+import reprlib
 from typing import Any, Callable, Dict, Mapping, Optional
 
 REQUIRED = "<required>"  # an option Keras requires (no default)
@@ -179,22 +180,21 @@ class Spec:
 
 
 def load_spec(path: str) -> Spec:
-    """Reads a YAML spec from a local path or any path TensorFlow/Beam file systems read."""
+    """Reads a YAML spec (UTF-8) from a local path or any path Beam's file systems read."""
     import yaml
-    with open_text(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise SpecError(f"{path}: not valid YAML: {e}") from None
+    from prepro import fs
+    data = fs.read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SpecError(f"{path}: not a spec: collections nested too deeply") from None
     return spec_from_dict(raw, where=path)
-
-
-def open_text(path: str):
-    if "://" in path:
-        from apache_beam.io.filesystems import FileSystems  # gs:// and friends
-        import io
-        return io.TextIOWrapper(FileSystems.open(path), encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 def spec_from_dict(raw: Any, where: str = "spec") -> Spec:
@@ -223,17 +223,17 @@ def check_feature_names(names: Any, where: str = "spec") -> None:
     by_folded: Dict[str, str] = {}
     for name in names:
         if not isinstance(name, str):
-            raise SpecError(f"{where}: feature name {name!r} is a {type(name).__name__}, not a string "
+            raise SpecError(f"{where}: feature name {_shown(name)} is a {type(name).__name__}, not a string "
                             f"(in YAML, quote it); a feature name is {FEATURE_NAME_RULE}")
         if not FEATURE_NAME_PATTERN.fullmatch(name):
-            raise SpecError(f"{where}: feature name {name!r} is not allowed: a feature name is "
+            raise SpecError(f"{where}: feature name {_shown(name)} is not allowed: a feature name is "
                             f"{FEATURE_NAME_RULE}")
         folded = name.lower()
         if folded in RESERVED_FEATURE_NAMES:
-            raise SpecError(f"{where}: feature name {name!r} is reserved (the artifact's "
+            raise SpecError(f"{where}: feature name {_shown(name)} is reserved (the artifact's "
                             f"{folded}-rows directory); a feature name is {FEATURE_NAME_RULE}")
         if folded in by_folded:
-            raise SpecError(f"{where}: feature names {by_folded[folded]!r} and {name!r} differ only in "
+            raise SpecError(f"{where}: feature names {_shown(by_folded[folded])} and {_shown(name)} differ only in "
                             f"case, so a case-insensitive file system would merge their directories; "
                             f"a feature name is {FEATURE_NAME_RULE}")
         by_folded[folded] = name
@@ -241,7 +241,23 @@ def check_feature_names(names: Any, where: str = "spec") -> None:
 
 def _listed(keys) -> str:
     """Keys of any type (YAML keys may be numbers, booleans or null) in a stable order."""
-    return "[" + ", ".join(sorted(map(repr, keys))) + "]"
+    return "[" + ", ".join(sorted(map(_shown, keys))) + "]"
+
+
+def _shown_repr() -> reprlib.Repr:
+    shown = reprlib.Repr()
+    shown.maxstring = shown.maxother = 120
+    shown.maxlist = shown.maxdict = shown.maxtuple = shown.maxset = 8
+    shown.maxlevel = 3
+    return shown
+
+
+_SHOWN = _shown_repr()
+
+
+def _shown(value: Any) -> str:
+    """A user's value in a one-line message: its repr, shortened if long or deeply nested."""
+    return _SHOWN.repr(value)
 
 
 def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
@@ -253,13 +269,13 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
         raise SpecError(f"{ctx}: unknown keys {_listed(unknown)}")
     layer = entry.get("layer")
     if not isinstance(layer, str) or layer not in LAYER_DEFAULTS:
-        raise SpecError(f"{ctx}: layer must be one of {sorted(LAYER_DEFAULTS)}, got {layer!r}")
+        raise SpecError(f"{ctx}: layer must be one of {sorted(LAYER_DEFAULTS)}, got {_shown(layer)}")
     source = entry.get("source", name)
     if layer in NUMERIC_LAYERS and isinstance(source, list) and source and all(map(_is_column, source)):
         source = tuple(source)
     elif not _is_column(source):
         raise SpecError(f"{ctx}: source must be a column name (a non-empty string)"
-                        + (" or a list of them" if layer in NUMERIC_LAYERS else "") + f", got {source!r}")
+                        + (" or a list of them" if layer in NUMERIC_LAYERS else "") + f", got {_shown(source)}")
     numeric_keys = sorted(set(entry) & set(NUMERIC_KEYS))
     if layer not in NUMERIC_LAYERS and numeric_keys:
         raise SpecError(f"{ctx}: {numeric_keys} apply to {' and '.join(NUMERIC_LAYERS)} only")
@@ -267,7 +283,7 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     if config is None:
         config = {}
     if not isinstance(config, dict):
-        raise SpecError(f"{ctx}: config must be a mapping of {layer} options, got {config!r}")
+        raise SpecError(f"{ctx}: config must be a mapping of {layer} options, got {_shown(config)}")
     config = dict(config)
     invalid_utf8 = entry.get("invalid_utf8", "error")
     if invalid_utf8 not in INVALID_UTF8_POLICIES:
@@ -277,7 +293,7 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     thresholds = {key: entry.get(key, 1) for key in THRESHOLDS}
     for key, value in thresholds.items():
         if not _is_int(value) or value < 1:
-            raise SpecError(f"{ctx}: {key} must be a positive integer, got {value!r}")
+            raise SpecError(f"{ctx}: {key} must be a positive integer, got {_shown(value)}")
     feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds,
                           **_numeric_keys(entry, layer, source, config, ctx))
     validate_options(feature, ctx)
@@ -302,13 +318,13 @@ def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[s
     shape = entry.get("shape")
     if shape is not None:
         if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 1 for d in shape)):
-            raise SpecError(f"{ctx}: shape must be a list of positive integers, got {shape!r}")
+            raise SpecError(f"{ctx}: shape must be a list of positive integers, got {_shown(shape)}")
         if isinstance(source, tuple):
             raise SpecError(f"{ctx}: shape applies to one list column, not to stacked columns")
         out["shape"] = tuple(shape)
     if entry.get("weight") is not None:
         if not _is_column(entry["weight"]):
-            raise SpecError(f"{ctx}: weight must be a column name (a non-empty string), got {entry['weight']!r}")
+            raise SpecError(f"{ctx}: weight must be a column name (a non-empty string), got {_shown(entry['weight'])}")
         out["weight"] = entry["weight"]
     if "quantiles" in entry:
         if entry["quantiles"] not in QUANTILE_METHODS:
@@ -317,12 +333,12 @@ def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[s
     if "rank_error" in entry:
         r = entry["rank_error"]
         if not _is_number(r) or not 0 < r < 1:
-            raise SpecError(f"{ctx}: rank_error must be a number in (0, 1), got {r!r}")
+            raise SpecError(f"{ctx}: rank_error must be a number in (0, 1), got {_shown(r)}")
         out["rank_error"] = float(r)
     epsilon = config.get("epsilon") if layer == "Discretization" else None
     if epsilon is not None:
         if not _is_number(epsilon) or not 0 < epsilon < 1:
-            raise SpecError(f"{ctx}: epsilon must be a number in (0, 1), got {epsilon!r}")
+            raise SpecError(f"{ctx}: epsilon must be a number in (0, 1), got {_shown(epsilon)}")
         # Keras's epsilon is adapt()'s error tolerance; a tighter one tightens the sketch,
         # a looser one never loosens prepro's default.
         out.setdefault("rank_error", min(float(epsilon), DEFAULT_RANK_ERROR))
@@ -354,7 +370,7 @@ def validate_options(feature: FeatureSpec, ctx: str) -> None:
         if key in STATE_OPTIONS:
             raise SpecError(f"{ctx}: '{key}' is computed by prepro; remove it from config")
         if key not in allowed and key not in BASE_LAYER_OPTIONS:
-            raise SpecError(f"{ctx}: {feature.layer} has no option {key!r} "
+            raise SpecError(f"{ctx}: {feature.layer} has no option {_shown(key)} "
                             f"(options: {', '.join(sorted(allowed))})")
     o = feature.options
     for key, value in o.items():
@@ -376,16 +392,16 @@ def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
     """Options several layers share: name, dtype, the booleans, encoding, output_mode, sparse."""
     name = o.get("name")
     if name is not None and (not isinstance(name, str) or "/" in name):
-        raise SpecError(f"{ctx}: name must be a string without '/', got {name!r} (Keras: Argument "
+        raise SpecError(f"{ctx}: name must be a string without '/', got {_shown(name)} (Keras: Argument "
                         f"`name` must be a string and cannot contain character `/`)")
     dtype = o.get("dtype")
     if dtype is not None and not isinstance(dtype, str):
-        raise SpecError(f"{ctx}: dtype must be a dtype name such as 'float32', got {dtype!r} (Keras: "
+        raise SpecError(f"{ctx}: dtype must be a dtype name such as 'float32', got {_shown(dtype)} (Keras: "
                         f"Cannot interpret `dtype` argument. Expected a string or an instance of DTypePolicy)")
     for key in BOOLEAN_OPTIONS:
         # Keras takes any truthy value, so a quoted 'false' would turn the option on.
         if key in o and not isinstance(o[key], bool):
-            raise SpecError(f"{ctx}: {key} must be true or false, got {o[key]!r}")
+            raise SpecError(f"{ctx}: {key} must be true or false, got {_shown(o[key])}")
     if o.get("invert"):
         state = "moments: Normalization(mean=, variance=" if feature.layer == "Normalization" \
             else f"vocabulary: {feature.layer}(vocabulary="
@@ -393,7 +409,7 @@ def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
                         f"from the artifact's {state}..., invert=True)")
     encoding = o.get("encoding", "utf-8")
     if not (isinstance(encoding, str) and _codec_name(encoding) == "utf-8"):
-        raise SpecError(f"{ctx}: encoding must be 'utf-8', got {encoding!r}: prepro reads and writes "
+        raise SpecError(f"{ctx}: encoding must be 'utf-8', got {_shown(encoding)}: prepro reads and writes "
                         f"text as UTF-8 (invalid_utf8 says what to do with input that is not)")
     mode = o.get("output_mode")
     if isinstance(mode, str) and mode in KERAS_MODE_ALIASES:
@@ -418,7 +434,7 @@ def _check_mode(feature: FeatureSpec, ctx: str) -> None:
                         + (" yet (it is for TextVectorization, whose documents are rows)" if mode == "tf_idf" else
                            "; use 'multi_hot' or 'count'") + f"; supported: {supported}")
     keras_words = KERAS_UNKNOWN_MODE.get(feature.layer, "Unknown value for `output_mode`")
-    raise SpecError(f"{ctx}: output_mode must be one of {supported}, got {mode!r} (Keras: {keras_words})")
+    raise SpecError(f"{ctx}: output_mode must be one of {supported}, got {_shown(mode)} (Keras: {keras_words})")
 
 
 def _validate_max_tokens(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
@@ -429,7 +445,7 @@ def _validate_max_tokens(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> N
                             f"(Keras: If pad_to_max_tokens is True, must set `max_tokens`)")
         return
     if not _is_int(max_tokens):
-        raise SpecError(f"{ctx}: max_tokens must be an integer or null, got {max_tokens!r}")
+        raise SpecError(f"{ctx}: max_tokens must be an integer or null, got {_shown(max_tokens)}")
     if max_tokens <= 1:
         raise SpecError(f"{ctx}: max_tokens must be greater than 1, got {max_tokens} "
                         f"(Keras: `max_tokens` must be greater than 1)")
@@ -444,13 +460,13 @@ def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None
         axis = o["axis"]
         axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
         if not all(map(_is_int, axes)):
-            raise SpecError(f"{ctx}: axis must be null, an integer or a list of integers, got {axis!r}")
+            raise SpecError(f"{ctx}: axis must be null, an integer or a list of integers, got {_shown(axis)}")
         if not all(-rank <= a < rank for a in axes):
-            raise SpecError(f"{ctx}: axis {axis!r} is out of range for inputs of shape "
+            raise SpecError(f"{ctx}: axis {_shown(axis)} is out of range for inputs of shape "
                             f"(batch, {', '.join(map(str, feature.element_shape))}) (Keras: All `axis` "
                             f"values must be in the range [-ndim, ndim))")
         if any(a % rank == 0 for a in axes):
-            raise SpecError(f"{ctx}: axis {axis!r} keeps the batch axis; Normalization reduces over it "
+            raise SpecError(f"{ctx}: axis {_shown(axis)} keeps the batch axis; Normalization reduces over it "
                             f"(Keras: All `axis` values to be kept must have a known shape)")
         return
     bins, boundaries = o["num_bins"], o["bin_boundaries"]
@@ -461,13 +477,13 @@ def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None
         raise SpecError(f"{ctx}: set only one of num_bins and bin_boundaries "
                         f"(Keras: Both `num_bins` and `bin_boundaries` should not be set)")
     if bins is not None and (not _is_int(bins) or bins < 1):
-        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {bins!r}")
+        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {_shown(bins)}")
     if boundaries is not None:
         if not isinstance(boundaries, list) or not all(map(_is_number, boundaries)) \
                 or any(b != b for b in boundaries):
-            raise SpecError(f"{ctx}: bin_boundaries must be a list of numbers (no NaN), got {boundaries!r}")
+            raise SpecError(f"{ctx}: bin_boundaries must be a list of numbers (no NaN), got {_shown(boundaries)}")
         if boundaries != sorted(boundaries):
-            raise SpecError(f"{ctx}: bin_boundaries must be sorted, got {boundaries!r} "
+            raise SpecError(f"{ctx}: bin_boundaries must be sorted, got {_shown(boundaries)} "
                             f"(Keras, when the layer is called: Expected sorted boundaries)")
 
 
@@ -479,12 +495,12 @@ def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> No
                             f"[0, num_tokens)); to learn the categories, use IntegerLookup (Keras: "
                             f"num_tokens must be set to use this layer)")
         if not _is_int(size) or size < 1:
-            raise SpecError(f"{ctx}: num_tokens must be a positive integer, got {size!r} "
+            raise SpecError(f"{ctx}: num_tokens must be a positive integer, got {_shown(size)} "
                             f"(Keras: `num_tokens` must be >= 1)")
         return
     size = o["num_bins"]
     if not _is_int(size):
-        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {size!r}")
+        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {_shown(size)}")
     if size < 1:
         raise SpecError(f"{ctx}: num_bins must be positive, got {size} (Keras: The "
                         f"`num_bins` for `Hashing` cannot be `None` or non-positive values)")
@@ -492,7 +508,7 @@ def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> No
     _check_salt(o["salt"], ctx)
     mask = o["mask_value"]
     if mask is not None and not isinstance(mask, str) and not _is_int(mask):
-        raise SpecError(f"{ctx}: mask_value must be null, a string or an integer, got {mask!r}")
+        raise SpecError(f"{ctx}: mask_value must be null, a string or an integer, got {_shown(mask)}")
     _check_int64(ctx, "mask_value", mask, "out-of-range integer")
     if o["output_mode"] == "int" and o.get("dtype") not in (None, "int32", "int64"):
         raise SpecError(f"{ctx}: dtype must be int32 or int64 with output_mode 'int' (Keras: When "
@@ -504,14 +520,14 @@ def _validate_text(o: Dict[str, Any], ctx: str) -> None:
         value = o[key]
         if value not in allowed and not callable(value) and not _is_callable_ref(value):
             raise SpecError(f"{ctx}: {key} must be one of {allowed}, a callable, or 'module:function'; "
-                            f"got {value!r} (Keras: Unknown value for `{key}` argument)")
+                            f"got {_shown(value)} (Keras: Unknown value for `{key}` argument)")
     ngrams = o["ngrams"]
     widths = ngrams if isinstance(ngrams, (list, tuple)) else [ngrams]
     if ngrams is not None and (not widths or not all(map(_is_int, widths))):
-        raise SpecError(f"{ctx}: ngrams must be null, a positive integer or a list of them, got {ngrams!r} "
+        raise SpecError(f"{ctx}: ngrams must be null, a positive integer or a list of them, got {_shown(ngrams)} "
                         f"(Keras: `ngrams` must be None, an integer, or a tuple of integers)")
     if ngrams is not None and any(n < 1 for n in widths):
-        raise SpecError(f"{ctx}: ngrams must be positive, got {ngrams!r}"
+        raise SpecError(f"{ctx}: ngrams must be positive, got {_shown(ngrams)}"
                         + (" (Keras: All ngram_widths must be greater than 0)" if widths is ngrams else ""))
     length = o["output_sequence_length"]
     if length is not None:
@@ -519,7 +535,7 @@ def _validate_text(o: Dict[str, Any], ctx: str) -> None:
             raise SpecError(f"{ctx}: output_sequence_length applies to output_mode 'int' only (Keras: "
                             f"`output_sequence_length` must not be set if `output_mode` is not 'int')")
         if not _is_int(length):
-            raise SpecError(f"{ctx}: output_sequence_length must be an integer or null, got {length!r} "
+            raise SpecError(f"{ctx}: output_sequence_length must be an integer or null, got {_shown(length)} "
                             f"(Keras: `output_sequence_length` must be either None or an integer)")
         if length < 0:
             raise SpecError(f"{ctx}: output_sequence_length must not be negative, got {length} "
@@ -532,7 +548,7 @@ def _validate_text(o: Dict[str, Any], ctx: str) -> None:
 def _validate_lookup(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
     oov = o["num_oov_indices"]
     if not _is_int(oov):
-        raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer, got {oov!r}")
+        raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer, got {_shown(oov)}")
     if oov < 0:
         raise SpecError(f"{ctx}: num_oov_indices must not be negative, got {oov} (Keras: `num_oov_indices` "
                         f"must be greater than or equal to 0)")
@@ -544,18 +560,18 @@ def _validate_lookup(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
         if token is not None:
             # Keras compares the mask token with every input, so it must have the input's
             # type; the OOV token is what prepro leaves out of the counts.
-            raise SpecError(f"{ctx}: {key} must be {token_type} or null, got {token!r}"
-                            + (f" (Keras: Cannot convert {token!r} to EagerTensor of dtype {dtype})"
+            raise SpecError(f"{ctx}: {key} must be {token_type} or null, got {_shown(token)}"
+                            + (f" (Keras: Cannot convert {_shown(token)} to EagerTensor of dtype {dtype})"
                                if key == "mask_token" else ""))
     _check_int64(ctx, "mask_token", o["mask_token"], "out-of-range integer")
     _check_int64(ctx, "oov_token", o["oov_token"], None)
     _check_salt(o["salt"], ctx)
     if feature.is_integer:
         if o["vocabulary_dtype"] != "int64":
-            raise SpecError(f"{ctx}: vocabulary_dtype must be 'int64', got {o['vocabulary_dtype']!r} "
+            raise SpecError(f"{ctx}: vocabulary_dtype must be 'int64', got {_shown(o['vocabulary_dtype'])} "
                             f"(Keras: Only `vocabulary_dtype='int64'` is supported at this time)")
         if o["oov_method"] not in ("floormod", "farmhash"):
-            raise SpecError(f"{ctx}: oov_method must be 'floormod' or 'farmhash', got {o['oov_method']!r} "
+            raise SpecError(f"{ctx}: oov_method must be 'floormod' or 'farmhash', got {_shown(o['oov_method'])} "
                             f"(Keras: Allowed values are: ('floormod', 'farmhash'))")
         if o["salt"] is not None and o["oov_method"] != "farmhash":
             raise SpecError(f"{ctx}: salt needs oov_method 'farmhash' (Keras: `salt` can only be used "
@@ -567,7 +583,7 @@ def _check_salt(salt: Any, ctx: str) -> None:
         return
     parts = salt if isinstance(salt, (list, tuple)) and len(salt) == 2 else [salt]
     if not all(map(_is_int, parts)):
-        raise SpecError(f"{ctx}: salt must be null, an integer or a list of two, got {salt!r} (Keras: "
+        raise SpecError(f"{ctx}: salt must be null, an integer or a list of two, got {_shown(salt)} (Keras: "
                         f"can only be a tuple of 2 integers, or a single integer)")
     for part in parts:
         _check_int64(ctx, "salt", part, "int too big to convert")
@@ -643,9 +659,9 @@ def resolve_callable(ref: str) -> Callable:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        raise SpecError(f"cannot import {ref!r}: {e}") from None
+        raise SpecError(f"cannot import {_shown(ref)}: {e}") from None
     if not callable(obj):
-        raise SpecError(f"{ref!r} is not callable")
+        raise SpecError(f"{_shown(ref)} is not callable")
     return obj
 
 
