@@ -12,13 +12,13 @@ import contextlib
 import json
 import logging
 import platform
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics, MetricsFilter
 import pyarrow as pa
 
-from pipelines import failpoints, publish
+from pipelines import failpoints, keras_helper, publish
 from pipelines import io as prepro_io
 from pipelines.combiners import MergeTallies
 from pipelines.checks import checked_tally, finalize_stateless
@@ -28,7 +28,7 @@ from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
 from pipelines.vocabulary import PartRef, VocabularyWriter, merged_ranking, rank_shard, write_parts
-from prepro import artifacts, fs, golden, spec as spec_lib
+from prepro import artifacts, fs, spec as spec_lib
 from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
 
@@ -83,6 +83,9 @@ class ExtractCounts(beam.DoFn):
         self._num_shards = num_shards
         self._threads = threads
 
+    def setup(self):
+        self._cancellation = keras_helper.Cancellation(self._work_dir)
+
     def process(self, task: prepro_io.ReadTask):
         features = sorted(self._spec.features.items())
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
@@ -94,6 +97,7 @@ class ExtractCounts(beam.DoFn):
             Metrics.counter(METRICS, "batches").inc()
             yield (self.ROWS, (batch.path, batch.table.num_rows))
             failpoints.reach("read")
+            self._cancellation.raise_if_cancelled()  # the spec refused by Keras meanwhile
             if number == 0 and self._golden_rows:
                 for candidate in candidate_rows(batch, task.index, self._read[1], self._spec,
                                                 GOLDEN_CANDIDATES * self._golden_rows):
@@ -305,7 +309,8 @@ def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fm
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
                 batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None,
-                golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None) -> Dict:
+                golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None,
+                allow_unknown_beam_options: bool = False) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `output` is locked while the job runs (a second job into it fails at once), and the
@@ -322,38 +327,42 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     when TensorFlow is not loaded yet, a helper process imports it while the job runs;
     0 skips it). `counters`, if given, is filled with the job's Beam counters (rows and
     input bytes read, batches, read tasks, part files of partial counts written,
-    features finalized) where the runner reports them.
+    features finalized) where the runner reports them. A pipeline option Beam does not
+    know is an error before anything is written unless `allow_unknown_beam_options`
+    (`runners.check_pipeline_options`).
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
     spec_lib.check_callables(spec)
     inputs = prepro_io.match_inputs(patterns)
-    plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs))
+    plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs),
+                               allow_unknown_options=allow_unknown_beam_options)
     if num_shards is None:
         small = sum(i["bytes"] for i in inputs) < SINGLE_SHARD_BYTES
         num_shards = 1 if plan.single_process and small else DEFAULT_SHARDS
-    with publish.OutputDirectory(output) as out:
-        recorder = golden.Recorder(spec_lib.custom_objects(spec), spec_lib.callables_are_refs(spec)) \
-            if golden_rows else None
-        try:
-            p = beam.Pipeline(runner=plan.runner, options=plan.options)
-            build_pipeline(p, spec, inputs, fmt, out.staging, out.work_dir, num_shards,
-                           batch_bytes or plan.batch_bytes, plan.extract_threads,
-                           part_bytes or prepro_io.PART_BYTES, golden_rows)
-            result = p.run()
-            result.wait_until_finish()
-            if counters is not None:
-                counters.update(_counters(result))
-            manifest = json.loads(fs.read_bytes(fs.join(out.work_dir, CANDIDATE)))
-            rows = json.loads(fs.read_bytes(fs.join(out.work_dir, GOLDEN_ROWS)))
-            if rows:
-                manifest = recorder.record(out.staging, manifest, rows, golden_rows)
-                failpoints.reach("golden")
-        except Exception as e:
-            raise runners.unwrap_error(e) from None
-        finally:
-            if recorder is not None:
-                recorder.close()
-        out.publish(manifest)
+    helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
+    try:
+        with publish.OutputDirectory(output) as out:
+            helper.cancel_into(keras_helper.Cancellation(out.work_dir))
+            try:
+                p = beam.Pipeline(runner=plan.runner, options=plan.options)
+                build_pipeline(p, spec, inputs, fmt, out.staging, out.work_dir, num_shards,
+                               batch_bytes or plan.batch_bytes, plan.extract_threads,
+                               part_bytes or prepro_io.PART_BYTES, golden_rows)
+                result = p.run()
+                result.wait_until_finish()
+                if counters is not None:
+                    counters.update(_counters(result))
+                helper.verdict()
+                manifest = json.loads(fs.read_bytes(fs.join(out.work_dir, CANDIDATE)))
+                rows = json.loads(fs.read_bytes(fs.join(out.work_dir, GOLDEN_ROWS)))
+                if rows:
+                    manifest = helper.record(out.staging, manifest, rows, golden_rows)
+                    failpoints.reach("golden")
+            except Exception as e:
+                raise runners.unwrap_error(e) from None
+            out.publish(manifest)
+    finally:
+        helper.close()
     return artifacts.read_manifest(output)

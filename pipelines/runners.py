@@ -9,13 +9,23 @@ processes cost 3-5 s to start, and a 263 MB job ran in 8.1-8.5 s in-process agai
 Any other runner (DataflowRunner, FlinkRunner, SparkRunner, DaskRunner...) is chosen
 with --runner and configured with Beam's own pipeline options. The runner is not
 recorded in the manifest: artifacts are byte-identical whatever runs the job.
+
+Beam parses pipeline options leniently: an option it does not know (a typo such as
+--direct_num_worker) is logged as "Discarding unparseable args" and the job runs with
+defaults. `check_pipeline_options` makes that an error before anything runs, naming the
+option and the closest valid one.
 """
 
+import contextlib
 import dataclasses
+import difflib
 import errno
+import importlib
+import io
 import multiprocessing
 import re
-from typing import List, Tuple
+import sys
+from typing import Dict, List, Optional
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
@@ -45,12 +55,140 @@ class Plan:
         return multiprocessing.cpu_count() if self.single_process else 1
 
 
+# Runners whose pipeline options live in their own module (Beam defines the options of
+# Dataflow, Flink, Spark, Prism and portable runners in apache_beam.options.pipeline_options,
+# which is always imported): module and options class. Their options count as valid
+# only when that runner is chosen (Beam would ignore them on any other).
+RUNNER_OPTIONS = {"DaskRunner": ("apache_beam.runners.dask.dask_runner", "DaskOptions")}
+
+
+class BeamOptionError(ValueError):
+    """A pipeline option Beam would discard or refuse; the message names it."""
+
+
+def check_pipeline_options(pipeline_args: List[str], allow_unknown: bool = False) -> None:
+    """Raises BeamOptionError for an option no Beam options class defines (with the
+    closest valid one), an option of another runner than the chosen one, a stray
+    argument, or a value Beam refuses. `allow_unknown` passes unknown names on to Beam
+    (for options of runners whose modules prepro does not import); values are checked
+    whatever it says."""
+    parser = _parser()
+    known, unknown = _parse_known(parser, pipeline_args)
+    runner = "FnApiRunner" if known.runner in LOCAL_NAMES else str(known.runner).rsplit(".", 1)[-1]
+    if unknown or runner in RUNNER_OPTIONS:  # runner modules are imported only when needed (~1 s)
+        _import_runner_options()
+        parser = _parser()
+        known, unknown = _parse_known(parser, pipeline_args)
+    if allow_unknown:
+        return
+    problems = []
+    names = _unknown_names(unknown)
+    if names:
+        described = [_describe(token, _known_flags(parser)) for token in names]
+        hint = "" if all("did you mean" in d for d in described) else \
+            " (prepro analyze --allow-unknown-beam-options passes unknown options on to Beam)"
+        problems.append(f"unknown Beam pipeline option{'s' if len(names) > 1 else ''} "
+                        f"{'; '.join(described)}{hint}")
+    given = {_name(a) for a in pipeline_args if a.startswith("--")}
+    for other, options_class in sorted(_imported_runner_options().items()):
+        flags = sorted(given & _flags(options_class))
+        if other != runner and flags:
+            problems.append(f"{', '.join(flags)} {'is an option' if len(flags) == 1 else 'are options'} of "
+                            f"{other}, but the runner is {runner} (add --runner {other})")
+    if problems:
+        raise BeamOptionError("; ".join(problems))
+
+
+def _import_runner_options() -> None:
+    for module, _ in RUNNER_OPTIONS.values():
+        try:
+            importlib.import_module(module)
+        except ImportError:  # the runner's dependencies are not installed: it cannot run either
+            continue
+
+
+def _imported_runner_options() -> Dict[str, type]:
+    """Options classes of the runners in RUNNER_OPTIONS whose modules are imported."""
+    return {runner: getattr(sys.modules[module], name) for runner, (module, name) in RUNNER_OPTIONS.items()
+            if module in sys.modules}
+
+
+def _parser(options_class: Optional[type] = None):
+    """Beam's own parser of every imported options class (or only of `options_class`),
+    taken through get_all_options's public `add_extra_args_fn` hook: Beam has no other
+    public way to ask which options it knows."""
+    captured = []
+    options = PipelineOptions([])
+    if options_class is None:
+        options.get_all_options(add_extra_args_fn=captured.append)
+    else:
+        options.view_as(options_class).get_all_options(current_only=True, add_extra_args_fn=captured.append)
+    return captured[0]
+
+
+def _known_flags(parser) -> List[str]:
+    # argparse has no public accessor for the option strings; Beam's own "did you mean"
+    # warning (PipelineOptions._warn_on_unknown_options) reads them the same way.
+    return sorted(flag for action in parser._actions for flag in action.option_strings if flag.startswith("--"))
+
+
+def _flags(options_class: type) -> set:
+    return set(_known_flags(_parser(options_class)))
+
+
+def _parse_known(parser, pipeline_args: List[str]):
+    """Beam's parse: (namespace, what it did not parse). A value it refuses (argparse
+    prints the whole usage and exits) is a one-line BeamOptionError instead."""
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            return parser.parse_known_args(list(pipeline_args))
+    except SystemExit:
+        last = (usage.getvalue().strip().splitlines() or ["?"])[-1]
+        raise BeamOptionError(f"invalid Beam pipeline option: {last.split('error: ', 1)[-1]}") from None
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d*)?([eE][-+]?\d+)?")
+
+
+def _unknown_names(unknown: List[str]) -> List[str]:
+    """The options (and stray arguments) among what Beam did not parse; a value right
+    after an unknown `--option` (without '=') belongs to it."""
+    out, after_option = [], False
+    for token in unknown:
+        if token.startswith("-") and not _NUMBER.fullmatch(token):
+            out.append(token)
+            after_option = "=" not in token
+        else:
+            if not after_option:
+                out.append(token)
+            after_option = False
+    return out
+
+
+def _name(token: str) -> str:
+    return token.split("=", 1)[0]
+
+
+def _describe(token: str, flags: List[str]) -> str:
+    if not token.startswith("-"):
+        return f"{token!r} (an argument that belongs to no option)"
+    name = _name(token)
+    if not token.startswith("--"):
+        return f"{name} (Beam options start with '--')"
+    close = difflib.get_close_matches(name, flags, n=1) or \
+        difflib.get_close_matches(name.replace("-", "_"), flags, n=1)
+    return name + (f" (did you mean {close[0]}?)" if close else "")
+
+
 def runner_name(pipeline_args: List[str]) -> str:
     name = PipelineOptions(pipeline_args).view_as(StandardOptions).runner
     return "FnApiRunner" if name in LOCAL_NAMES else name
 
 
-def make_runner(pipeline_args: List[str], total_bytes: int = 0) -> Plan:
+def make_runner(pipeline_args: List[str], total_bytes: int = 0, allow_unknown_options: bool = False) -> Plan:
+    """The runner and options for `pipeline_args`, checked first (`check_pipeline_options`)."""
+    check_pipeline_options(pipeline_args, allow_unknown_options)
     options = PipelineOptions(pipeline_args)
     name = options.view_as(StandardOptions).runner
     if name == "DaskRunner":  # Beam knows it only by its full name
@@ -99,10 +237,15 @@ def unwrap_error(error: Exception) -> Exception:
         found = [e for e in chain if isinstance(e, kind) and (kind is not OSError or e.errno in _STORAGE_ERRNOS)]
         if found:
             return found[-1]  # the innermost: the original, without Beam's step annotation
+    # An error raised in a worker process reaches the driver only as text: the SDK
+    # worker sends traceback.format_exc() in the Fn API's InstructionResponse.error and
+    # FnApiRunner raises RuntimeError(that text). Beam 2.77 has no structured error
+    # (nor a public API to get the original exception), so the message is recovered
+    # from the text.
     text = "\n".join(str(e) for e in chain)
-    match = re.search(r"(?:pipelines\.errors\.)?InputError: (.+?)(?: \[while running|\n|$)", text)
+    match = re.search(r"(?:pipelines\.errors\.)?(?:InputError|SpecError): (.+?)(?: \[while running|\n|$)", text)
     if match:
-        return InputError(match.group(1))
+        return (SpecError if "SpecError: " in match.group(0) else InputError)(match.group(1))
     match = re.search(r"\[Errno (\d+)\] ([^\n\[]+?)(?: \[while running|\n|$)", text)
     if match and int(match.group(1)) in _STORAGE_ERRNOS:
         return OSError(int(match.group(1)), match.group(2))

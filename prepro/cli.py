@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--verbose", action="store_true",
                    help="show Beam's own log (worker messages, tracebacks of failed steps); by default "
                         "prepro prints its progress, a summary, or one error line")
+    a.add_argument("--allow-unknown-beam-options", action="store_true",
+                   help="pass pipeline options Beam does not know on to it (by default an error naming "
+                        "the closest valid one); for options of runners whose modules prepro does not import")
     a.add_argument("--golden-rows", type=int, default=16,
                    help="raw rows the artifacts carry with their expected outputs (0: none; "
                         "computing them imports TensorFlow, ~5 s)")
@@ -86,7 +89,8 @@ def _analyze(args, beam_args) -> int:
     start = time.time()
     counters = {}
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
-                           num_shards=args.shards, golden_rows=args.golden_rows, counters=counters)
+                           num_shards=args.shards, golden_rows=args.golden_rows, counters=counters,
+                           allow_unknown_beam_options=args.allow_unknown_beam_options)
     from pipelines.runners import runner_name
     prov = manifest["provenance"]
     size = sum(i["bytes"] for i in prov["inputs"])

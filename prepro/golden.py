@@ -17,8 +17,6 @@ Example:
 
 import dataclasses
 import json
-import os
-import sys
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -49,52 +47,6 @@ def record(root: str, manifest: Dict[str, Any], candidates: List[Dict[str, Any]]
         files[relpath] = artifacts_lib.file_entry(data)
     return {**manifest, "files": files, "golden": {"rows": len(accepted), "rows_file": ROWS_FILE,
                                                    "expected_file": EXPECTED_FILE}}
-
-
-class Recorder:
-    """Records golden outputs at the end of a job. If TensorFlow is not loaded yet, a
-    helper process is started when the recorder is made, so its ~5 s import of TensorFlow
-    and Keras overlaps the Beam job; it gets the rows when the job is done (`record`).
-    Callables given as objects (not "module:function") keep it in this process."""
-
-    def __init__(self, custom_objects: Mapping[str, Any], portable: bool):
-        self._custom_objects = dict(custom_objects)
-        self._helper = None
-        if portable and "tensorflow" not in sys.modules:
-            import subprocess
-            env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            self._helper = subprocess.Popen([sys.executable, "-m", "prepro.golden"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-
-    def record(self, root: str, manifest: Dict[str, Any], candidates: List[Dict[str, Any]],
-               rows: int) -> Dict[str, Any]:
-        if self._helper is None:
-            return record(root, manifest, candidates, rows, self._custom_objects)
-        request = {"root": root, "manifest": manifest, "candidates": candidates, "rows": rows,
-                   "refs": sorted(self._custom_objects)}
-        out, err = self._helper.communicate(json.dumps(request).encode("utf-8"))
-        self._helper = None
-        if not out.strip():
-            raise RuntimeError(f"recording the golden rows failed: {err.decode('utf-8', 'replace')[-2000:]}")
-        return json.loads(out)
-
-    def close(self) -> None:
-        if self._helper is not None:
-            self._helper.kill()
-            self._helper.wait()
-            self._helper = None
-
-
-def _serve() -> None:
-    """The helper process: import TensorFlow first, then wait for the one request."""
-    import keras  # noqa: F401  (the point: loaded while the job runs)
-    import tensorflow  # noqa: F401
-    from prepro.spec import resolve_callable
-    request = json.loads(sys.stdin.buffer.read())
-    custom_objects = {ref: resolve_callable(ref) for ref in request["refs"]}
-    manifest = record(request["root"], request["manifest"], request["candidates"], request["rows"], custom_objects)
-    sys.stdout.write(json.dumps(manifest))
 
 
 def _accepted(prep, candidates: List[Dict[str, Any]], rows: int):
@@ -227,6 +179,3 @@ def _difference(expected: Mapping[str, Any], got: Optional[np.ndarray]) -> Optio
         detail += f"; largest difference {float(np.max(np.abs(got.astype(np.float64) - want))):.3g}"
     return detail
 
-
-if __name__ == "__main__":
-    _serve()

@@ -21,6 +21,8 @@ as `"package.module:function"`; the analyze job imports it, `prepro.load` never 
 
 import dataclasses
 import importlib
+import re
+import reprlib
 from typing import Any, Callable, Dict, Mapping, Optional
 
 REQUIRED = "<required>"  # an option Keras requires (no default)
@@ -170,29 +172,29 @@ class Spec:
 
     @property
     def sources(self):
-        return sorted({f.source for f in self.features.values()})
+        """Every source column, sorted."""
+        return sorted({column for f in self.features.values() for column in f.sources})
 
     def to_dict(self) -> Dict[str, Any]:
         return {"features": {n: f.to_dict() for n, f in sorted(self.features.items())}}
 
 
 def load_spec(path: str) -> Spec:
-    """Reads a YAML spec from a local path or any path TensorFlow/Beam file systems read."""
+    """Reads a YAML spec (UTF-8) from a local path or any path Beam's file systems read."""
     import yaml
-    with open_text(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise SpecError(f"{path}: not valid YAML: {e}") from None
+    from prepro import fs
+    data = fs.read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SpecError(f"{path}: not a spec: collections nested too deeply") from None
     return spec_from_dict(raw, where=path)
-
-
-def open_text(path: str):
-    if "://" in path:
-        from apache_beam.io.filesystems import FileSystems  # gs:// and friends
-        import io
-        return io.TextIOWrapper(FileSystems.open(path), encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 def spec_from_dict(raw: Any, where: str = "spec") -> Spec:
@@ -200,11 +202,62 @@ def spec_from_dict(raw: Any, where: str = "spec") -> Spec:
         raise SpecError(f"{where}: expected a mapping with a non-empty 'features' mapping")
     unknown = set(raw) - {"features"}
     if unknown:
-        raise SpecError(f"{where}: unknown top-level keys {sorted(unknown)}")
-    features = {}
-    for name, entry in raw["features"].items():
-        features[str(name)] = _feature_from_dict(str(name), entry, where)
-    return Spec(features)
+        raise SpecError(f"{where}: unknown top-level keys {_listed(unknown)}")
+    check_feature_names(raw["features"], where)
+    return Spec({name: _feature_from_dict(name, entry, where) for name, entry in raw["features"].items()})
+
+
+# A feature's name becomes a directory and file names under the artifact root and a key
+# of manifest.json, so it is one portable path component: no separators, no "." or "..",
+# nothing a shell or an object store treats specially. "golden" is the golden-rows
+# directory. Names equal but for case would share a directory on a case-insensitive
+# file system (macOS, Windows, some FUSE mounts).
+FEATURE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+FEATURE_NAME_RULE = ("1 to 100 characters from A-Z, a-z, 0-9, '_', '.' and '-', starting with a "
+                     "letter or digit; not 'golden' in any case; no two equal ignoring case")
+RESERVED_FEATURE_NAMES = ("golden",)
+
+
+def check_feature_names(names: Any, where: str = "spec") -> None:
+    """Raises SpecError naming the first feature name that breaks FEATURE_NAME_RULE."""
+    by_folded: Dict[str, str] = {}
+    for name in names:
+        if not isinstance(name, str):
+            raise SpecError(f"{where}: feature name {_shown(name)} is a {type(name).__name__}, not a string "
+                            f"(in YAML, quote it); a feature name is {FEATURE_NAME_RULE}")
+        if not FEATURE_NAME_PATTERN.fullmatch(name):
+            raise SpecError(f"{where}: feature name {_shown(name)} is not allowed: a feature name is "
+                            f"{FEATURE_NAME_RULE}")
+        folded = name.lower()
+        if folded in RESERVED_FEATURE_NAMES:
+            raise SpecError(f"{where}: feature name {_shown(name)} is reserved (the artifact's "
+                            f"{folded}-rows directory); a feature name is {FEATURE_NAME_RULE}")
+        if folded in by_folded:
+            raise SpecError(f"{where}: feature names {_shown(by_folded[folded])} and {_shown(name)} differ only in "
+                            f"case, so a case-insensitive file system would merge their directories; "
+                            f"a feature name is {FEATURE_NAME_RULE}")
+        by_folded[folded] = name
+
+
+def _listed(keys) -> str:
+    """Keys of any type (YAML keys may be numbers, booleans or null) in a stable order."""
+    return "[" + ", ".join(sorted(map(_shown, keys))) + "]"
+
+
+def _shown_repr() -> reprlib.Repr:
+    shown = reprlib.Repr()
+    shown.maxstring = shown.maxother = 120
+    shown.maxlist = shown.maxdict = shown.maxtuple = shown.maxset = 8
+    shown.maxlevel = 3
+    return shown
+
+
+_SHOWN = _shown_repr()
+
+
+def _shown(value: Any) -> str:
+    """A user's value in a one-line message: its repr, shortened if long or deeply nested."""
+    return _SHOWN.repr(value)
 
 
 def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
@@ -213,21 +266,25 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
         raise SpecError(f"{ctx}: expected a mapping with source, layer and config")
     unknown = set(entry) - {"source", "layer", "config", "invalid_utf8", *THRESHOLDS, *NUMERIC_KEYS}
     if unknown:
-        raise SpecError(f"{ctx}: unknown keys {sorted(unknown)}")
+        raise SpecError(f"{ctx}: unknown keys {_listed(unknown)}")
     layer = entry.get("layer")
-    if layer not in LAYER_DEFAULTS:
-        raise SpecError(f"{ctx}: layer must be one of {sorted(LAYER_DEFAULTS)}, got {layer!r}")
+    if not isinstance(layer, str) or layer not in LAYER_DEFAULTS:
+        raise SpecError(f"{ctx}: layer must be one of {sorted(LAYER_DEFAULTS)}, got {_shown(layer)}")
     source = entry.get("source", name)
-    if layer in NUMERIC_LAYERS and isinstance(source, list) and source \
-            and all(isinstance(c, str) and c for c in source):
+    if layer in NUMERIC_LAYERS and isinstance(source, list) and source and all(map(_is_column, source)):
         source = tuple(source)
-    elif not isinstance(source, str) or not source:
-        raise SpecError(f"{ctx}: source must be a column name"
-                        + (" or a list of them" if layer in NUMERIC_LAYERS else ""))
-    if layer not in NUMERIC_LAYERS and set(entry) & set(NUMERIC_KEYS):
-        raise SpecError(f"{ctx}: {sorted(set(entry) & set(NUMERIC_KEYS))} apply to "
-                        f"{' and '.join(NUMERIC_LAYERS)} only")
-    config = dict(entry.get("config") or {})
+    elif not _is_column(source):
+        raise SpecError(f"{ctx}: source must be a column name (a non-empty string)"
+                        + (" or a list of them" if layer in NUMERIC_LAYERS else "") + f", got {_shown(source)}")
+    numeric_keys = sorted(set(entry) & set(NUMERIC_KEYS))
+    if layer not in NUMERIC_LAYERS and numeric_keys:
+        raise SpecError(f"{ctx}: {numeric_keys} apply to {' and '.join(NUMERIC_LAYERS)} only")
+    config = entry.get("config")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise SpecError(f"{ctx}: config must be a mapping of {layer} options, got {_shown(config)}")
+    config = dict(config)
     invalid_utf8 = entry.get("invalid_utf8", "error")
     if invalid_utf8 not in INVALID_UTF8_POLICIES:
         raise SpecError(f"{ctx}: invalid_utf8 must be one of {INVALID_UTF8_POLICIES}")
@@ -235,29 +292,39 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
         raise SpecError(f"{ctx}: {sorted(set(entry) & set(THRESHOLDS))} apply to vocabulary layers only")
     thresholds = {key: entry.get(key, 1) for key in THRESHOLDS}
     for key, value in thresholds.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(f"{ctx}: {key} must be a positive integer, got {value!r}")
+        if not _is_int(value) or value < 1:
+            raise SpecError(f"{ctx}: {key} must be a positive integer, got {_shown(value)}")
     feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds,
-                          **_numeric_keys(entry, source, ctx))
+                          **_numeric_keys(entry, layer, source, config, ctx))
     validate_options(feature, ctx)
     return feature
 
 
 NUMERIC_KEYS = ("shape", "weight", "quantiles", "rank_error")
+DISCRETIZATION_KEYS = ("weight", "quantiles", "rank_error")
 
 
-def _numeric_keys(entry: Dict[str, Any], source: Any, ctx: str) -> Dict[str, Any]:
+def _is_column(value: Any) -> bool:
+    """Column names are data (any non-empty string), unlike feature names."""
+    return isinstance(value, str) and value != ""
+
+
+def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[str, Any],
+                  ctx: str) -> Dict[str, Any]:
     out = {}
+    discretization_keys = sorted(set(entry) & set(DISCRETIZATION_KEYS))
+    if layer != "Discretization" and discretization_keys:
+        raise SpecError(f"{ctx}: {discretization_keys} apply to Discretization only")
     shape = entry.get("shape")
     if shape is not None:
-        if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
-            raise SpecError(f"{ctx}: shape must be a list of positive integers, got {shape!r}")
+        if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 1 for d in shape)):
+            raise SpecError(f"{ctx}: shape must be a list of positive integers, got {_shown(shape)}")
         if isinstance(source, tuple):
             raise SpecError(f"{ctx}: shape applies to one list column, not to stacked columns")
         out["shape"] = tuple(shape)
     if entry.get("weight") is not None:
-        if entry.get("layer") != "Discretization" or not isinstance(entry["weight"], str):
-            raise SpecError(f"{ctx}: weight (a column name) applies to Discretization only")
+        if not _is_column(entry["weight"]):
+            raise SpecError(f"{ctx}: weight must be a column name (a non-empty string), got {_shown(entry['weight'])}")
         out["weight"] = entry["weight"]
     if "quantiles" in entry:
         if entry["quantiles"] not in QUANTILE_METHODS:
@@ -265,109 +332,284 @@ def _numeric_keys(entry: Dict[str, Any], source: Any, ctx: str) -> Dict[str, Any
         out["quantiles"] = entry["quantiles"]
     if "rank_error" in entry:
         r = entry["rank_error"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
-            raise SpecError(f"{ctx}: rank_error must be a number in (0, 1), got {r!r}")
+        if not _is_number(r) or not 0 < r < 1:
+            raise SpecError(f"{ctx}: rank_error must be a number in (0, 1), got {_shown(r)}")
         out["rank_error"] = float(r)
-    epsilon = (entry.get("config") or {}).get("epsilon")
+    epsilon = config.get("epsilon") if layer == "Discretization" else None
     if epsilon is not None:
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
-            raise SpecError(f"{ctx}: epsilon must be a number in (0, 1), got {epsilon!r}")
+        if not _is_number(epsilon) or not 0 < epsilon < 1:
+            raise SpecError(f"{ctx}: epsilon must be a number in (0, 1), got {_shown(epsilon)}")
         # Keras's epsilon is adapt()'s error tolerance; a tighter one tightens the sketch,
         # a looser one never loosens prepro's default.
         out.setdefault("rank_error", min(float(epsilon), DEFAULT_RANK_ERROR))
     return out
 
 
+# Rules Keras also enforces quote Keras 3.15's own reason ("Keras: ..."), so the message
+# says what Keras would say; tests/test_spec_keras.py checks every quote against what
+# Keras raises and that every other refusal is one Keras does not make (prepro's own).
+# `prepro.keras_check` builds and calls the layers for the rest (dtype names, call-time
+# errors), which needs Keras.
+BOOLEAN_OPTIONS = ("sparse", "ragged", "pad_to_max_tokens", "invert")
+INT64 = (-(1 << 63), (1 << 63) - 1)
+# output_mode values each Keras layer knows, and its words for one it does not.
+KERAS_MODES = {"TextVectorization": ("int", "one_hot", "multi_hot", "count", "tf_idf"),
+               "Hashing": ("int", "one_hot", "multi_hot", "count"),
+               "CategoryEncoding": ("one_hot", "multi_hot", "count"),
+               "Discretization": ("int", "one_hot", "multi_hot", "count")}
+KERAS_UNKNOWN_MODE = {"Hashing": "Invalid value for argument `output_mode`",
+                      "CategoryEncoding": "Unknown arg for output_mode"}
+KERAS_MODE_ALIASES = {"binary": "multi_hot", "tf-idf": "tf_idf"}
+
+
 def validate_options(feature: FeatureSpec, ctx: str) -> None:
-    """Rejects what Keras would reject, early, before a long job starts."""
+    """Rejects, without importing Keras, what Keras would refuse (with Keras's reason)
+    and what prepro does not support, before a long job starts."""
     allowed = LAYER_DEFAULTS[feature.layer]
     for key in feature.config:
         if key in STATE_OPTIONS:
             raise SpecError(f"{ctx}: '{key}' is computed by prepro; remove it from config")
         if key not in allowed and key not in BASE_LAYER_OPTIONS:
-            raise SpecError(f"{ctx}: {feature.layer} has no option '{key}' "
+            raise SpecError(f"{ctx}: {feature.layer} has no option {_shown(key)} "
                             f"(options: {', '.join(sorted(allowed))})")
     o = feature.options
     for key, value in o.items():
         if value is REQUIRED:
             raise SpecError(f"{ctx}: {feature.layer} needs '{key}' in config")
+    _validate_common(feature, o, ctx)
     if feature.is_numeric:
         return _validate_numeric(feature, o, ctx)
     if feature.is_stateless:
         return _validate_stateless(feature, o, ctx)
-    if o["max_tokens"] is not None and (not isinstance(o["max_tokens"], int) or o["max_tokens"] < 1):
-        raise SpecError(f"{ctx}: max_tokens must be a positive integer or null")
-    if o.get("invert"):
-        raise SpecError(f"{ctx}: invert=True layers are not built by prepro yet")
     if feature.is_text:
         _validate_text(o, ctx)
     else:
-        if o["output_mode"] not in LOOKUP_MODES:
-            # adapt() counts documents for a lookup by the shape of each adapted batch
-            # (a 1-D batch is one document), which a file-based job cannot reproduce.
-            raise SpecError(f"{ctx}: output_mode must be one of {LOOKUP_MODES}; tf_idf is "
-                            f"supported for TextVectorization, whose documents are rows")
-        if not isinstance(o["num_oov_indices"], int) or o["num_oov_indices"] < 0:
-            raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer")
-        token_type = int if feature.is_integer else str
-        for key in ("mask_token", "oov_token"):
-            if o[key] is not None and (not isinstance(o[key], token_type) or isinstance(o[key], bool)):
-                raise SpecError(f"{ctx}: {key} must be {token_type.__name__} or null")
-    if o["max_tokens"] is not None and o["max_tokens"] <= token_start(feature):
-        raise SpecError(f"{ctx}: max_tokens={o['max_tokens']} leaves no room for tokens "
+        _validate_lookup(feature, o, ctx)
+    _validate_max_tokens(feature, o, ctx)
+
+
+def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    """Options several layers share: name, dtype, the booleans, encoding, output_mode, sparse."""
+    name = o.get("name")
+    if name is not None and (not isinstance(name, str) or "/" in name):
+        raise SpecError(f"{ctx}: name must be a string without '/', got {_shown(name)} (Keras: Argument "
+                        f"`name` must be a string and cannot contain character `/`)")
+    dtype = o.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):
+        raise SpecError(f"{ctx}: dtype must be a dtype name such as 'float32', got {_shown(dtype)} (Keras: "
+                        f"Cannot interpret `dtype` argument. Expected a string or an instance of DTypePolicy)")
+    for key in BOOLEAN_OPTIONS:
+        # Keras takes any truthy value, so a quoted 'false' would turn the option on.
+        if key in o and not isinstance(o[key], bool):
+            raise SpecError(f"{ctx}: {key} must be true or false, got {_shown(o[key])}")
+    if o.get("invert"):
+        state = "moments: Normalization(mean=, variance=" if feature.layer == "Normalization" \
+            else f"vocabulary: {feature.layer}(vocabulary="
+        raise SpecError(f"{ctx}: invert=True is not supported by prepro yet; build the inverse layer "
+                        f"from the artifact's {state}..., invert=True)")
+    encoding = o.get("encoding", "utf-8")
+    if not (isinstance(encoding, str) and _codec_name(encoding) == "utf-8"):
+        raise SpecError(f"{ctx}: encoding must be 'utf-8', got {_shown(encoding)}: prepro reads and writes "
+                        f"text as UTF-8 (invalid_utf8 says what to do with input that is not)")
+    mode = o.get("output_mode")
+    if isinstance(mode, str) and mode in KERAS_MODE_ALIASES:
+        raise SpecError(f"{ctx}: write output_mode '{KERAS_MODE_ALIASES[mode]}' "
+                        f"('{mode}' is Keras's older name for it)")
+    if "output_mode" in o:
+        _check_mode(feature, ctx)
+    if o.get("sparse") and mode == "int":
+        raise SpecError(f"{ctx}: sparse=True needs an output_mode other than 'int' (Keras: `sparse` "
+                        f"may only be true if `output_mode` is one of the others)")
+
+
+def _check_mode(feature: FeatureSpec, ctx: str) -> None:
+    mode = feature.options["output_mode"]
+    supported = {"TextVectorization": TEXT_MODES, "CategoryEncoding": ("one_hot", "multi_hot", "count")}.get(
+        feature.layer, LOOKUP_MODES)
+    if isinstance(mode, str) and mode in supported:
+        return
+    known = KERAS_MODES.get(feature.layer, KERAS_MODES["TextVectorization"])
+    if isinstance(mode, str) and mode in known:
+        raise SpecError(f"{ctx}: output_mode '{mode}' is not supported by prepro for {feature.layer}"
+                        + (" yet (it is for TextVectorization, whose documents are rows)" if mode == "tf_idf" else
+                           "; use 'multi_hot' or 'count'") + f"; supported: {supported}")
+    keras_words = KERAS_UNKNOWN_MODE.get(feature.layer, "Unknown value for `output_mode`")
+    raise SpecError(f"{ctx}: output_mode must be one of {supported}, got {_shown(mode)} (Keras: {keras_words})")
+
+
+def _validate_max_tokens(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    max_tokens = o["max_tokens"]
+    if max_tokens is None:
+        if o["pad_to_max_tokens"]:
+            raise SpecError(f"{ctx}: pad_to_max_tokens needs max_tokens "
+                            f"(Keras: If pad_to_max_tokens is True, must set `max_tokens`)")
+        return
+    if not _is_int(max_tokens):
+        raise SpecError(f"{ctx}: max_tokens must be an integer or null, got {_shown(max_tokens)}")
+    if max_tokens <= 1:
+        raise SpecError(f"{ctx}: max_tokens must be greater than 1, got {max_tokens} "
+                        f"(Keras: `max_tokens` must be greater than 1)")
+    if max_tokens <= token_start(feature):
+        raise SpecError(f"{ctx}: max_tokens={max_tokens} leaves no room for tokens "
                         f"after {token_start(feature)} reserved indices")
 
 
 def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
     rank = 1 + len(feature.element_shape)  # (batch, *element_shape)
     if feature.layer == "Normalization":
-        if o["invert"]:
-            raise SpecError(f"{ctx}: invert=True layers are not built by prepro yet")
         axis = o["axis"]
         axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
-        if not all(isinstance(a, int) and not isinstance(a, bool) and -rank <= a < rank for a in axes):
-            raise SpecError(f"{ctx}: axis {axis!r} is out of range for inputs of shape "
-                            f"(batch, {', '.join(map(str, feature.element_shape))})")
+        if not all(map(_is_int, axes)):
+            raise SpecError(f"{ctx}: axis must be null, an integer or a list of integers, got {_shown(axis)}")
+        if not all(-rank <= a < rank for a in axes):
+            raise SpecError(f"{ctx}: axis {_shown(axis)} is out of range for inputs of shape "
+                            f"(batch, {', '.join(map(str, feature.element_shape))}) (Keras: All `axis` "
+                            f"values must be in the range [-ndim, ndim))")
         if any(a % rank == 0 for a in axes):
-            raise SpecError(f"{ctx}: axis {axis!r} keeps the batch axis; Normalization reduces over it")
+            raise SpecError(f"{ctx}: axis {_shown(axis)} keeps the batch axis; Normalization reduces over it "
+                            f"(Keras: All `axis` values to be kept must have a known shape)")
         return
     bins, boundaries = o["num_bins"], o["bin_boundaries"]
-    if (bins is None) == (boundaries is None):
-        raise SpecError(f"{ctx}: set exactly one of num_bins and bin_boundaries")
-    if bins is not None and (not isinstance(bins, int) or isinstance(bins, bool) or bins < 1):
-        raise SpecError(f"{ctx}: num_bins must be a positive integer")
-    if boundaries is not None and (not isinstance(boundaries, list) or
-                                   any(not isinstance(b, (int, float)) for b in boundaries) or
-                                   boundaries != sorted(boundaries)):
-        raise SpecError(f"{ctx}: bin_boundaries must be a sorted list of numbers")
-    if o["output_mode"] not in ("int", "one_hot", "multi_hot", "count"):
-        raise SpecError(f"{ctx}: output_mode must be one of int, one_hot, multi_hot, count")
+    if bins is None and boundaries is None:
+        raise SpecError(f"{ctx}: set one of num_bins and bin_boundaries "
+                        f"(Keras: You need to set either `num_bins` or `bin_boundaries`)")
+    if bins is not None and boundaries is not None:
+        raise SpecError(f"{ctx}: set only one of num_bins and bin_boundaries "
+                        f"(Keras: Both `num_bins` and `bin_boundaries` should not be set)")
+    if bins is not None and (not _is_int(bins) or bins < 1):
+        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {_shown(bins)}")
+    if boundaries is not None:
+        if not isinstance(boundaries, list) or not all(map(_is_number, boundaries)) \
+                or any(b != b for b in boundaries):
+            raise SpecError(f"{ctx}: bin_boundaries must be a list of numbers (no NaN), got {_shown(boundaries)}")
+        if boundaries != sorted(boundaries):
+            raise SpecError(f"{ctx}: bin_boundaries must be sorted, got {_shown(boundaries)} "
+                            f"(Keras, when the layer is called: Expected sorted boundaries)")
 
 
 def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
-    size_key = "num_bins" if feature.layer == "Hashing" else "num_tokens"
-    size = o[size_key]
-    if size is None and feature.layer == "CategoryEncoding":
-        raise SpecError(f"{ctx}: CategoryEncoding needs 'num_tokens' in config (values must lie in "
-                        f"[0, num_tokens)); to learn the categories, use IntegerLookup")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise SpecError(f"{ctx}: {size_key} must be a positive integer, got {size!r}")
-    modes = LOOKUP_MODES if feature.layer == "Hashing" else ("one_hot", "multi_hot", "count")
-    if o["output_mode"] not in modes:
-        raise SpecError(f"{ctx}: output_mode must be one of {modes}")
-    if o["sparse"] and o["output_mode"] == "int":
-        raise SpecError(f"{ctx}: sparse applies to one_hot, multi_hot and count outputs only")
-    if feature.layer == "Hashing":
-        salt = o["salt"]
-        if salt is not None and not (_is_int(salt) or isinstance(salt, (list, tuple)) and
-                                     len(salt) == 2 and all(map(_is_int, salt))):
-            raise SpecError(f"{ctx}: salt must be null, an integer or a list of two integers")
-        if o["mask_value"] is not None and not isinstance(o["mask_value"], (str, int)):
-            raise SpecError(f"{ctx}: mask_value must be null, a string or an integer")
+    if feature.layer == "CategoryEncoding":
+        size = o["num_tokens"]
+        if size is None:
+            raise SpecError(f"{ctx}: CategoryEncoding needs 'num_tokens' in config (values must lie in "
+                            f"[0, num_tokens)); to learn the categories, use IntegerLookup (Keras: "
+                            f"num_tokens must be set to use this layer)")
+        if not _is_int(size) or size < 1:
+            raise SpecError(f"{ctx}: num_tokens must be a positive integer, got {_shown(size)} "
+                            f"(Keras: `num_tokens` must be >= 1)")
+        return
+    size = o["num_bins"]
+    if not _is_int(size):
+        raise SpecError(f"{ctx}: num_bins must be a positive integer, got {_shown(size)}")
+    if size < 1:
+        raise SpecError(f"{ctx}: num_bins must be positive, got {size} (Keras: The "
+                        f"`num_bins` for `Hashing` cannot be `None` or non-positive values)")
+    _check_int64(ctx, "num_bins", size, "int too big to convert")
+    _check_salt(o["salt"], ctx)
+    mask = o["mask_value"]
+    if mask is not None and not isinstance(mask, str) and not _is_int(mask):
+        raise SpecError(f"{ctx}: mask_value must be null, a string or an integer, got {_shown(mask)}")
+    _check_int64(ctx, "mask_value", mask, "out-of-range integer")
+    if o["output_mode"] == "int" and o.get("dtype") not in (None, "int32", "int64"):
+        raise SpecError(f"{ctx}: dtype must be int32 or int64 with output_mode 'int' (Keras: When "
+                        f"`output_mode=\"int\"`, `dtype` should be an integer type)")
+
+
+def _validate_text(o: Dict[str, Any], ctx: str) -> None:
+    for key, allowed in (("standardize", STANDARDIZE_OPTIONS), ("split", SPLIT_OPTIONS)):
+        value = o[key]
+        if value not in allowed and not callable(value) and not _is_callable_ref(value):
+            raise SpecError(f"{ctx}: {key} must be one of {allowed}, a callable, or 'module:function'; "
+                            f"got {_shown(value)} (Keras: Unknown value for `{key}` argument)")
+    ngrams = o["ngrams"]
+    widths = ngrams if isinstance(ngrams, (list, tuple)) else [ngrams]
+    if ngrams is not None and (not widths or not all(map(_is_int, widths))):
+        raise SpecError(f"{ctx}: ngrams must be null, a positive integer or a list of them, got {_shown(ngrams)} "
+                        f"(Keras: `ngrams` must be None, an integer, or a tuple of integers)")
+    if ngrams is not None and any(n < 1 for n in widths):
+        raise SpecError(f"{ctx}: ngrams must be positive, got {_shown(ngrams)}"
+                        + (" (Keras: All ngram_widths must be greater than 0)" if widths is ngrams else ""))
+    length = o["output_sequence_length"]
+    if length is not None:
+        if o["output_mode"] != "int":
+            raise SpecError(f"{ctx}: output_sequence_length applies to output_mode 'int' only (Keras: "
+                            f"`output_sequence_length` must not be set if `output_mode` is not 'int')")
+        if not _is_int(length):
+            raise SpecError(f"{ctx}: output_sequence_length must be an integer or null, got {_shown(length)} "
+                            f"(Keras: `output_sequence_length` must be either None or an integer)")
+        if length < 0:
+            raise SpecError(f"{ctx}: output_sequence_length must not be negative, got {length} "
+                            f"(Keras, when the layer is called: Dimension {length} must be >= 0)")
+    if o["ragged"] and o["output_mode"] != "int":
+        raise SpecError(f"{ctx}: ragged=True applies to output_mode 'int' only (Keras: `ragged` must "
+                        f"not be true if `output_mode` is not 'int')")
+
+
+def _validate_lookup(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
+    oov = o["num_oov_indices"]
+    if not _is_int(oov):
+        raise SpecError(f"{ctx}: num_oov_indices must be a non-negative integer, got {_shown(oov)}")
+    if oov < 0:
+        raise SpecError(f"{ctx}: num_oov_indices must not be negative, got {oov} (Keras: `num_oov_indices` "
+                        f"must be greater than or equal to 0)")
+    token_type, dtype = ("an integer", "int64") if feature.is_integer else ("a string", "string")
+    for key in ("mask_token", "oov_token"):
+        token = o[key]
+        if token is not None and (_is_int(token) if feature.is_integer else isinstance(token, str)):
+            continue
+        if token is not None:
+            # Keras compares the mask token with every input, so it must have the input's
+            # type; the OOV token is what prepro leaves out of the counts.
+            raise SpecError(f"{ctx}: {key} must be {token_type} or null, got {_shown(token)}"
+                            + (f" (Keras: Cannot convert {_shown(token)} to EagerTensor of dtype {dtype})"
+                               if key == "mask_token" else ""))
+    _check_int64(ctx, "mask_token", o["mask_token"], "out-of-range integer")
+    _check_int64(ctx, "oov_token", o["oov_token"], None)
+    _check_salt(o["salt"], ctx)
+    if feature.is_integer:
+        if o["vocabulary_dtype"] != "int64":
+            raise SpecError(f"{ctx}: vocabulary_dtype must be 'int64', got {_shown(o['vocabulary_dtype'])} "
+                            f"(Keras: Only `vocabulary_dtype='int64'` is supported at this time)")
+        if o["oov_method"] not in ("floormod", "farmhash"):
+            raise SpecError(f"{ctx}: oov_method must be 'floormod' or 'farmhash', got {_shown(o['oov_method'])} "
+                            f"(Keras: Allowed values are: ('floormod', 'farmhash'))")
+        if o["salt"] is not None and o["oov_method"] != "farmhash":
+            raise SpecError(f"{ctx}: salt needs oov_method 'farmhash' (Keras: `salt` can only be used "
+                            f"when `oov_method='farmhash'`)")
+
+
+def _check_salt(salt: Any, ctx: str) -> None:
+    if salt is None:
+        return
+    parts = salt if isinstance(salt, (list, tuple)) and len(salt) == 2 else [salt]
+    if not all(map(_is_int, parts)):
+        raise SpecError(f"{ctx}: salt must be null, an integer or a list of two, got {_shown(salt)} (Keras: "
+                        f"can only be a tuple of 2 integers, or a single integer)")
+    for part in parts:
+        _check_int64(ctx, "salt", part, "int too big to convert")
+
+
+def _check_int64(ctx: str, key: str, value: Any, keras_words: Optional[str]) -> None:
+    """Keras hands these to TensorFlow as int64; an integer outside fails when the layer is called."""
+    if _is_int(value) and not INT64[0] <= value <= INT64[1]:
+        raise SpecError(f"{ctx}: {key} {value} does not fit in 64 bits"
+                        + (f" (Keras, when the layer is called: {keras_words})" if keras_words else ""))
+
+
+def _codec_name(encoding: str) -> Optional[str]:
+    import codecs
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        return None
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def normalization_axes(feature: FeatureSpec) -> tuple:
@@ -376,23 +618,6 @@ def normalization_axes(feature: FeatureSpec) -> tuple:
     axis = feature.options["axis"]
     axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
     return tuple(sorted(a % rank for a in axes))
-
-
-def _validate_text(o: Dict[str, Any], ctx: str) -> None:
-    if o["output_mode"] not in TEXT_MODES:
-        raise SpecError(f"{ctx}: output_mode must be one of {TEXT_MODES}")
-    for key, allowed in (("standardize", STANDARDIZE_OPTIONS), ("split", SPLIT_OPTIONS)):
-        value = o[key]
-        if value not in allowed and not callable(value) and not _is_callable_ref(value):
-            raise SpecError(f"{ctx}: {key} must be one of {allowed}, a callable, "
-                            f"or 'module:function'; got {value!r}")
-    ngrams = o["ngrams"]
-    if ngrams is not None and not (
-            (isinstance(ngrams, int) and ngrams >= 1)
-            or (isinstance(ngrams, (list, tuple)) and ngrams and all(isinstance(n, int) and n >= 1 for n in ngrams))):
-        raise SpecError(f"{ctx}: ngrams must be null, a positive integer or a list of them")
-    if o["output_sequence_length"] is not None and o["output_mode"] != "int":
-        raise SpecError(f"{ctx}: output_sequence_length is only valid with output_mode 'int'")
 
 
 def token_start(feature: FeatureSpec) -> int:
@@ -434,9 +659,9 @@ def resolve_callable(ref: str) -> Callable:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        raise SpecError(f"cannot import {ref!r}: {e}") from None
+        raise SpecError(f"cannot import {_shown(ref)}: {e}") from None
     if not callable(obj):
-        raise SpecError(f"{ref!r} is not callable")
+        raise SpecError(f"{_shown(ref)} is not callable")
     return obj
 
 

@@ -1,0 +1,246 @@
+"""Checks a spec against Keras before the job runs: every feature must build its stock layer.
+
+`prepro.spec` rejects what it can without Keras (fast, no TensorFlow import). Keras
+refuses some configs only when the layer gets its state or is first called, which
+without this check would surface after the whole job, as an artifact no layer can be
+built from. `check_against_keras` builds each feature's layer the way
+`prepro.load(...).layer()` builds it from an artifact (the same code,
+`prepro.layers.Artifacts`, over an in-memory manifest holding what the job would write)
+from a trivial state: one learned token of the right type in a vocabulary file, IDF
+weights of 1, mean 0 and variance 1, boundaries at 0.0. It then calls the layer on one
+trivial row, eagerly (as golden rows and `tf.data` do) and on symbolic `keras.Input`s (as
+a model is built), through `prepro.training.Preprocessing`.
+
+Importing this module imports neither Keras nor TensorFlow (about 5 s); calling
+`check_against_keras` does. Standalone:
+
+    python -m prepro.keras_check spec.yaml [more.yaml ...]
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+import uuid
+from typing import Any, Dict, List, Mapping, Optional
+
+from prepro import spec as spec_lib
+from prepro.spec import FeatureSpec, Spec, SpecError
+
+# Candidate learned tokens: the trivial vocabulary is the first that is neither the mask
+# nor the OOV token (the job never puts those in a vocabulary).
+_STRING_TOKENS = ("a", "b", "c")
+_INTEGER_TOKENS = (1, 2, 3)
+# The eager call materializes one row's output; above this many elements (a huge
+# `num_tokens`, `max_tokens` with padding, `output_sequence_length` or `shape`) the layer
+# is built and called symbolically only, so the check itself cannot exhaust memory.
+MAX_EAGER_ELEMENTS = 1 << 22
+
+
+def check_against_keras(spec: Spec, custom_objects: Optional[Mapping[str, Any]] = None) -> None:
+    """Raises SpecError naming the first feature (in name order) whose config Keras
+    refuses, with Keras's reason, and the other features it refuses.
+
+    `custom_objects` maps a recorded callable name to the callable, as for
+    `prepro.load`; "module:function" references not in it are imported, as the job
+    imports them."""
+    refused = refusals(spec, custom_objects)
+    if refused:
+        name, reason = next(iter(refused.items()))
+        feature = spec.features[name]
+        others = f" (Keras also refuses features {list(refused)[1:]})" if len(refused) > 1 else ""
+        raise SpecError(f"feature '{name}': Keras refuses this {feature.layer} config "
+                        f"{_config_text(feature)}: {reason}{others}")
+
+
+def refusals(spec: Spec, custom_objects: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
+    """{feature: Keras's reason} for every feature whose layer Keras refuses to build
+    or call, in name order; empty if every layer works."""
+    spec_lib.check_callables(spec)
+    objects = {**spec_lib.custom_objects(spec), **dict(custom_objects or {})}
+    refused = {}
+    with tempfile.TemporaryDirectory(prefix="prepro-keras-check-") as root:
+        for name, feature in sorted(spec.features.items()):
+            try:  # one artifact per feature: Keras's reason is then this feature's own
+                _build_and_call(trivial_artifacts(Spec({name: feature}), root, objects), name)
+            except Exception as e:  # Keras raises ValueError, TypeError, RuntimeError, TF errors...
+                refused[name] = keras_reason(e)
+    return refused
+
+
+def _build_and_call(trivial, name: str) -> None:
+    from prepro import golden
+    feature = trivial.spec.features[name]
+    dtypes = _raw_dtypes(feature)
+    prep = trivial.preprocessing([name], raw_dtypes=dtypes)   # builds the layer from the "artifact"
+    if _eager_elements(feature) <= MAX_EAGER_ELEMENTS:
+        golden.feature_outputs(prep, [trivial_row(feature, dtypes)])  # eager, on one row
+    prep.preprocessing_model()                                        # symbolic, as in a model
+
+
+def trivial_artifacts(spec: Spec, root: str, custom_objects: Mapping[str, Any]):
+    """An `Artifacts` of `spec` whose state is trivial, its files written under `root`.
+
+    Entries are what the job writes (`feature.to_dict()` through JSON, plus the state),
+    so `layer()` sees what it would see in a manifest; `spec` is the given one (callables
+    as objects), not re-parsed from the manifest."""
+    import numpy as np
+    from prepro import artifacts
+    from prepro.layers import Artifacts
+
+    class TrivialArtifacts(Artifacts):
+        def tf_idf_state(self, name: str):
+            feature = self.spec.features[name]
+            # As the real one: the OOV slot first (only text has tf_idf in prepro).
+            vocabulary = (["[UNK]"] if feature.is_text else []) + trivial_vocabulary(feature)
+            return vocabulary, np.ones(len(vocabulary), np.float32)
+
+        def moments(self, name: str):
+            shape = kept_shape(self.spec.features[name])
+            return np.zeros(shape), np.ones(shape)
+
+        def bin_boundaries(self, name: str) -> List[float]:
+            return trivial_boundaries(self.spec.features[name])
+
+    features, files = {}, {}
+    for name, feature in sorted(spec.features.items()):
+        state = _trivial_state(feature)
+        if "vocabulary_file" in state:
+            relpath = state["vocabulary_file"] = f"{uuid.uuid4().hex}.vocabulary.txt"
+            data = "".join(f"{t}\n" for t in trivial_vocabulary(feature)).encode("utf-8")
+            with open(os.path.join(root, relpath), "wb") as f:
+                f.write(data)
+            files[relpath] = artifacts.file_entry(data)
+        features[name] = {**feature.to_dict(), "state": state}
+    manifest = {"spec": spec.to_dict(), "features": features, "files": files}
+    try:
+        manifest = json.loads(json.dumps(manifest))
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"the spec cannot be written into manifest.json (JSON): {e}") from None
+    trivial = TrivialArtifacts(root, manifest, custom_objects)
+    trivial.__dict__["spec"] = spec  # Artifacts.spec is a cached property
+    return trivial
+
+
+def trivial_vocabulary(feature: FeatureSpec) -> List[Any]:
+    """One learned token of the feature's type that is neither its mask nor its OOV
+    token; none for layers without a vocabulary."""
+    if feature.is_numeric or feature.is_stateless:
+        return []
+    special = spec_lib.special_tokens(feature)
+    candidates = _INTEGER_TOKENS if feature.is_integer else _STRING_TOKENS
+    return [next(t for t in candidates if t not in special)]
+
+
+def trivial_boundaries(feature: FeatureSpec) -> List[float]:
+    """As many boundaries as the artifact would hold (num_bins - 1), at most two."""
+    return [0.0] * max(0, min(int(feature.options["num_bins"]) - 1, 2))
+
+
+def kept_shape(feature: FeatureSpec) -> tuple:
+    """Shape of a Normalization feature's mean and variance: the kept axes of (1, *shape)."""
+    full = (1, *feature.element_shape)
+    return tuple(full[a] for a in spec_lib.normalization_axes(feature))
+
+
+def _trivial_state(feature: FeatureSpec) -> Dict[str, Any]:
+    if feature.is_stateless:
+        return {}
+    if feature.layer == "Discretization":
+        return {"boundaries_file": "-"} if feature.options["num_bins"] is not None else {}
+    if feature.layer == "Normalization":
+        return {"shape": list(kept_shape(feature))}
+    return {"vocabulary_file": None, "exceptions": [], "token_start": spec_lib.token_start(feature)}
+
+
+def _raw_dtypes(feature: FeatureSpec) -> Dict[str, str]:
+    """A Hashing column is taken as strings unless its mask_value is an integer (Keras
+    compares the mask with the input, so the two must have one type)."""
+    if feature.layer == "Hashing" and spec_lib._is_int(feature.options["mask_value"]):
+        return {feature.source: "int64"}
+    return {}
+
+
+def trivial_row(feature: FeatureSpec, raw_dtypes: Mapping[str, str]) -> Dict[str, Any]:
+    """One raw row: the learned token for lookups and text, 0 for CategoryEncoding and
+    numbers (nested lists of zeros for a list column), "a" or 1 for Hashing."""
+    if feature.is_numeric:
+        value: Any = 0.0
+        for d in reversed(feature.shape or ()):
+            value = [value] * d
+        return {column: value for column in feature.sources}
+    if feature.layer == "CategoryEncoding":
+        return {feature.source: 0}
+    if feature.layer == "Hashing":
+        return {feature.source: 1 if raw_dtypes.get(feature.source) == "int64" else "a"}
+    return {feature.source: trivial_vocabulary(feature)[0]}
+
+
+def _eager_elements(feature: FeatureSpec) -> int:
+    """Elements of one row's input or output, whichever is larger (an upper bound)."""
+    o = feature.options
+    elements = 1
+    for d in feature.element_shape:
+        elements *= d
+    mode = o.get("output_mode", "int")
+    if feature.layer == "Normalization":
+        width = 1
+    elif mode == "int":
+        width = o.get("output_sequence_length") or 1
+    elif feature.layer == "Hashing":
+        width = o["num_bins"]
+    elif feature.layer == "CategoryEncoding":
+        width = o["num_tokens"]
+    elif feature.layer == "Discretization":
+        width = 3
+    else:
+        width = o["max_tokens"] if o["pad_to_max_tokens"] and o["max_tokens"] else spec_lib.token_start(feature) + 1
+    return max(elements, width if isinstance(width, int) else 1)
+
+
+def _config_text(feature: FeatureSpec) -> str:
+    return json.dumps(spec_lib._plain(dict(feature.config)), sort_keys=True, default=repr)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_KERAS_CALL_WRAPPER = re.compile(r"Exception encountered when calling [\w.]+\(\)\.\s*(.*?)\s*"
+                                 r"(?:Arguments received by [\w.]+\(\):.*)?$", re.S)
+_TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: ?\S*)?")
+
+
+def keras_reason(error: BaseException) -> str:
+    """Keras's message on one line: without the "Exception encountered when calling"
+    wrapper Keras puts around errors raised in call(), TensorFlow's op names, or colour."""
+    text = _ANSI.sub("", str(error))
+    wrapped = _KERAS_CALL_WRAPPER.search(text)
+    if wrapped:
+        text = wrapped.group(1)
+    text = " ".join(_TF_NODE.sub(" ", text).split())
+    text = text or type(error).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import argparse
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(prog="python -m prepro.keras_check",
+                                     description="Check that every feature of a spec builds and calls its "
+                                                 "stock Keras layer, without running the job.")
+    parser.add_argument("specs", nargs="+", metavar="SPEC.yaml")
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.specs:
+        try:
+            spec = spec_lib.load_spec(path)
+            check_against_keras(spec)
+        except (ValueError, OSError) as e:  # SpecError is a ValueError
+            print(f"{path}: error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{path}: OK: {len(spec.features)} feature(s) build their Keras layers")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

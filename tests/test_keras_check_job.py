@@ -1,0 +1,81 @@
+"""The job checks the spec against Keras (pipelines/keras_helper.py): a config Keras
+refuses only when the layer is built or called stops the job within seconds and
+publishes nothing; the check runs in a helper process while the job runs (the CLI) or
+before it starts (TensorFlow already loaded)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import prepro
+from pipelines.analyze import run_analyze
+from prepro.spec import SpecError, spec_from_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# prepro's own validation accepts it; Keras fails on the first call (found by the check).
+REFUSED = {"source": "text", "layer": "TextVectorization", "config": {"output_mode": "tf_idf", "sparse": True}}
+GOOD = {"source": "text", "layer": "TextVectorization", "config": {"output_mode": "tf_idf"}}
+
+
+def inputs(tmp_path, files=3):
+    for i in range(files):
+        (tmp_path / f"t{i}.txt").write_text("".join(f"the cat {i} sat {j}\n" for j in range(50)))
+    return str(tmp_path / "t*.txt")
+
+
+def test_refused_spec_cancels_the_running_job_and_publishes_nothing(tmp_path):
+    """The CLI (no TensorFlow loaded): the job is held at its first batch (SIGSTOP at a
+    failpoint) until the helper's refusal is in the work directory, then resumed: it
+    stops at once, before finishing a read task, and the previous artifact stays."""
+    out = tmp_path / "out"
+    data = inputs(tmp_path)
+    run_analyze(spec_from_dict({"features": {"review": GOOD}}), [data], "text", str(out), golden_rows=0)
+    before = (out / "manifest.json").read_bytes()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"features": {"review": REFUSED}}))
+    job = subprocess.Popen([sys.executable, "-m", "prepro.cli", "analyze", "--spec", str(spec), "--input", data,
+                            "--format", "text", "--output", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": ROOT, "PREPRO_FAILPOINTS": "read:stop"})
+    started = time.time()
+    try:
+        while not glob.glob(str(out / ".prepro-work-*" / "cancelled.json")):
+            assert job.poll() is None, job.stderr.read()
+            assert time.time() - started < 120, "the helper never refused the spec"
+            time.sleep(0.05)
+    finally:
+        os.kill(job.pid, signal.SIGCONT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 1, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("prepro analyze: error: feature 'review': Keras refuses this TextVectorization"), stderr
+    assert "index innermost dimension" in last  # Keras's (TensorFlow's) own reason
+    assert " read " not in stderr, "a read task finished: the job was not cancelled"
+    assert (out / "manifest.json").read_bytes() == before
+    assert sorted(os.listdir(out)) == ["manifest.json", json.loads(before)["state_dir"]]
+
+
+def test_refused_spec_fails_before_the_job_when_tensorflow_is_loaded(tmp_path):
+    import tensorflow  # noqa: F401  (as in a notebook: the check runs in this process, first)
+    out = tmp_path / "out"
+    with pytest.raises(SpecError, match=r"feature 'review': Keras refuses"):
+        run_analyze(spec_from_dict({"features": {"review": REFUSED}}), [inputs(tmp_path)], "text", str(out))
+    assert not out.exists()
+
+
+def test_accepted_spec_runs_with_golden_rows_from_the_helper(tmp_path):
+    out = tmp_path / "out"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"features": {"review": GOOD}}))
+    done = subprocess.run([sys.executable, "-m", "prepro.cli", "analyze", "--spec", str(spec), "--input",
+                           inputs(tmp_path), "--format", "text", "--output", str(out), "--golden-rows", "3"],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert prepro.load(str(out)).manifest["golden"]["rows"] == 3
