@@ -431,7 +431,8 @@ MANIFEST_SCHEMA = {
     # Version 2 keeps its files under `state_dir`; version 1 directly under the root.
     "if": {"properties": {"format_version": {"const": 2}}},
     "then": {"required": ["state_dir"]},
-    "else": {"properties": {"state_dir": False}},
+    # (`{"not": {}}`, not `false`: jsonschema reports a `false` schema's error without its path.)
+    "else": {"properties": {"state_dir": {"not": {}}}},
 }
 
 _validators: Dict[int, Any] = {}
@@ -462,9 +463,10 @@ def validate_manifest(manifest: Any, where: str) -> Dict[str, Any]:
     """`manifest` if its structure matches MANIFEST_SCHEMA and it is consistent with
     itself (see `_check_consistency`); else an ArtifactError naming `where`, the JSON
     path and what is wrong, on one line."""
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else f"a JSON {_json_type(manifest)}"
-        raise ArtifactError(one_line(f"{where}: not a prepro manifest (format={_short(found)})"))
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{where}: not a prepro manifest (it is {_json_type(manifest)}, not an object)")
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(one_line(f"{where}: not a prepro manifest (format={_short(manifest.get('format'))})"))
     if manifest.get("format_version") not in READABLE_VERSIONS or isinstance(manifest["format_version"], bool):
         raise ArtifactError(one_line(
             f"{where}: format version {_short(manifest.get('format_version'))}; this prepro reads versions "
@@ -485,7 +487,7 @@ def _schema_message(error) -> str:
     if kind == "additionalProperties":
         extra = sorted(set(instance) - set(error.schema.get("properties", {})))
         return f"unexpected key(s) {_short(extra)}"
-    if error.schema is False:
+    if kind == "not" and value == {}:
         return "not allowed here" + (" (state_dir is for format version 2)" if error.json_path == "$.state_dir" else "")
     if kind in ("maxItems", "maxProperties", "maxLength"):
         return f"longer than {value}"
