@@ -26,6 +26,14 @@ from prepro import artifacts, fs, spec as spec_lib, vocab
 OOV_TEXT_TOKEN = "[UNK]"  # TextVectorization's OOV token; its only special token in tf_idf mode
 
 
+# TensorFlow shares a vocabulary file's lookup table between all layers a process builds
+# from the same path string (TextFileInitializer's shared_name holds the file name), so a
+# layer built from a path whose bytes changed since TensorFlow read it would silently get
+# the old table. What TensorFlow was given for each path: its SHA-256, or None when a read
+# was not confirmed (the file changed during it, or Keras failed).
+_GIVEN_TO_TENSORFLOW: Dict[str, Optional[str]] = {}
+
+
 class Artifacts:
     """Loaded, verified artifacts.
 
@@ -99,18 +107,32 @@ class Artifacts:
         state = entry["state"]
         if config.get("output_mode") == "tf_idf":
             config["vocabulary"], config["idf_weights"] = self.tf_idf_state(name)
-        elif state["exceptions"]:
+        elif state["exceptions"] or not self._tensorflow_may_read(state["vocabulary_file"]):
             config["vocabulary"] = self.vocabulary(name)
         else:
-            # TensorFlow's TextFileInitializer reads the file itself while the layer is
-            # built; checked just before and just after, the bytes it read are the listed ones.
-            relpath = state["vocabulary_file"]
-            self.files.verify(relpath)
-            config["vocabulary"] = self.files.path(relpath)
-            layer = self._construct(name, entry["layer"], config, overrides)
-            self.files.verify(relpath)
-            return layer
+            return self._file_backed(name, entry, config, overrides)
         return self._construct(name, entry["layer"], config, overrides)
+
+    def _tensorflow_may_read(self, relpath: str) -> bool:
+        """False if TensorFlow read other bytes (or unconfirmed ones) from this path earlier
+        in this process (a job re-run into the same directory): it may reuse that table."""
+        return _GIVEN_TO_TENSORFLOW.get(self.files.path(relpath), self._sha256(relpath)) == self._sha256(relpath)
+
+    def _file_backed(self, name: str, entry: Dict[str, Any], config: Dict[str, Any], overrides):
+        """A lookup that TensorFlow's TextFileInitializer fills from the vocabulary file
+        itself (nothing large embedded in a saved graph). The file is checked just before
+        and just after, so the bytes TensorFlow read in between are the listed ones."""
+        relpath = entry["state"]["vocabulary_file"]
+        path = self.files.path(relpath)
+        self.files.verify(relpath)
+        _GIVEN_TO_TENSORFLOW[path] = None  # unconfirmed until checked after the read
+        layer = self._construct(name, entry["layer"], {**config, "vocabulary": path}, overrides)
+        self.files.verify(relpath)
+        _GIVEN_TO_TENSORFLOW[path] = self._sha256(relpath)
+        return layer
+
+    def _sha256(self, relpath: str) -> str:
+        return self.manifest["files"][relpath]["sha256"]
 
     def _numeric_layer(self, name: str, entry: Dict[str, Any], config: Dict[str, Any], overrides):
         config.setdefault("name", default_layer_name(name, entry["layer"]))

@@ -474,6 +474,24 @@ def test_a_rerun_between_load_and_layer_never_gives_the_new_vocabulary(v1_dir, t
         assert layer.get_vocabulary()[1:] == before
 
 
+def test_a_layer_built_after_a_rerun_in_the_same_process_has_the_new_vocabulary(v1_dir, tmp_path):
+    """TensorFlow shares a vocabulary file's table between the layers one process builds
+    from the same path: without care, a layer built after a re-run into the same
+    directory (a notebook) silently got the table of the old file."""
+    from conftest import write_jsonl
+    from pipelines.analyze import run_analyze
+    from prepro.spec import spec_from_dict
+    old = prepro.load(v1_dir).layer("flight")
+    old_vocabulary = old.get_vocabulary()
+    rows = [{"flight": 100 + (i * 5) % 9} for i in range(40)]  # the same flights, other counts
+    spec = {"features": {"flight": {"source": "flight", "layer": "IntegerLookup"}}}
+    run_analyze(spec_from_dict(spec), [write_jsonl(tmp_path / "new.jsonl", rows)], "jsonl", v1_dir, golden_rows=0)
+    arts = prepro.load(v1_dir)
+    new = arts.layer("flight")
+    assert new.get_vocabulary()[1:] == arts.vocabulary("flight") != old_vocabulary[1:]
+    assert old.get_vocabulary() == old_vocabulary  # the earlier layer keeps its own table
+
+
 def test_keras_classes_come_from_the_allow_list_only():
     from prepro.layers import keras_class
     assert keras_class("StringLookup").__name__ == "StringLookup"
