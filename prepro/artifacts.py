@@ -146,7 +146,7 @@ def _manifest_bytes(root: str, path: str) -> bytes:
             with os.fdopen(fd, "rb", buffering=0) as f:
                 if os.fstat(fd).st_size > MAX_MANIFEST_BYTES:
                     raise _too_big(path)
-                data = b"".join(_chunks(f, MAX_MANIFEST_BYTES))
+                data = _read_at_most(f, MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             raise _no_manifest(root) from None
         except OSError as e:
@@ -188,14 +188,12 @@ class StateFiles:
         return fs.join(self.dir, relpath)
 
     def read(self, relpath: str) -> bytes:
-        """The file's bytes, checked against the manifest as they were read."""
-        chunks: List[bytes] = []
-        self._stream(relpath, chunks.append)
-        return b"".join(chunks)
+        """The file's bytes, checked against the manifest: exactly the bytes returned."""
+        return self._checked(relpath, whole=True)
 
     def verify(self, relpath: str) -> None:
         """Checks the file's size and SHA-256 by streaming it (vocabularies can be GBs)."""
-        self._stream(relpath, lambda chunk: None)
+        self._checked(relpath, whole=False)
 
     def verify_all(self) -> None:
         for relpath in sorted(self.entries):
@@ -208,21 +206,25 @@ class StateFiles:
             raise ArtifactError(one_line(f"{self.root}: {relpath!r} is not listed in the manifest's files; "
                                           f"refusing to read it")) from None
 
-    def _stream(self, relpath: str, sink) -> None:
+    def _checked(self, relpath: str, whole: bool) -> Optional[bytes]:
         expected = dict(self._entry(relpath))
         path = fs.join(self.dir, relpath)
-        digest = Digest()
+        digest, data = Digest(), None
         try:
             with self._open(path, expected["bytes"]) as f:
-                for chunk in _chunks(f, expected["bytes"]):
-                    digest.update(chunk)
-                    sink(chunk)
+                if whole:  # one buffer, not chunks joined: a vocabulary is read at 1x its size
+                    data = _read_at_most(f, expected["bytes"] + 1)
+                    digest.update(data)
+                else:
+                    for chunk in _chunks(f, expected["bytes"]):
+                        digest.update(chunk)
         except FileNotFoundError:
             raise ArtifactError(f"{path}: listed in the manifest but missing") from None
         except OSError as e:
             raise ArtifactError(one_line(f"{path}: cannot read it: {e.strerror or e}")) from None
         if digest.entry() != expected:
             raise _mismatch(path, expected, digest.entry())
+        return data
 
     def _open(self, path: str, size: int):
         if self._real_root is None:
@@ -275,6 +277,15 @@ def _require_regular(path: str, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
         raise ArtifactError(f"{path}: is {kind}, not a regular file; refused")
+
+
+def _read_at_most(f, size: int) -> bytes:
+    """Up to `size` bytes: one read of a local file returns them all (no copy to join)."""
+    data = f.read(size)
+    if not data or len(data) == size:
+        return data
+    rest = b"".join(_chunks(f, size - len(data) - 1))
+    return data + rest if rest else data
 
 
 def _chunks(f, limit: int) -> Iterator[bytes]:
