@@ -20,7 +20,9 @@ the artifact, never through a symlink out of it, never blocking on a FIFO or a d
 each checked against its listed size and SHA-256 at the moment it is read.
 """
 
+import collections
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -114,11 +116,12 @@ def parse_json(data: bytes, where: str) -> Any:
 
 
 def _no_duplicate_keys(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        duplicated = sorted({k for k in keys if keys.count(k) > 1})
-        raise ValueError(f"duplicate keys {duplicated[:5]}")
-    return dict(pairs)
+    """An object whose keys are distinct (JSON readers disagree on which duplicate wins)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        counts = collections.Counter(k for k, _ in pairs)
+        raise ValueError(f"duplicate keys {sorted(k for k, n in counts.items() if n > 1)[:5]}")
+    return value
 
 
 def _depth(value: Any) -> int:
@@ -465,7 +468,9 @@ def check_schema(value: Any, schema: Dict[str, Any], where: str) -> None:
     """An ArtifactError, on one line, naming `where`, the JSON path and what is wrong,
     unless `value` matches `schema` (a module-level constant: its validator is cached)."""
     import jsonschema
-    error = jsonschema.exceptions.best_match(_schema_validator(schema).iter_errors(value))
+    # The most relevant of the first 100 errors: a hostile manifest can hold millions.
+    errors = itertools.islice(_schema_validator(schema).iter_errors(value), 100)
+    error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         raise ArtifactError(one_line(f"{where}: {error.json_path}: {_schema_message(error)}"))
 
