@@ -20,7 +20,7 @@ import os
 import sys
 
 import pytest
-from hypothesis import event, given, note, strategies as st
+from hypothesis import event, given, note, settings, strategies as st
 from hypothesis.control import currently_in_test_context
 
 import prepro
@@ -286,11 +286,50 @@ def test_fuzz_manifest_bytes(fuzz, data):
     _check(fuzz, fuzz.roots[version])
 
 
+def _same_option_in_spec_and_feature(data, manifest):
+    """A layer option changed (or removed) alike in the spec and the feature, so the
+    manifest stays self-consistent and the value reaches the spec parser, the state
+    checks and Keras."""
+    name = data.draw(st.sampled_from(sorted(manifest["features"])), label="feature")
+    layer = manifest["features"][name]["layer"]
+    key = data.draw(st.sampled_from(sorted({*prepro.spec.LAYER_DEFAULTS[layer], "name", "dtype"})) | _TEXT,
+                    label="option")
+    current = manifest["features"][name]["config"].get(key)
+    value = data.draw(st.just(None) | JSON_VALUES | st.sampled_from(_retyped(current)), label="value")
+    delete = data.draw(st.booleans(), label="delete")
+    for entry in (manifest["spec"]["features"][name], manifest["features"][name]):
+        config = entry.setdefault("config", {})
+        if delete:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return name
+
+
+@settings(max_examples=max(10, settings().max_examples // 4))  # builds Keras layers: slower
+@given(data=st.data())
+def test_fuzz_layer_options(fuzz, data):
+    """Options the spec parser accepts reach Keras: a layer, or an ArtifactError."""
+    version = data.draw(st.sampled_from([1, 2]), label="version")
+    manifest = copy.deepcopy(fuzz.manifests[version])
+    name = _same_option_in_spec_and_feature(data, manifest)
+    _write(fuzz.roots[version], json.dumps(manifest).encode("utf-8"))
+    arts = _check(fuzz, fuzz.roots[version])
+    if arts is None:
+        return
+    try:
+        arts.layer(name)
+        _event("layer built")
+    except ArtifactError as e:
+        assert "\n" not in str(e)
+        _event("layer refused")
+    except ValueError as e:  # a callable named in the spec must be passed by the caller
+        assert "custom_objects" in str(e), e
+
+
 def test_the_valid_manifests_load(fuzz):
     """The fuzzer's starting points are valid, so a mutation that keeps them valid loads."""
     for version, root in fuzz.roots.items():
         _write(root, fuzz.manifest_bytes[version])
         assert _check(fuzz, root) is not None
 
-
-# ------------------------------------------------------------------ regressions the fuzzer found
