@@ -357,8 +357,9 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 helper.verdict()
                 manifest = json.loads(fs.read_bytes(fs.join(out.work_dir, CANDIDATE)))
                 rows = json.loads(fs.read_bytes(fs.join(out.work_dir, GOLDEN_ROWS)))
-                if rows:
-                    manifest = helper.record(out.staging, manifest, rows, golden_rows)
+                if rows:  # recorded beside the staged state files, with layers built from them
+                    staged = {**manifest, "state_dir": artifacts.STAGING_STATE_DIR}
+                    manifest = helper.record(out.work_dir, staged, rows, golden_rows)
                     failpoints.reach("golden")
             except Exception as e:
                 raise runners.unwrap_error(e) from None

@@ -42,7 +42,6 @@ WORK_PREFIX = ".prepro-work-"
 _WORK_DIR = re.compile(r"^\.prepro-work-[0-9a-f]{32}$")
 _STATE_DIR = re.compile(r"^state-[0-9a-f]{16}$")
 _TEMP_FILE = re.compile(r"^" + re.escape(fs.TEMP_PREFIX) + r"[0-9a-f]{16}$")
-MAX_MANIFEST_BYTES = 256 << 20
 LOG = logging.getLogger("prepro.progress")
 
 
@@ -60,7 +59,7 @@ class OutputDirectory:
     def __init__(self, output: str):
         self.output = output.rstrip("/") if fs.is_remote(output) else output
         self.work_dir = fs.join(self.output, WORK_PREFIX + uuid.uuid4().hex)
-        self.staging = fs.join(self.work_dir, "state")
+        self.staging = fs.join(self.work_dir, artifacts.STAGING_STATE_DIR)
         self._lock = _lock_for(self.output)
         self._current: Optional[Dict[str, Any]] = None
 
@@ -86,7 +85,7 @@ class OutputDirectory:
 
     def publish(self, manifest: Dict[str, Any]) -> bytes:
         """Moves the staged state files into place and commits `manifest` (its files
-        relative to the staging directory); returns the manifest's bytes."""
+        relative to the state directory); returns the manifest's bytes."""
         state_dir = artifacts.state_dir_name(manifest["files"])
         data = artifacts.manifest_bytes({**manifest, "state_dir": state_dir})
         self._lock.check()
@@ -104,7 +103,7 @@ class OutputDirectory:
     def _place_state(self, state_dir: str, files: Dict[str, Any]) -> None:
         target = fs.join(self.output, state_dir)
         if _children(self.output) & {state_dir}:
-            if _holds(target, files):  # the same state, published before (a re-run)
+            if _holds(self.output, state_dir, files):  # the same state, published before (a re-run)
                 return
             fs.delete([target])  # a partial copy left by a killed job
         if not fs.is_remote(self.staging):
@@ -140,17 +139,13 @@ def _prepro_manifest(output: str) -> Optional[Dict[str, Any]]:
     """The current manifest (None if there is none); refuses a foreign or unreadable
     `manifest.json`, which prepro will not overwrite."""
     path = fs.join(output, artifacts.MANIFEST)
-    try:
-        data = _read_small_file(path)
-    except FileNotFoundError:
+    if not (fs.exists(path) or (not fs.is_remote(path) and os.path.lexists(path))):
         return None
-    except OSError as e:
-        raise OutputError(f"{path}: cannot read it ({e}); prepro does not overwrite what it cannot "
-                          f"identify as its own: remove it or choose another --output") from None
     try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        manifest = None
+        manifest = artifacts.parse_json(artifacts.read_manifest_bytes(output), path)
+    except artifacts.ArtifactError as e:
+        raise OutputError(f"{e}; prepro does not overwrite what it cannot identify as its own: remove it or "
+                          f"choose another --output") from None
     if not isinstance(manifest, dict) or manifest.get("format") != artifacts.FORMAT:
         raise OutputError(f"{path} is not a prepro manifest; prepro never overwrites files it did not "
                           f"write: choose an empty or new --output")
@@ -158,24 +153,6 @@ def _prepro_manifest(output: str) -> Optional[Dict[str, Any]]:
     if state_dir is not None and not (isinstance(state_dir, str) and _STATE_DIR.match(state_dir)):
         raise OutputError(f"{path}: state_dir {state_dir!r} is not a prepro state directory")
     return manifest
-
-
-def _read_small_file(path: str) -> bytes:
-    """A regular file's bytes, up to MAX_MANIFEST_BYTES; never blocks on a FIFO or a
-    device and never follows a symlink (OSError otherwise)."""
-    if fs.is_remote(path):
-        if not fs.exists(path):
-            raise FileNotFoundError(path)
-        return fs.read_bytes(path)
-    import stat
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError("not a regular file")
-        if info.st_size > MAX_MANIFEST_BYTES:
-            raise OSError(f"{info.st_size} bytes, larger than a manifest can be")
-        return f.read(MAX_MANIFEST_BYTES + 1)
 
 
 def _children(output: str) -> Set[str]:
@@ -186,13 +163,12 @@ def _children(output: str) -> Set[str]:
     return {p[len(prefix):].split("/", 1)[0] for p in fs.list_tree([output]) if p.startswith(prefix)}
 
 
-def _holds(directory: str, files: Dict[str, Any]) -> bool:
-    """Whether `directory` holds exactly these files (by size and SHA-256)."""
+def _holds(output: str, state_dir: str, files: Dict[str, Any]) -> bool:
+    """Whether `output/state_dir` holds these files (by size and SHA-256)."""
     try:
-        for relpath, entry in files.items():
-            artifacts.verify_file(directory, relpath, entry)
+        artifacts.StateFiles(output, {"state_dir": state_dir, "files": files}).verify_all()
         return True
-    except (artifacts.ArtifactError, OSError):
+    except artifacts.ArtifactError:
         return False
 
 

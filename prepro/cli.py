@@ -125,33 +125,34 @@ class _StderrHandler(logging.StreamHandler):
 def _verify(args) -> int:
     import prepro
     from prepro.golden import verify
-    arts = prepro.load(args.artifacts)
-    if arts.manifest.get("golden", {}).get("rows") == 0:
-        raise ValueError(f"{args.artifacts} carries no golden rows: {arts.manifest['golden']['why']}")
-    report = verify(arts, args.model)
+    report = verify(prepro.load(args.artifacts), args.model)
     print("\n".join(report.lines()))
     print("verify: OK" if report.ok else "verify: FAILED: outputs differ from the golden rows")
     return 0 if report.ok else 1
 
 
 def _inspect(args) -> int:
-    from prepro.artifacts import read_manifest
-    manifest = read_manifest(args.artifacts)
+    from prepro.artifacts import one_line, read_manifest
+    # Validated against the schema and every listed file checked before a word is printed.
+    manifest = read_manifest(args.artifacts, verify=True)
     if args.json:
         print(json.dumps({n: f["figures"] for n, f in manifest["features"].items()}, indent=1))
         return 0
     prov = manifest["provenance"]
-    print(f"{args.artifacts}: {prov['rows_read']} rows from {len(prov['inputs'])} {prov['input_format']} "
-          f"file(s); format v{manifest['format_version']}; checksums OK")
+    where = f" in {manifest['state_dir']}" if "state_dir" in manifest else ""
+    print(one_line(f"{args.artifacts}: {prov['rows_read']} rows from {len(prov['inputs'])} {prov['input_format']} "
+                   f"file(s); format v{manifest['format_version']}; {len(manifest['files'])} files{where}, "
+                   f"checksums OK"))
     for name, f in sorted(manifest["features"].items()):
-        print(f"\n{name}  ({f['layer']} <- {_sources(f['source'])})")
+        print()
+        print(one_line(f"{name}  ({f['layer']} <- {_sources(f['source'])})"))
         for line in _feature_lines(f, args.top):
-            print("  " + line)
+            print("  " + one_line(line))
     return 0
 
 
 def _sources(source) -> str:
-    return f"column '{source}'" if isinstance(source, str) else f"columns {', '.join(source)}"
+    return f"column {source!r}" if isinstance(source, str) else f"columns {', '.join(map(repr, source))}"
 
 
 def _feature_lines(f, top: int):

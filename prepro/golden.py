@@ -43,7 +43,7 @@ def record(root: str, manifest: Dict[str, Any], candidates: List[Dict[str, Any]]
     files = dict(manifest["files"])
     for relpath, body in ((ROWS_FILE, accepted), (EXPECTED_FILE, expected)):
         data = (json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-        fs.write_bytes(fs.join(root, relpath), data)
+        fs.write_bytes(fs.join(artifacts_lib.state_root(root, manifest), relpath), data)
         files[relpath] = artifacts_lib.file_entry(data)
     return {**manifest, "files": files, "golden": {"rows": len(accepted), "rows_file": ROWS_FILE,
                                                    "expected_file": EXPECTED_FILE}}
@@ -118,32 +118,122 @@ class Report:
 def verify(arts, model: Optional[str] = None) -> Report:
     """Checks layers built here from `arts` (no `model`), the same-named layers of a saved
     `.keras` model, or an exported SavedModel that returns the features, against the
-    golden outputs."""
-    if "golden" not in arts.manifest:
-        raise ValueError(f"{arts.root} carries no golden rows (analyzed with --golden-rows 0)")
-    rows = json.loads(fs.read_bytes(fs.join(arts.state_root, ROWS_FILE)))
-    expected = json.loads(fs.read_bytes(fs.join(arts.state_root, EXPECTED_FILE)))
+    golden outputs. Golden files are read as the manifest lists them and checked
+    (`read_golden`); a model that cannot be loaded or run is a one-line ValueError, a
+    feature it lacks or fails on is reported per feature."""
+    rows, expected = read_golden(arts)
     prep = arts.preprocessing()
+    raw = _golden_inputs(arts, prep, rows)
     if model is None:
-        checked, got = "layers built from the artifacts", feature_outputs(prep, rows)
+        checked, got = "layers built from the artifacts", _outputs(prep, raw, prep.layers)
     elif model.endswith(".keras"):
-        checked, got = model, _keras_model_outputs(prep, rows, model, arts.custom_objects)
+        checked, got = model, _keras_model_outputs(prep, raw, model, arts.custom_objects)
     else:
-        checked, got = model, _saved_model_outputs(prep, rows, model)
-    return Report(checked, len(rows), {name: _difference(expected[name], got.get(name)) for name in expected})
+        checked, got = model, _saved_model_outputs(prep, raw, model)
+    return Report(checked, len(rows), {name: _difference(want, got.get(name)) for name, want in expected.items()})
 
 
-def _keras_model_outputs(prep, rows, path: str, custom_objects) -> Dict[str, np.ndarray]:
+# Structure of the golden files; their bytes are checked against the manifest first.
+_VALUE = {"type": ["null", "boolean", "number", "string", "array"]}
+ROWS_SCHEMA = {"type": "array", "minItems": 1,
+               "items": {"type": "object", "additionalProperties": _VALUE}}
+_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+           "float16", "float32", "float64", "object"]
+EXPECTED_SCHEMA = {"type": "object", "additionalProperties": {
+    "type": "object", "required": ["dtype", "shape", "values"], "additionalProperties": False,
+    "properties": {"dtype": {"enum": _DTYPES}, "values": _VALUE,
+                   "shape": {"type": "array", "maxItems": 32,
+                             "items": {"type": "integer", "minimum": 0, "maximum": artifacts_lib.MAX_INDEX}}}}}
+
+
+def read_golden(arts):
+    """(rows, {feature: expected output array}) from the files the manifest's `golden`
+    names, read through `arts.files` (listed, confined, size and SHA-256 checked) and
+    checked for structure; a ValueError if the artifact carries no golden rows."""
+    golden = arts.manifest.get("golden")
+    if golden is None:
+        raise ValueError(f"{arts.root} carries no golden rows (analyzed with --golden-rows 0)")
+    if golden["rows"] == 0:
+        raise ValueError(artifacts_lib.one_line(f"{arts.root} carries no golden rows: {golden['why']}"))
+    rows = _golden_json(arts, golden["rows_file"], ROWS_SCHEMA)
+    expected = _golden_json(arts, golden["expected_file"], EXPECTED_SCHEMA)
+    if len(rows) != golden["rows"]:
+        raise artifacts_lib.ArtifactError(f"{golden['rows_file']}: {len(rows)} rows, the manifest says "
+                                          f"{golden['rows']}")
+    if set(expected) != set(arts.features):
+        raise artifacts_lib.ArtifactError(artifacts_lib.one_line(
+            f"{golden['expected_file']}: outputs of {sorted(expected)}, but the features are {arts.features}"))
+    return rows, {name: _expected_array(golden["expected_file"], name, entry, len(rows))
+                  for name, entry in expected.items()}
+
+
+def _golden_json(arts, relpath: str, schema: Dict[str, Any]):
+    where = fs.join(arts.state_root, relpath)
+    value = artifacts_lib.parse_json(arts.files.read(relpath), where)
+    artifacts_lib.check_schema(value, schema, where)
+    return value
+
+
+def _expected_array(relpath: str, name: str, entry: Mapping[str, Any], rows: int) -> np.ndarray:
+    try:
+        if entry["dtype"] == "object":  # ragged outputs: one list per row
+            want = np.empty(len(entry["values"]), dtype=object)
+            for i, value in enumerate(entry["values"]):
+                want[i] = value
+        else:
+            want = np.array(entry["values"], dtype=entry["dtype"])
+    except (ValueError, TypeError, OverflowError) as e:
+        raise artifacts_lib.ArtifactError(artifacts_lib.one_line(
+            f"{relpath}: {name}: values do not fit dtype {entry['dtype']}: {e}", 600)) from None
+    if list(want.shape) != entry["shape"] or not want.shape or want.shape[0] != rows:
+        raise artifacts_lib.ArtifactError(f"{relpath}: {name}: values of shape {list(want.shape)}, recorded "
+                                          f"{entry['shape']} for {rows} rows")
+    return want
+
+
+def _golden_inputs(arts, prep, rows):
+    try:
+        return raw_tensors(prep, rows)
+    except Exception as e:  # rows are data from the artifact: any failure is the artifact's
+        raise artifacts_lib.ArtifactError(artifacts_lib.one_line(
+            f"{arts.manifest['golden']['rows_file']}: the golden rows do not fit the features' raw inputs: "
+            f"{type(e).__name__}: {_first_line(e)}", 600)) from e
+
+
+def _outputs(prep, raw, layers: Mapping[str, Any]) -> Dict[str, Any]:
+    """Each feature's output with `layers[name]` (features without one are left out), or
+    what went wrong, as text, for a layer that fails. A feature's output is its layer
+    applied to its gathered raw columns, whether it runs on the host or the device, as
+    `Preprocessing.host_fn` then `device_outputs` compute it."""
+    out = {}
+    for name in prep.features:
+        if layers.get(name) is None:
+            continue
+        try:
+            out[name] = _numpy(layers[name](prep._gather(name, raw)))
+        except Exception as e:
+            out[name] = f"fails on the golden rows: {type(e).__name__}: {_first_line(e)}"
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    return artifacts_lib.one_line((str(e).strip().splitlines() or [""])[0], 300)
+
+
+def _model_error(path: str, what: str, e: BaseException) -> ValueError:
+    return ValueError(artifacts_lib.one_line(f"{path}: {what}: {type(e).__name__}: {_first_line(e)}", 600))
+
+
+def _keras_model_outputs(prep, raw, path: str, custom_objects) -> Dict[str, Any]:
     import keras
-    loaded = keras.saving.load_model(path, custom_objects=custom_objects or None)
+    try:
+        loaded = keras.saving.load_model(path, custom_objects=custom_objects or None)
+    except Exception as e:  # a missing file, not a zip, a class it cannot rebuild...
+        raise _model_error(path, "cannot load the .keras model", e) from e
     found = {}
     for layer in _all_layers(loaded):
         found.setdefault(layer.name, layer)
-    layers = {n: found.get(layer.name) for n, layer in prep.layers.items()}
-    missing = sorted(n for n, layer in layers.items() if layer is None)
-    outputs = feature_outputs(prep, rows, {n: layer for n, layer in layers.items() if layer is not None}) \
-        if len(missing) < len(layers) else {}
-    return {n: v for n, v in outputs.items() if n not in missing}
+    return _outputs(prep, raw, {n: found.get(layer.name) for n, layer in prep.layers.items()})
 
 
 def _all_layers(model):
@@ -152,24 +242,40 @@ def _all_layers(model):
         yield from _all_layers(layer)
 
 
-def _saved_model_outputs(prep, rows, path: str) -> Dict[str, np.ndarray]:
+def _saved_model_outputs(prep, raw, path: str) -> Dict[str, Any]:
     import tensorflow as tf
-    loaded = tf.saved_model.load(path)
-    result = loaded.serve(raw_tensors(prep, rows))
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:
+        raise _model_error(path, "cannot load the SavedModel", e) from e
+    if not callable(getattr(loaded, "serve", None)):
+        raise ValueError(f"{path}: the SavedModel has no serve() function; export "
+                         f"prep.preprocessing_model() with format='tf_saved_model'")
+    try:
+        result = loaded.serve(raw)
+    except Exception as e:
+        raise _model_error(path, "its serve() fails on the golden rows", e) from e
     if not isinstance(result, Mapping):
         raise ValueError(f"{path}: its serve() returns {type(result).__name__}, not the features; export "
                          f"prep.preprocessing_model(), or verify the .keras model, whose layers are found by name")
-    return {n: _numpy(v) for n, v in result.items()}
+    out = {}
+    for name, value in result.items():
+        try:
+            out[name] = _numpy(value)
+        except Exception as e:
+            out[name] = f"an output that is not an array: {type(e).__name__}: {_first_line(e)}"
+    return out
 
 
-def _difference(expected: Mapping[str, Any], got: Optional[np.ndarray]) -> Optional[str]:
+def _difference(want: np.ndarray, got) -> Optional[str]:
     if got is None:
         return "not found in the model (layers are matched by name)"
-    want = np.array(expected["values"], dtype=expected["dtype"] if expected["dtype"] != "object" else object)
-    if list(got.shape) != expected["shape"]:
-        return f"shape {list(got.shape)}, expected {expected['shape']}"
-    if str(got.dtype) != expected["dtype"]:
-        return f"dtype {got.dtype}, expected {expected['dtype']}"
+    if isinstance(got, str):
+        return got
+    if got.shape != want.shape:
+        return f"shape {list(got.shape)}, expected {list(want.shape)}"
+    if got.dtype != want.dtype:
+        return f"dtype {got.dtype}, expected {want.dtype}"
     if np.array_equal(got, want):
         return None
     bad = np.argwhere(got != want)[0]
@@ -178,4 +284,3 @@ def _difference(expected: Mapping[str, Any], got: Optional[np.ndarray]) -> Optio
     if np.issubdtype(want.dtype, np.floating):
         detail += f"; largest difference {float(np.max(np.abs(got.astype(np.float64) - want))):.3g}"
     return detail
-

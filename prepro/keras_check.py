@@ -22,8 +22,9 @@ import os
 import re
 import sys
 import tempfile
-import uuid
 from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
 
 from prepro import spec as spec_lib
 from prepro.spec import FeatureSpec, Spec, SpecError
@@ -80,45 +81,33 @@ def _build_and_call(trivial, name: str) -> None:
 
 
 def trivial_artifacts(spec: Spec, root: str, custom_objects: Mapping[str, Any]):
-    """An `Artifacts` of `spec` whose state is trivial, its files written under `root`.
-
-    Entries are what the job writes (`feature.to_dict()` through JSON, plus the state),
-    so `layer()` sees what it would see in a manifest; `spec` is the given one (callables
-    as objects), not re-parsed from the manifest."""
-    import numpy as np
+    """A real artifact of `spec` with a trivial state, written under `root`: the state
+    files the job writes and a manifest that passes `prepro.load`'s checks, so `layer()`
+    sees what it would see after a job. `spec` is the given one (callables as objects),
+    not re-parsed from the manifest."""
     from prepro import artifacts
     from prepro.layers import Artifacts
+    files: Dict[str, Any] = {}
 
-    class TrivialArtifacts(Artifacts):
-        def tf_idf_state(self, name: str):
-            feature = self.spec.features[name]
-            # As the real one: the OOV slot first (only text has tf_idf in prepro).
-            vocabulary = (["[UNK]"] if feature.is_text else []) + trivial_vocabulary(feature)
-            return vocabulary, np.ones(len(vocabulary), np.float32)
+    def write(relpath: str, values) -> str:
+        data = "".join(f"{v}\n" for v in values).encode("utf-8")
+        os.makedirs(os.path.dirname(os.path.join(root, relpath)), exist_ok=True)
+        with open(os.path.join(root, relpath), "wb") as f:
+            f.write(data)
+        files[relpath] = artifacts.file_entry(data)
+        return relpath
 
-        def moments(self, name: str):
-            shape = kept_shape(self.spec.features[name])
-            return np.zeros(shape), np.ones(shape)
-
-        def bin_boundaries(self, name: str) -> List[float]:
-            return trivial_boundaries(self.spec.features[name])
-
-    features, files = {}, {}
-    for name, feature in sorted(spec.features.items()):
-        state = _trivial_state(feature)
-        if "vocabulary_file" in state:
-            relpath = state["vocabulary_file"] = f"{uuid.uuid4().hex}.vocabulary.txt"
-            data = "".join(f"{t}\n" for t in trivial_vocabulary(feature)).encode("utf-8")
-            with open(os.path.join(root, relpath), "wb") as f:
-                f.write(data)
-            files[relpath] = artifacts.file_entry(data)
-        features[name] = {**feature.to_dict(), "state": state}
-    manifest = {"spec": spec.to_dict(), "features": features, "files": files}
+    features = {name: {**feature.to_dict(), "state": _trivial_state(feature, write), "figures": _no_figures(feature)}
+                for name, feature in sorted(spec.features.items())}
+    manifest = {"format": artifacts.FORMAT, "format_version": 1, "spec": spec.to_dict(), "features": features,
+                "files": files, "provenance": {"inputs": [], "input_format": "none", "rows_read": 0}}
     try:
         manifest = json.loads(json.dumps(manifest))
     except (TypeError, ValueError) as e:
         raise SpecError(f"the spec cannot be written into manifest.json (JSON): {e}") from None
-    trivial = TrivialArtifacts(root, manifest, custom_objects)
+    # Not validated: the spec may hold a config prepro's own rules refuse, whose Keras
+    # reason is what is asked for (tests/test_spec_keras.py quotes Keras's words).
+    trivial = Artifacts(root, manifest, custom_objects, _trusted=True)
     trivial.__dict__["spec"] = spec  # Artifacts.spec is a cached property
     return trivial
 
@@ -134,8 +123,8 @@ def trivial_vocabulary(feature: FeatureSpec) -> List[Any]:
 
 
 def trivial_boundaries(feature: FeatureSpec) -> List[float]:
-    """As many boundaries as the artifact would hold (num_bins - 1), at most two."""
-    return [0.0] * max(0, min(int(feature.options["num_bins"]) - 1, 2))
+    """As many boundaries as the artifact would hold: num_bins - 1."""
+    return [0.0] * max(0, int(feature.options["num_bins"]) - 1)
 
 
 def kept_shape(feature: FeatureSpec) -> tuple:
@@ -144,14 +133,39 @@ def kept_shape(feature: FeatureSpec) -> tuple:
     return tuple(full[a] for a in spec_lib.normalization_axes(feature))
 
 
-def _trivial_state(feature: FeatureSpec) -> Dict[str, Any]:
+def _trivial_state(feature: FeatureSpec, write) -> Dict[str, Any]:
+    """The state the job would record, over trivial files written with `write`."""
+    name = feature.name
     if feature.is_stateless:
         return {}
     if feature.layer == "Discretization":
-        return {"boundaries_file": "-"} if feature.options["num_bins"] is not None else {}
+        if feature.options["num_bins"] is None:
+            return {"boundaries": "config"}
+        boundaries = trivial_boundaries(feature)
+        return {"boundaries_file": write(f"{name}/boundaries.txt", boundaries), "num_boundaries": len(boundaries),
+                "distinct_boundaries": min(len(boundaries), 1), "quantiles": "exact", "rank_error_bound": 0.0}
     if feature.layer == "Normalization":
-        return {"shape": list(kept_shape(feature))}
-    return {"vocabulary_file": None, "exceptions": [], "token_start": spec_lib.token_start(feature)}
+        shape = kept_shape(feature)
+        size = int(np.prod(shape, dtype=np.int64))
+        return {"mean_file": write(f"{name}/mean.txt", [0.0] * size),
+                "variance_file": write(f"{name}/variance.txt", [1.0] * size), "shape": list(shape), "count": 1}
+    tokens = trivial_vocabulary(feature)
+    state = {"vocabulary_file": write(f"{name}/vocabulary.txt", tokens), "vocabulary_size": len(tokens),
+             "documents": 1, "token_start": spec_lib.token_start(feature), "exceptions": []}
+    if spec_lib.needs_document_frequencies(feature):
+        state["document_frequencies_file"] = write(f"{name}/document_frequencies.txt", [1] * len(tokens))
+    return state
+
+
+def _no_figures(feature: FeatureSpec) -> Dict[str, Any]:
+    counts = ["rows", "values", "missing"]
+    if feature.is_numeric:
+        return dict.fromkeys(counts + ["nan", "infinite", "zero_weight"], 0)
+    counts += ["invalid_utf8_replaced", "invalid_utf8_skipped"]
+    if feature.is_stateless:
+        return dict.fromkeys(counts, 0)
+    return {**dict.fromkeys(counts + ["documents", "tokens_seen", "special_tokens_seen", "distinct_tokens",
+                                      "below_thresholds", "tokens_kept"], 0), "coverage": 0.0, "top_tokens": []}
 
 
 def _raw_dtypes(feature: FeatureSpec) -> Dict[str, str]:
@@ -212,6 +226,9 @@ _TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: ?\S*
 def keras_reason(error: BaseException) -> str:
     """Keras's message on one line: without the "Exception encountered when calling"
     wrapper Keras puts around errors raised in call(), TensorFlow's op names, or colour."""
+    from prepro.artifacts import ArtifactError
+    if isinstance(error, ArtifactError) and error.__cause__ is not None:
+        error = error.__cause__  # Keras's own error, which the artifact reader names its file for
     text = _ANSI.sub("", str(error))
     wrapped = _KERAS_CALL_WRAPPER.search(text)
     if wrapped:

@@ -13,7 +13,9 @@ vocabularies too large to embed in a saved graph, `tf_idf_parts` gives the same
 output as a file-backed `count` layer and a weight vector to multiply by.
 """
 
+import contextlib
 import functools
+import math
 import re
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -22,6 +24,14 @@ import numpy as np
 from prepro import artifacts, fs, spec as spec_lib, vocab
 
 OOV_TEXT_TOKEN = "[UNK]"  # TextVectorization's OOV token; its only special token in tf_idf mode
+
+
+# TensorFlow shares a vocabulary file's lookup table between all layers a process builds
+# from the same path string (TextFileInitializer's shared_name holds the file name), so a
+# layer built from a path whose bytes changed since TensorFlow read it would silently get
+# the old table. What TensorFlow was given for each path: its SHA-256, or None when a read
+# was not confirmed (the file changed during it, or Keras failed).
+_GIVEN_TO_TENSORFLOW: Dict[str, Optional[str]] = {}
 
 
 class Artifacts:
@@ -33,11 +43,23 @@ class Artifacts:
     >>> layer(["the cat sat"])
     """
 
-    def __init__(self, root: str, manifest: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None):
+    def __init__(self, root: str, manifest: Dict[str, Any], custom_objects: Optional[Mapping[str, Any]] = None,
+                 _trusted: bool = False):
         self.root = root
-        self.manifest = manifest
-        self.state_root = artifacts.state_root(root, manifest)  # where the manifest's files are
+        # Validated here, whoever made the dict: every accessor below relies on its structure.
+        # (`_trusted`: only prepro.keras_check, whose manifest holds a config it is about to
+        # show Keras refuses, so that Keras's own reason is the one reported.)
+        self.manifest = manifest if _trusted else artifacts.validate_manifest(manifest, fs.join(root, artifacts.MANIFEST))
+        self.state_root = artifacts.state_root(root, self.manifest)  # where the manifest's files are
+        # The only way state files are read: listed, confined, checked when read.
+        self.files = artifacts.StateFiles(root, self.manifest)
         self.custom_objects = dict(custom_objects or {})
+
+    def verify(self) -> None:
+        """Checks every listed file against its size and SHA-256 again. `layer` checks
+        the files it reads; a SavedModel export copies a file-backed vocabulary when it
+        runs, so verify right before exporting if the directory may have changed."""
+        self.files.verify_all()
 
     @functools.cached_property
     def spec(self) -> spec_lib.Spec:
@@ -56,10 +78,13 @@ class Artifacts:
         entry = self._feature(name)
         state = entry["state"]
         integer = entry["layer"] == "IntegerLookup"
-        data = fs.read_bytes(fs.join(self.state_root, state["vocabulary_file"]))
-        tokens = vocab.read_vocabulary_file(data, integer)
-        tokens = vocab.merge_exceptions(tokens, [(r, vocab.token_from_json(t)) for r, t in state["exceptions"]])
-        return tokens if integer else [t.decode("utf-8") for t in tokens]
+        relpath = state["vocabulary_file"]
+        data = self.files.read(relpath)
+        with self._parsing(relpath):
+            tokens = vocab.read_vocabulary_file(data, integer)
+            tokens = vocab.merge_exceptions(tokens, [(r, vocab.token_from_json(t)) for r, t in state["exceptions"]])
+            _require_count(tokens, state["vocabulary_size"], "tokens (exceptions included)", "vocabulary_size")
+            return tokens if integer else [t.decode("utf-8") for t in tokens]
 
     def layer(self, name: str, **overrides):
         """A new stock `keras.layers` object for feature `name`, ready to call.
@@ -68,14 +93,13 @@ class Artifacts:
         `output_mode="multi_hot"` on a lookup whose vocabulary does not depend on it,
         or `name`); prepro refuses ones that would change which tokens were kept.
         """
-        import keras
         entry = self._feature(name)
         config = {**entry["config"], **overrides}
         if entry["layer"] in spec_lib.NUMERIC_LAYERS:
-            return self._numeric_layer(name, entry, config)
+            return self._numeric_layer(name, entry, config, overrides)
         if entry["layer"] in spec_lib.STATELESS_LAYERS:
             config.setdefault("name", default_layer_name(name, entry["layer"]))
-            return getattr(keras.layers, entry["layer"])(**config)
+            return self._construct(name, entry["layer"], config, overrides)
         _check_overrides(entry, overrides, name)
         for key in ("standardize", "split"):
             if key in config and isinstance(config[key], str) and spec_lib._is_callable_ref(config[key]):
@@ -86,30 +110,77 @@ class Artifacts:
         state = entry["state"]
         if config.get("output_mode") == "tf_idf":
             config["vocabulary"], config["idf_weights"] = self.tf_idf_state(name)
-        elif state["exceptions"]:
+        elif state["exceptions"] or not self._tensorflow_may_read(state["vocabulary_file"]):
             config["vocabulary"] = self.vocabulary(name)
         else:
-            config["vocabulary"] = fs.join(self.state_root, state["vocabulary_file"])
-        return getattr(keras.layers, entry["layer"])(**config)
+            return self._file_backed(name, entry, config, overrides)
+        return self._construct(name, entry["layer"], config, overrides)
 
-    def _numeric_layer(self, name: str, entry: Dict[str, Any], config: Dict[str, Any]):
-        import keras
+    def _tensorflow_may_read(self, relpath: str) -> bool:
+        """False if TensorFlow read other bytes (or unconfirmed ones) from this path earlier
+        in this process (a job re-run into the same directory): it may reuse that table."""
+        return _GIVEN_TO_TENSORFLOW.get(self.files.path(relpath), self._sha256(relpath)) == self._sha256(relpath)
+
+    def _file_backed(self, name: str, entry: Dict[str, Any], config: Dict[str, Any], overrides):
+        """A lookup that TensorFlow's TextFileInitializer fills from the vocabulary file
+        itself (nothing large embedded in a saved graph). The file is checked just before
+        and just after, so the bytes TensorFlow read in between are the listed ones."""
+        relpath = entry["state"]["vocabulary_file"]
+        path = self.files.path(relpath)
+        self.files.verify(relpath)
+        _GIVEN_TO_TENSORFLOW[path] = None  # unconfirmed until checked after the read
+        layer = self._construct(name, entry["layer"], {**config, "vocabulary": path}, overrides)
+        self.files.verify(relpath)
+        _GIVEN_TO_TENSORFLOW[path] = self._sha256(relpath)
+        return layer
+
+    def _sha256(self, relpath: str) -> str:
+        return self.manifest["files"][relpath]["sha256"]
+
+    def _numeric_layer(self, name: str, entry: Dict[str, Any], config: Dict[str, Any], overrides):
         config.setdefault("name", default_layer_name(name, entry["layer"]))
         state = entry["state"]
         if entry["layer"] == "Normalization":
             if isinstance(config.get("axis"), list):
                 config["axis"] = tuple(config["axis"])
-            mean, variance = self.moments(name)
-            layer = keras.layers.Normalization(mean=mean, variance=variance, **config)
+            config["mean"], config["variance"] = self.moments(name)
             # Built now, eagerly, for the input shape the artifact was computed on: a
             # layer first built inside a tf.function (tf.data, XLA, a distribution
             # strategy) would keep tensors of that function's graph.
-            layer.build((None, *self.spec.features[name].element_shape))
-            return layer
+            return self._construct(name, "Normalization", config, overrides,
+                                   build=(None, *self.spec.features[name].element_shape))
         if "boundaries_file" in state:
             config.pop("num_bins", None)  # Keras takes one of num_bins and bin_boundaries
             config["bin_boundaries"] = self.bin_boundaries(name)
-        return keras.layers.Discretization(**config)
+        return self._construct(name, "Discretization", config, overrides)
+
+    def _construct(self, name: str, layer: str, config: Dict[str, Any], overrides: Mapping[str, Any], build=None):
+        """The stock Keras layer. A failure with the artifact's own options is the
+        artifact's (an ArtifactError naming it); with `overrides`, it may be the caller's,
+        so Keras's exception is raised as it is."""
+        cls = keras_class(layer)
+        try:
+            built = cls(**config)
+            if build is not None:
+                built.build(build)
+            return built
+        except Exception as e:
+            if overrides:
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise artifacts.ArtifactError(artifacts.one_line(
+                f"{self.root}: feature {name!r}: Keras cannot build {layer} from the artifact: "
+                f"{type(e).__name__}: {first}", 600)) from e
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _parsing(relpath: str):
+        """Bytes that passed their checksum can still be malformed (a hand-made artifact):
+        a parse error is the artifact's, naming the file."""
+        try:
+            yield
+        except (ValueError, OverflowError) as e:
+            raise artifacts.ArtifactError(artifacts.one_line(f"{relpath}: malformed: {e}", 600)) from None
 
     def preprocessing(self, features=None, raw_dtypes=None):
         """The host half (tf.data), the device half (in the model) and the end-to-end
@@ -121,13 +192,25 @@ class Artifacts:
         """(mean, variance) of a Normalization feature: float64 arrays of the kept axes' shape."""
         state = self._feature(name)["state"]
         shape = tuple(state["shape"])
-        return tuple(np.array(fs.read_bytes(fs.join(self.state_root, state[key])).split(), np.float64).reshape(shape)
-                     for key in ("mean_file", "variance_file"))
+        out = []
+        for key in ("mean_file", "variance_file"):
+            data = self.files.read(state[key])
+            with self._parsing(state[key]):
+                values = np.array(data.split(), np.float64)
+                _require_count(values, math.prod(shape), "values", f"state shape {list(shape)}")
+                out.append(values.reshape(shape))
+        return tuple(out)
 
     def bin_boundaries(self, name: str) -> List[float]:
         """A Discretization feature's learned boundaries (float32-exact floats)."""
         state = self._feature(name)["state"]
-        return [float(v) for v in fs.read_bytes(fs.join(self.state_root, state["boundaries_file"])).split()]
+        data = self.files.read(state["boundaries_file"])
+        with self._parsing(state["boundaries_file"]):
+            boundaries = [float(v) for v in data.split()]
+            _require_count(boundaries, state["num_boundaries"], "boundaries", "num_boundaries")
+            if any(math.isnan(b) for b in boundaries) or boundaries != sorted(boundaries):
+                raise ValueError("boundaries must be sorted numbers")
+            return boundaries
 
     def tf_idf_state(self, name: str):
         """(vocabulary, idf_weights) for a tf_idf layer's constructor or `set_vocabulary`.
@@ -137,6 +220,8 @@ class Artifacts:
         last bit from the `tf.reduce_mean` that adapt() uses.
         """
         weights = self.idf_weights(name)
+        if self._feature(name)["layer"] != "TextVectorization":  # (tf_idf lookups: not built by prepro yet)
+            return self.vocabulary(name), weights
         return ([OOV_TEXT_TOKEN] + self.vocabulary(name),
                 np.concatenate([[_oov_weight(weights)], weights]).astype(np.float32))
 
@@ -146,8 +231,13 @@ class Artifacts:
         if "document_frequencies_file" not in state:
             raise ValueError(f"feature {name!r} was analyzed without document frequencies; put "
                              f"output_mode: tf_idf in its spec and re-run the analyze job")
-        data = fs.read_bytes(fs.join(self.state_root, state["document_frequencies_file"]))
-        return np.array(data.split(), dtype=np.int64)
+        data = self.files.read(state["document_frequencies_file"])
+        with self._parsing(state["document_frequencies_file"]):
+            frequencies = np.array(data.split(), dtype=np.int64)
+            _require_count(frequencies, state["vocabulary_size"], "frequencies", "vocabulary_size")
+            if (frequencies < 0).any():
+                raise ValueError("negative document frequency")
+            return frequencies
 
     def idf_weights(self, name: str) -> np.ndarray:
         """Keras's IDF weight of each learned token, `log(1 + N / (1 + df))`, as float32.
@@ -197,6 +287,21 @@ class Artifacts:
                          f"import code, so pass it: prepro.load(path, custom_objects={{{ref!r}: fn}})")
 
 
+def keras_class(layer: str):
+    """The stock Keras class for a layer name the artifact gives: only the layers prepro
+    builds (the keys of `spec.LAYER_DEFAULTS`), never any other name in keras.layers."""
+    if layer not in spec_lib.LAYER_DEFAULTS:
+        raise artifacts.ArtifactError(artifacts.one_line(f"layer {layer!r} is not one prepro builds "
+                                                          f"({', '.join(sorted(spec_lib.LAYER_DEFAULTS))})"))
+    import keras
+    return getattr(keras.layers, layer)
+
+
+def _require_count(values, expected: int, what: str, field: str) -> None:
+    if len(values) != expected:
+        raise ValueError(f"{len(values)} {what}, but the manifest's {field} says {expected}")
+
+
 def default_layer_name(feature: str, layer: str) -> str:
     """`<feature>_<layer in snake case>`, e.g. "age_normalization": unlike the bare
     feature name, it never collides with a `keras.Input` named after the column."""
@@ -229,5 +334,9 @@ def _check_overrides(entry: Mapping[str, Any], overrides: Mapping[str, Any], nam
 
 
 def load(path: str, verify: bool = True, custom_objects: Optional[Mapping[str, Any]] = None) -> Artifacts:
-    """Opens an artifact directory (local or gs://), checking format and checksums."""
+    """Opens an artifact directory (local or gs://): reads its manifest (a regular file
+    inside the directory, at most 256 MB), validates it (`artifacts.validate_manifest`)
+    and, with `verify`, checks every file it lists against its size and SHA-256.
+    Whatever `verify` says, every state file is checked again when a layer or accessor
+    reads it; any problem is an ArtifactError."""
     return Artifacts(path, artifacts.read_manifest(path, verify=verify), custom_objects)
