@@ -46,6 +46,17 @@ def write_jsonl(path, rows):
     return str(path)
 
 
+def snapshot(root):
+    """{relative path: bytes} of every file under `root` (the manifest included)."""
+    out = {}
+    for dirpath, _, filenames in os.walk(str(root)):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, str(root))] = f.read()
+    return out
+
+
 def state_path(artifact_dir, relpath=""):
     """Where a published artifact keeps the state file `relpath` (its state directory)."""
     artifact_dir = str(artifact_dir)

@@ -13,6 +13,7 @@ import random
 import pytest
 
 import prepro
+from conftest import snapshot
 from pipelines.analyze import run_analyze
 from prepro.spec import spec_from_dict
 
@@ -90,16 +91,6 @@ def write_jsonl(path, rows):
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return str(path)
-
-
-def snapshot(root):
-    """{relative path: bytes} of every file under `root` (the manifest included)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            out[os.path.relpath(full, root)] = open(full, "rb").read()
-    return out
 
 
 def assert_same_bytes(a, b):

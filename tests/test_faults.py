@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 import prepro
-from conftest import state_path
+from conftest import snapshot, state_path
 from pipelines import failpoints
 from pipelines.analyze import run_analyze
 from prepro.spec import load_spec
@@ -54,16 +54,6 @@ def setup(tmp_path_factory):
     clean = str(d / "clean")
     run_analyze(load_spec(str(spec)), [new], "csv", clean, golden_rows=0)
     return {"dir": d, "spec": str(spec), "old": old, "new": new, "clean": clean}
-
-
-def snapshot(folder):
-    """{relative path: bytes} of every file under `folder`."""
-    out = {}
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
 
 
 def published(folder):

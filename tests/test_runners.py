@@ -6,20 +6,11 @@ import os
 
 import pytest
 
+from conftest import snapshot
 from pipelines.analyze import run_analyze
 from prepro.spec import load_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def snapshot(root):
-    out = {}
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, root)] = f.read()
-    return out
 
 
 @pytest.fixture(scope="module")
