@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import InputError
+from pipelines.extract import decoded, is_string_like
 from pipelines.io import Batch
 from prepro.spec import FeatureSpec, normalization_axes
 from prepro.stats.numeric import Counters, NumericStats
@@ -40,7 +41,7 @@ def add_batch(stats: NumericStats, batch: Batch, feature: FeatureSpec) -> None:
     if feature.layer == "Normalization":
         stats.add(observations(values, normalization_axes(feature)))
     elif feature.options["num_bins"] is not None:
-        stats.add(values.reshape(len(values), -1), weights)
+        stats.add(values, weights)
 
 
 def observations(values: np.ndarray, kept_axes: Tuple[int, ...]) -> np.ndarray:
@@ -82,7 +83,7 @@ def feature_numbers(batch: Batch, feature: FeatureSpec) -> Tuple[np.ndarray, Opt
         zero = weights == 0
         counters.zero_weight = int(zero.sum())
         values, weights, rows = values[~zero], weights[~zero], rows[~zero]
-    flat = values.reshape(len(values), -1)
+    flat = values.reshape(len(values), size)  # explicit width: a batch may keep no rows
     nan = np.isnan(flat)
     infinite = np.isinf(flat)
     counters.nan = int(nan.sum())
@@ -110,7 +111,7 @@ def feature_numbers(batch: Batch, feature: FeatureSpec) -> Tuple[np.ndarray, Opt
 def _column_values(batch: Batch, source: str, feature: FeatureSpec, rows: np.ndarray,
                    size: int) -> Tuple[np.ndarray, np.ndarray]:
     """One column as float64 (n, size) and a per-row present mask."""
-    column = batch.table[source].combine_chunks()
+    column = decoded(batch.table[source].combine_chunks())
     n = len(column)
     is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type) \
         or pa.types.is_fixed_size_list(column.type)
@@ -132,9 +133,9 @@ def _column_values(batch: Batch, source: str, feature: FeatureSpec, rows: np.nda
     if size != 1:
         raise InputError(f"column '{source}' holds scalars; the spec declares shape {list(feature.shape)}",
                          path=batch.path, row=int(rows[0]) if n else None, feature=feature.name)
-    if pa.types.is_binary(column.type) or pa.types.is_string(column.type):
+    if is_string_like(column.type):
         # CSV and text cells arrive as bytes: an empty cell is a missing value.
-        column = column.cast(pa.binary()) if pa.types.is_string(column.type) else column
+        column = column.cast(pa.binary()) if not pa.types.is_binary(column.type) else column
         present = pc.and_(pc.is_valid(column), pc.not_equal(pc.binary_length(column), 0))
         present = present.fill_null(False).to_numpy(zero_copy_only=False)
     else:
@@ -145,20 +146,23 @@ def _column_values(batch: Batch, source: str, feature: FeatureSpec, rows: np.nda
 
 
 def _as_float64(values: pa.Array, source: str, feature: FeatureSpec, path: str, rows: np.ndarray) -> np.ndarray:
+    values = decoded(values)
     if pa.types.is_boolean(values.type):
         raise InputError(f"column '{source}' holds booleans; {feature.layer} needs numbers",
                          path=path, row=int(rows[0]) if len(rows) else None, feature=feature.name)
-    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_null(values.type):
-        return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    if not (pa.types.is_binary(values.type) or pa.types.is_string(values.type)):
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_decimal(values.type) \
+            or pa.types.is_null(values.type):
+        # Unsafe: integers beyond 2**53 round to the nearest float64, as their text would.
+        return values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+    if not is_string_like(values.type):
         raise InputError(f"column '{source}' holds {values.type} values; {feature.layer} needs numbers",
                          path=path, row=int(rows[0]) if len(rows) else None, feature=feature.name)
-    strings = values.cast(pa.binary()).view(pa.string()) if pa.types.is_binary(values.type) else values
+    strings = values.cast(pa.binary()).view(pa.string()) if not pa.types.is_string(values.type) else values
     try:
         strings.validate(full=True)
         ok = pc.match_substring_regex(strings, _NUMBER).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
-        ok = np.array([_is_number(v) for v in values.to_pylist()])
+        ok = np.array([_is_number(v) for v in values.cast(pa.binary()).to_pylist()])
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         raise InputError(f"column '{source}': {values[i].as_py()!r} is not a number",
