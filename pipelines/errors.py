@@ -15,6 +15,7 @@ class InputError(ValueError):
 
     def __init__(self, message: str, path: str = None, row: int = None,
                  feature: Union[str, Sequence[str], None] = None, column: Optional[str] = None):
+        message = " ".join(str(message).split())  # one line: library messages may hold newlines
         names = [feature] if isinstance(feature, str) else list(feature or ())
         where = ", ".join(p for p in (
             (f"feature '{names[0]}'" if len(names) == 1 else

@@ -46,7 +46,7 @@ def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.nda
         column = pc.list_flatten(column)
     valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
     tally.missing += int((~valid).sum())
-    column, rows = column.filter(pa.array(valid)), rows[valid]
+    column, rows = decoded(column.filter(pa.array(valid))), rows[valid]
     if feature.value_kind == "int" or (feature.value_kind == "hashable" and pa.types.is_integer(column.type)):
         column = _as_int64(column, rows, batch.path, feature)
     else:

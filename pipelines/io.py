@@ -22,7 +22,7 @@ import re
 import stat
 import struct
 import zlib
-from typing import Dict, Iterator, List, NamedTuple, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -129,8 +129,16 @@ def _local_inputs(pattern: str) -> Dict[str, int]:
     matches = re.compile(FileSystem.translate_pattern(pattern)).match
     root = os.path.dirname(_GLOB.split(pattern, 1)[0])
     found = {}
+
+    def unlistable(error: OSError):
+        # A directory the glob could reach but this process cannot list: its files would
+        # be left out in silence (Beam's listing does that).
+        if not isinstance(error, (FileNotFoundError, NotADirectoryError)) and \
+                (error.filename == (root or os.curdir) or "**" in pattern):
+            raise InputError(f"directory cannot be listed: {error.strerror}", path=error.filename)
+
     # A relative glob in the working directory ('*.csv') lists "." (Beam lists nothing).
-    for directory, _, names in os.walk(root or os.curdir):
+    for directory, _, names in os.walk(root or os.curdir, onerror=unlistable):
         for name in names:  # os.walk lists every entry that is not a directory here
             path = os.path.join(directory, name) if root else os.path.relpath(os.path.join(directory, name))
             if matches(path):
@@ -466,15 +474,6 @@ def _read_csv(f, path, columns, batch_bytes):
     from pyarrow import csv
     header = _csv_header(path)
     _require_columns(columns, header, path, "CSV header")
-
-    bad_rows = []
-
-    def bad_row(row):
-        # pyarrow ignores exceptions raised in this handler, so remember the row and
-        # let pyarrow stop with its own error, which is then replaced below.
-        bad_rows.append(row)
-        return "error"
-
     # Strings stay bytes (no UTF-8 check here: the feature's invalid_utf8 policy decides);
     # integers are parsed later so a bad value can be reported with its row.
     types = {name: pa.binary() for name in columns}
@@ -482,19 +481,21 @@ def _read_csv(f, path, columns, batch_bytes):
     try:
         reader = csv.open_csv(
             f, read_options=csv.ReadOptions(block_size=batch_bytes),
-            parse_options=csv.ParseOptions(invalid_row_handler=bad_row, newlines_in_values=True),
+            parse_options=csv.ParseOptions(newlines_in_values=True),
             convert_options=csv.ConvertOptions(include_columns=list(columns), column_types=types,
                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
         for record_batch in reader:
             yield Batch(path, row, pa.Table.from_batches([record_batch]))
             row += record_batch.num_rows
-    except pa.ArrowInvalid:
-        if not bad_rows:
-            raise
-        bad = bad_rows[0]
-        raise InputError(f"CSV row does not parse ({bad.text!r}: expected {bad.expected_columns} "
-                         f"columns, got {bad.actual_columns})", path=path,
-                         row=_find_bad_csv_row(path, len(header))) from None
+    except pa.ArrowInvalid as e:
+        # Not pyarrow's invalid_row_handler: pyarrow cannot hand it a row that is not
+        # UTF-8 (it prints a traceback on stderr and drops the handler's call).
+        bad = _find_bad_csv_row(path, len(header))
+        if bad is None:
+            raise InputError(f"CSV does not parse: {e}", path=path) from None
+        number, fields = bad
+        raise InputError(f"CSV row does not parse ({_short(','.join(fields))}: expected {len(header)} "
+                         f"columns, got {len(fields)})", path=path, row=number) from None
 
 
 def _csv_header(path) -> List[str]:
@@ -514,8 +515,8 @@ def _csv_header(path) -> List[str]:
     raise InputError("empty CSV file: there is no header line", path=path)
 
 
-def _find_bad_csv_row(path, num_columns):
-    """The 1-based number of the first data row whose field count is wrong.
+def _find_bad_csv_row(path, num_columns) -> Optional[Tuple[int, List[str]]]:
+    """The first data row whose field count is wrong: its 1-based number and fields.
 
     pyarrow does not number rows when values may hold newlines, so on this error path
     only, the file is scanned again with Python's csv module (same quoting rules).
@@ -525,9 +526,12 @@ def _find_bad_csv_row(path, num_columns):
     with open_input(path) as f:
         text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
         records = (fields for fields in csv.reader(text) if fields)
-        for number, fields in enumerate(records):
-            if number and len(fields) != num_columns:
-                return number
+        try:
+            for number, fields in enumerate(records):
+                if number and len(fields) != num_columns:
+                    return number, fields
+        except csv.Error:  # e.g. a field over the csv module's size limit
+            return None
     return None
 
 
@@ -631,8 +635,13 @@ def _read_parquet(f, path, columns, batch_bytes):
         # A compressed Parquet file: Parquet reads its footer first, so the content is
         # held in memory (Parquet compresses its pages itself; prefer that).
         f = pa.BufferReader(f.read())
-    parquet = pq.ParquetFile(f)
-    _require_columns(columns, parquet.schema_arrow.names, path, "Parquet schema")
+    try:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+    except UnicodeDecodeError as e:  # pyarrow decodes names and metadata strictly
+        raise InputError(f"cannot read as parquet: its schema holds text that is not UTF-8 ({e})",
+                         path=path) from None
+    _require_columns(columns, names, path, "Parquet schema")
     row = 1
     batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
     while True:

@@ -98,8 +98,10 @@ def feature_numbers(batch: Batch, feature: FeatureSpec) -> Tuple[np.ndarray, Opt
         values, weights = values[keep], None
     else:
         # Discretization is elementwise: NaN elements drop out, the rest of the row stays.
-        # Keras compares in float32, so quantiles are taken of the float32 values.
-        values = flat.astype(np.float32).astype(np.float64)
+        # Keras compares in float32, so quantiles are taken of the float32 values (those
+        # beyond float32's range become +-inf there too: no warning on the user's stderr).
+        with np.errstate(over="ignore"):
+            values = flat.astype(np.float32).astype(np.float64)
         if counters.nan:
             keep = ~nan.reshape(-1)
             row_weights = None if weights is None else np.repeat(weights, flat.shape[1])[keep]

@@ -137,6 +137,13 @@ def test_unreadable_file(tmp_path):
         locked = write(Path(shared) / "locked.csv", "carrier\nAA\n")
         os.chmod(locked, 0)
         assert _match_as_nobody(locked) == f"file {locked}: input cannot be opened: Permission denied"
+        # A directory a '**' glob reaches but cannot list: its files are not left out in silence.
+        private = Path(shared) / "private"
+        private.mkdir(mode=0o700)
+        write(private / "hidden.csv", "carrier\nAA\n")
+        os.chmod(locked, 0o644)
+        assert _match_as_nobody(f"{shared}/**") == f"file {private}: directory cannot be listed: Permission denied"
+        assert "no error" == _match_as_nobody(f"{shared}/*.csv")  # '*' never reaches into it
     finally:
         shutil.rmtree(shared)
     assert _match_as_nobody(path) == f"file {path}: input cannot be read: Permission denied"

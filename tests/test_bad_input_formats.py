@@ -543,3 +543,46 @@ def test_tfrecord_float_list_values_are_float32(tmp_path):
     run(make_spec(fare=NORMALIZATION), [path], "tfrecord", tmp_path / "out")
     mean = float((tmp_path / "out" / "fare" / "mean.txt").read_text())
     assert mean != 0.1 and math.isclose(mean, 0.1, rel_tol=1e-7)
+
+
+# --- found by tests/test_fuzz_readers.py -----------------------------------------------
+
+def test_fuzz_regression_parquet_error_message_with_a_newline(tmp_path):
+    # pyarrow's message for a damaged Parquet footer ends with "\n"; the error must
+    # still be one line (the CLI prints one).
+    body = parquet_bytes(pa.table({"s": pa.array([], pa.string())}))
+    at = body.index(b"\x12\x00\x00\x00\x15\x04\x19,5")
+    path = write(tmp_path / "rows.parquet", body[:at] + body[at + 5:])
+    message = analyze_error(make_spec(s=string_lookup("s")), [path], "parquet", tmp_path / "out")
+    assert_error(message, path, fragments=["cannot read as parquet: Couldn't deserialize thrift"])
+
+
+def test_fuzz_regression_csv_ragged_row_not_utf8(tmp_path, monkeypatch):
+    # pyarrow cannot hand a row that is not UTF-8 to an invalid-row handler: it printed
+    # "Exception ignored ... UnicodeDecodeError" on stderr and the error named no row.
+    unraisable = []
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+    path = write(tmp_path / "rows.csv", b"carrier,flight\nAA,1\nU\xf3A\n")
+    message = analyze_error(make_spec(carrier=string_lookup("carrier")), [path], "csv", tmp_path / "out")
+    assert_error(message, path, row=2, fragments=["expected 2 columns, got 1", "U\ufffdA"])
+    assert unraisable == []
+
+
+def test_fuzz_regression_parquet_column_name_not_utf8(tmp_path):
+    # pyarrow decodes a Parquet schema's names strictly: before, a raw UnicodeDecodeError.
+    body = parquet_bytes(pa.table({"s": ["a", "b"]}))
+    at = body.index(b"\x18\x01s")
+    path = write(tmp_path / "rows.parquet", body[:at + 2] + b"\xf3" + body[at + 3:])
+    message = analyze_error(make_spec(s=string_lookup("s")), [path], "parquet", tmp_path / "out")
+    assert_error(message, path, fragments=["schema holds text that is not UTF-8"])
+
+
+def test_fuzz_regression_discretization_beyond_float32_warns_nothing(tmp_path):
+    # Keras compares in float32: 1e300 is +inf there. Before: a RuntimeWarning on stderr.
+    import warnings
+    path = write(tmp_path / "rows.csv", b"fare\n1\n1e300\n2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(make_spec(fare={"source": "fare", "layer": "Discretization", "config": {"num_bins": 2},
+                            "quantiles": "exact"}), [path], "csv", tmp_path / "out")
+    assert (tmp_path / "out" / "fare" / "boundaries.txt").read_text() == "2.0\n"
