@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import InputError
-from pipelines.io import Batch
+from pipelines.io import INT64_RANGE, Batch
 from prepro import text
 from prepro.spec import FeatureSpec, needs_document_frequencies
 from prepro.stats import Figures, TokenCounts
@@ -120,7 +120,6 @@ def map_in_threads(function, items, threads: int) -> list:
 
 
 def _as_utf8(column, rows, path, feature, tally):
-    column = decoded(column)
     if pa.types.is_null(column.type):  # a null-typed column: every value was missing
         return pa.array([], pa.binary()), rows
     if not is_string_like(column.type):
@@ -173,17 +172,14 @@ def decoded(column: pa.Array) -> pa.Array:
     return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
 
 
-INT64_MAX = (1 << 63) - 1
-
-
 def _as_int64(column, rows, path, feature):
     name = feature.name
-    column = decoded(column)
     if pa.types.is_null(column.type):  # a null-typed column: every value was missing
         return pa.array([], pa.int64())
     if pa.types.is_integer(column.type):
         if pa.types.is_uint64(column.type):
-            too_big = pc.greater(column, pa.scalar(INT64_MAX, pa.uint64())).to_numpy(zero_copy_only=False)
+            too_big = pc.greater(column, pa.scalar(INT64_RANGE.stop - 1, pa.uint64()))
+            too_big = too_big.to_numpy(zero_copy_only=False)
             if too_big.any():
                 i = int(np.flatnonzero(too_big)[0])
                 raise InputError(f"column '{feature.source}': {column[i].as_py()} is outside the int64 "
@@ -202,6 +198,6 @@ def _as_int64(column, rows, path, feature):
         return pc.cast(pc.utf8_trim_whitespace(strings), pa.int64())
     except pa.ArrowInvalid:
         # Every value is digits, so only the range can fail: find the first value outside it.
-        i = next(i for i, v in enumerate(strings.to_pylist()) if not -INT64_MAX - 1 <= int(v) <= INT64_MAX)
+        i = next(i for i, v in enumerate(strings.to_pylist()) if int(v) not in INT64_RANGE)
         raise InputError(f"column '{feature.source}': {strings[i].as_py().strip()!r} is outside the int64 range",
                          path=path, row=int(rows[i]), feature=name) from None

@@ -37,6 +37,7 @@ TEXT_COLUMN = "text"
 BATCH_ROWS = 65536          # rows per batch for row-by-row formats (JSON Lines, TFRecord)
 BATCH_BYTES = 16 << 20      # input bytes per batch for text and CSV
 PART_BYTES = 64 << 20       # bytes per part of a split text / JSON Lines file, on every runner
+INT64_RANGE = range(-(1 << 63), 1 << 63)  # what integer features take (Keras's int64)
 
 
 class Batch(NamedTuple):
@@ -598,9 +599,6 @@ def _python_column(values, kind, name, path, first):
     if convert:
         values = [convert(v) if v is not None else None for v in values]
     return pa.array(values, arrow_type)
-
-
-INT64_RANGE = range(-(1 << 63), 1 << 63)
 
 
 def _utf8(value: str) -> bytes:

@@ -3,8 +3,9 @@
 Policy (docs/artifact-format.md):
 - a null or empty value in any of the feature's columns skips the row, counted `missing`;
 - NaN elements are skipped, counted `nan` (Normalization skips the whole row);
-- +-inf: Discretization keeps them (they have a rank), counted `infinite`;
-  Normalization stops with an error naming the row (a mean would be infinite);
+- +-inf, and values beyond float32's range (where Keras computes): Discretization keeps
+  them (they have a rank), counted `infinite`; Normalization stops with an error naming
+  the row (a mean would be infinite);
 - text that is not a number, a list whose length does not match the declared shape,
   a negative or non-finite weight: an error naming the feature, the file and the row;
 - a row with weight 0 is skipped, counted `zero_weight`.
@@ -84,24 +85,26 @@ def feature_numbers(batch: Batch, feature: FeatureSpec) -> Tuple[np.ndarray, Opt
         counters.zero_weight = int(zero.sum())
         values, weights, rows = values[~zero], weights[~zero], rows[~zero]
     flat = values.reshape(len(values), size)  # explicit width: a batch may keep no rows
+    # Keras computes in float32: a value beyond its range is infinite there (and its
+    # square would overflow the float64 moments).
+    with np.errstate(over="ignore"):
+        as_float32 = flat.astype(np.float32)
     nan = np.isnan(flat)
-    infinite = np.isinf(flat)
+    infinite = np.isinf(as_float32)
     counters.nan = int(nan.sum())
     counters.infinite = int(infinite.sum())
     if feature.layer == "Normalization":
         if counters.infinite:
             i = int(np.flatnonzero(infinite.any(axis=1))[0])
-            raise InputError("value is infinite; Normalization needs finite values (NaN and missing "
-                             "values are skipped and counted)", path=batch.path, row=int(rows[i]),
-                             feature=feature.name)
+            raise InputError("value is infinite (in float32, as Keras computes); Normalization needs finite "
+                             "values (NaN and missing values are skipped and counted)", path=batch.path,
+                             row=int(rows[i]), feature=feature.name)
         keep = ~nan.any(axis=1)
         values, weights = values[keep], None
     else:
         # Discretization is elementwise: NaN elements drop out, the rest of the row stays.
-        # Keras compares in float32, so quantiles are taken of the float32 values (those
-        # beyond float32's range become +-inf there too: no warning on the user's stderr).
-        with np.errstate(over="ignore"):
-            values = flat.astype(np.float32).astype(np.float64)
+        # Keras compares in float32, so quantiles are taken of the float32 values.
+        values = as_float32.astype(np.float64)
         if counters.nan:
             keep = ~nan.reshape(-1)
             row_weights = None if weights is None else np.repeat(weights, flat.shape[1])[keep]

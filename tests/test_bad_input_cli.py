@@ -50,7 +50,8 @@ def _parquet_struct(tmp_path):
 
 # One per stage: the input check before the job, a reader, a feature's extraction
 # (~5 s each: a process that imports Beam).
-@pytest.mark.parametrize("case", [_fifo, _truncated_gzip, _parquet_struct], ids=["fifo", "truncated-gzip", "parquet-struct"])
+@pytest.mark.parametrize("case", [_fifo, _truncated_gzip, _parquet_struct],
+                         ids=["fifo", "truncated-gzip", "parquet-struct"])
 def test_cli_bad_input_is_one_line_and_exit_1(tmp_path, case):
     path, fmt, row, feature, fragment = case(tmp_path)
     result = run_cli(tmp_path, [path], fmt)

@@ -64,17 +64,21 @@ def _flip_middle(data: bytes) -> bytes:
     return data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 16]) + data[middle + 16:]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 @pytest.mark.parametrize("kind", COMPRESSIONS)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_truncated_compressed_file_is_an_error(tmp_path, fmt, kind):
+def test_damaged_compressed_file_is_an_error(tmp_path, fmt, kind, damage):
     ext, compress = COMPRESSIONS[kind]
-    path = write(tmp_path / f"cut.{fmt}{ext}", _cut_in_half(compress(_content(fmt))))
+    data = compress(_content(fmt))
+    path = write(tmp_path / f"{damage}.{fmt}{ext}", _cut_in_half(data) if damage == "truncated" else _flip_middle(data))
     message = analyze_error(_spec(fmt), [path], fmt, tmp_path / "out")
-    assert_error(message, path, fragments=[f"truncated {kind} data", "ends inside a compressed stream"])
-    if fmt in ("text", "jsonl", "tfrecord"):  # formats whose rows are counted while reading
-        assert "after row " in message
-    else:
-        assert "bytes of content" in message
+    assert_error(message, path)
+    if damage == "corrupt":  # bzip2 may first see its stream end early
+        assert f"corrupt {kind} data" in message or f"truncated {kind} data" in message, message
+        return
+    assert f"truncated {kind} data: the file ends inside a compressed stream" in message
+    # How far it was read: rows where the reader counts them while reading, else bytes.
+    assert ("after row " if fmt in ("text", "jsonl", "tfrecord") else "bytes of content") in message
 
 
 @pytest.mark.parametrize("kind", COMPRESSIONS)
@@ -84,16 +88,6 @@ def test_compressed_file_missing_its_last_byte_is_an_error(tmp_path, kind):
     path = write(tmp_path / f"cut.txt{ext}", compress(_content("text"))[:-1])
     message = analyze_error(_spec("text"), [path], "text", tmp_path / "out")
     assert_error(message, path, fragments=[f"truncated {kind} data"])
-
-
-@pytest.mark.parametrize("kind", COMPRESSIONS)
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_corrupt_compressed_file_is_an_error(tmp_path, fmt, kind):
-    ext, compress = COMPRESSIONS[kind]
-    path = write(tmp_path / f"bad.{fmt}{ext}", _flip_middle(compress(_content(fmt))))
-    message = analyze_error(_spec(fmt), [path], fmt, tmp_path / "out")
-    assert_error(message, path)
-    assert f"corrupt {kind} data" in message or f"truncated {kind} data" in message, message
 
 
 @pytest.mark.parametrize("kind", COMPRESSIONS)

@@ -324,11 +324,14 @@ def test_extra_columns_are_ignored(tmp_path, fmt):
 
 
 def test_extra_columns_of_any_type_or_encoding_are_not_read(tmp_path):
-    table = pa.table({"carrier": ["AA"], "nested": pa.array([{"a": 1}], STRUCT), "big": pa.array([2 ** 64 - 1], pa.uint64())})
+    table = pa.table({"carrier": ["AA"], "nested": pa.array([{"a": 1}], STRUCT),
+                      "big": pa.array([2 ** 64 - 1], pa.uint64())})
     parquet = write(tmp_path / "rows.parquet", parquet_bytes(table))
-    run(make_spec(carrier=string_lookup("carrier")), [parquet], "parquet", tmp_path / "out")
+    manifest = run(make_spec(carrier=string_lookup("carrier")), [parquet], "parquet", tmp_path / "out")
+    assert figures(manifest, "carrier")["values"] == 1
     csv = write(tmp_path / "rows.csv", b"carrier,other\nAA,\xff\xfe\n")
-    run(make_spec(carrier=string_lookup("carrier")), [csv], "csv", tmp_path / "out2")
+    manifest = run(make_spec(carrier=string_lookup("carrier")), [csv], "csv", tmp_path / "out2")
+    assert figures(manifest, "carrier")["values"] == 1 and figures(manifest, "carrier")["invalid_utf8_skipped"] == 0
 
 
 @pytest.mark.parametrize("body,row,counts", [
@@ -577,12 +580,17 @@ def test_fuzz_regression_parquet_column_name_not_utf8(tmp_path):
     assert_error(message, path, fragments=["schema holds text that is not UTF-8"])
 
 
-def test_fuzz_regression_discretization_beyond_float32_warns_nothing(tmp_path):
-    # Keras compares in float32: 1e300 is +inf there. Before: a RuntimeWarning on stderr.
+def test_fuzz_regression_values_beyond_float32(tmp_path):
+    # Keras computes in float32, where 1e300 is +inf: Discretization keeps and counts it,
+    # Normalization names its row. Before: RuntimeWarnings on stderr (the float32 cast;
+    # squares overflowing the float64 moments) and an infinite variance in the artifact.
     import warnings
     path = write(tmp_path / "rows.csv", b"fare\n1\n1e300\n2\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        run(make_spec(fare={"source": "fare", "layer": "Discretization", "config": {"num_bins": 2},
-                            "quantiles": "exact"}), [path], "csv", tmp_path / "out")
+        manifest = run(make_spec(fare={"source": "fare", "layer": "Discretization", "config": {"num_bins": 2},
+                                       "quantiles": "exact"}), [path], "csv", tmp_path / "out")
+        message = analyze_error(make_spec(fare=NORMALIZATION), [path], "csv", tmp_path / "out2")
+    assert figures(manifest, "fare")["infinite"] == 1
     assert (tmp_path / "out" / "fare" / "boundaries.txt").read_text() == "2.0\n"
+    assert_error(message, path, row=2, feature="fare", fragments=["infinite (in float32, as Keras computes)"])

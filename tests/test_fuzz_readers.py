@@ -32,44 +32,54 @@ from pipelines.checks import checked_tally
 from pipelines.errors import InputError
 from pipelines.extract import feature_counts
 from pipelines.golden import candidate_rows
-from pipelines.io import features_of_columns, read_batches
+from pipelines.io import features_of_columns, plan_reads, read_batches
 from pipelines.numeric import add_batch, new_stats
 import prepro
 from prepro.spec import spec_from_dict
 from test_bad_input import COMPRESSIONS, parquet_bytes, run, tf_example, tfrecord_bytes
 
-# Columns and the features reading them: every value kind, every layer's extraction.
-COLUMNS = ("s", "i", "f", "h")
+# Columns and the features reading them: every value kind, every layer's extraction
+# (stacked and shaped numeric sources, a weight column, text in a column).
+COLUMNS = ("s", "i", "f", "h", "v", "w")
 
 
-def _spec(policy="error", text=False):
-    if text:
+def _spec(fmt, policy="error"):
+    if fmt == "text":
         return spec_from_dict({"features": {"t": {"source": "text", "layer": "TextVectorization",
                                                   "config": {"ngrams": 2}, "invalid_utf8": policy}}})
-    return spec_from_dict({"features": {
+    features = {
         "s": {"source": "s", "layer": "StringLookup", "invalid_utf8": policy},
+        "t": {"source": "s", "layer": "TextVectorization", "config": {"output_mode": "tf_idf"},
+              "invalid_utf8": policy},
         "i": {"source": "i", "layer": "IntegerLookup"},
         "c": {"source": "i", "layer": "CategoryEncoding", "config": {"num_tokens": 1 << 40}},
         "f": {"source": "f", "layer": "Normalization"},
-        "q": {"source": "f", "layer": "Discretization", "config": {"num_bins": 3}},
+        "q": {"source": "f", "layer": "Discretization", "config": {"num_bins": 3}, "weight": "w"},
+        "fw": {"source": ["f", "w"], "layer": "Normalization"},
         "h": {"source": "h", "layer": "Hashing", "config": {"num_bins": 8}, "invalid_utf8": policy},
-    }})
+    }
+    if fmt != "csv":  # CSV cells are never lists
+        features["v"] = {"source": "v", "layer": "Discretization", "shape": [2], "config": {"num_bins": 2},
+                         "quantiles": "exact"}
+    return spec_from_dict({"features": features})
 
 
-def read_everything(path, fmt, spec, batch_bytes):
-    """What a job's read task does with a file, minus Beam: only InputError may escape,
+def read_everything(path, fmt, spec, batch_bytes, part_bytes):
+    """What a job's read tasks do with a file, minus Beam: only InputError may escape,
     and it names the file in one printable line; no warning either (it would reach the
-    user's stderr)."""
+    user's stderr). Text and JSON Lines files are read in parts of `part_bytes`."""
     columns = _source_columns(spec)
     stats = {n: new_stats(f) for n, f in spec.features.items() if f.is_numeric}
+    tasks = plan_reads([{"path": str(path), "bytes": path.stat().st_size}], fmt, part_bytes)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _read_checked(path, fmt, spec, batch_bytes, columns, stats)
+        for task in tasks:
+            _read_checked(path, task, fmt, spec, batch_bytes, columns, stats)
 
 
-def _read_checked(path, fmt, spec, batch_bytes, columns, stats):
+def _read_checked(path, task, fmt, spec, batch_bytes, columns, stats):
     try:
-        for number, batch in enumerate(read_batches(str(path), fmt, columns, batch_bytes,
+        for number, batch in enumerate(read_batches(task, fmt, columns, batch_bytes,
                                                     features_of_columns(spec.features.values()))):
             for name, feature in sorted(spec.features.items()):
                 if feature.is_numeric:
@@ -94,10 +104,50 @@ TEXT = st.text(st.one_of(st.characters(exclude_categories=()),
                          st.sampled_from("\x00\n\r\u2028\u2029\x85\ufeff\ud800\udfff\"',\\ ")), max_size=12)
 SCALARS = st.one_of(st.none(), st.booleans(), TEXT, st.integers(-2 ** 70, 2 ** 70),
                     st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True))
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                            st.dictionaries(TEXT, inner, max_size=2)),
-                           max_leaves=6)
+
+
+def _containers(inner):
+    return st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=2))
+
+
+JSON_VALUES = st.recursive(SCALARS, _containers, max_leaves=6)
 NAMES = st.sampled_from(COLUMNS + ("text", "x", "s ", ""))
+FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+# Each column's values mostly of the kind its features read, so that reading goes deep;
+# otherwise anything.
+TYPED = {"s": TEXT, "h": st.one_of(TEXT, st.integers(-2 ** 63, 2 ** 63 - 1)),
+         "i": st.integers(-2 ** 63 - 2, 2 ** 63 + 1), "f": st.one_of(FLOATS, st.integers(-2 ** 70, 2 ** 70)),
+         "w": st.one_of(st.floats(0, 10), st.just(0.0), FLOATS),
+         "v": st.one_of(st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=2), st.lists(FLOATS, max_size=3))}
+
+
+def _value(name, wild):
+    typed = TYPED.get(name, JSON_VALUES)
+    return st.one_of(typed, JSON_VALUES, st.none()) if wild else st.one_of(typed, st.none())
+
+
+@st.composite
+def header(draw, needed=COLUMNS):
+    """Mostly the columns the spec reads in any order, at times with one missing, one
+    repeated or an extra one."""
+    names = list(draw(st.permutations(needed)))
+    if draw(st.booleans()):
+        names.insert(draw(st.integers(0, len(names))), draw(NAMES))
+    if draw(st.integers(0, 9)) == 0:
+        names.pop(draw(st.integers(0, len(names) - 1)))
+    return names
+
+
+def _cell(name, wild):
+    """CSV text for a column: numbers written as text, odd spellings, anything."""
+    number = st.one_of(st.integers(-2 ** 64, 2 ** 64).map(str), FLOATS.map(repr),
+                       st.sampled_from(["nan", "inf", "-Infinity", "1e999", " 1.5 ", "+7"]))
+    typed = TEXT if name in ("s", "h") else number
+    return st.one_of(typed, TEXT, st.just(""), st.sampled_from(["0x10", "1_0", "--1"])) if wild else \
+        st.one_of(typed, st.just(""))
+
+
+WILD = st.integers(0, 3).map(lambda n: n == 0)  # a quarter of the files hold anything anywhere
 
 
 @st.composite
@@ -144,20 +194,28 @@ def text_files(draw):
 
 @st.composite
 def csv_files(draw):
-    header = draw(st.lists(NAMES, min_size=1, max_size=6))
-    rows = draw(st.lists(st.lists(st.one_of(TEXT, st.integers(-2 ** 70, 2 ** 70).map(str),
-                                            st.floats().map(repr), st.just("")),
-                                  min_size=len(header) - 1, max_size=len(header) + 1), max_size=6))
+    names, wild = draw(header(COLUMNS[:-2] + ("w",))), draw(WILD)
+    rows = []
+    for _ in range(draw(st.integers(0, 6))):
+        fields = [draw(_cell(name, wild)) for name in names]
+        if wild and draw(st.booleans()):  # a ragged row
+            fields = fields[:-1] if draw(st.booleans()) else fields + ["x"]
+        rows.append(fields)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
-    writer.writerow(header)
+    writer.writerow(names)
     writer.writerows(rows)
     return _utf8(draw(st.sampled_from(["", "\ufeff"])) + out.getvalue())
 
 
 @st.composite
 def jsonl_files(draw):
-    rows = draw(st.lists(st.one_of(st.dictionaries(NAMES, JSON_VALUES, max_size=5), JSON_VALUES), max_size=6))
+    rows, wild = [], draw(WILD)
+    for _ in range(draw(st.integers(0, 6))):
+        if wild and draw(st.booleans()):  # not an object
+            rows.append(draw(JSON_VALUES))
+        else:
+            rows.append({name: draw(_value(name, wild)) for name in draw(header())})
     lines = [json.dumps(r, ensure_ascii=draw(st.booleans())) for r in rows]
     return _utf8("\n".join(lines) + draw(st.sampled_from(["", "\n", "\n\n"])))
 
@@ -192,31 +250,49 @@ def _arrow_values(arrow_type, n):
     return st.lists(st.one_of(st.none(), value), min_size=n, max_size=n)
 
 
+# The right Arrow types for each column, tried half of the time.
+RIGHT_TYPES = {"s": [pa.string(), pa.binary(), pa.dictionary(pa.int32(), pa.string()), pa.large_string()],
+               "h": [pa.string(), pa.int64()], "i": [pa.int64(), pa.int8(), pa.uint64()],
+               "f": [pa.float64(), pa.float32(), pa.int64()], "w": [pa.float64()],
+               "v": [pa.list_(pa.float64())]}
+
+
 @st.composite
 def parquet_files(draw):
-    n = draw(st.integers(0, 6))
-    names = draw(st.lists(NAMES, min_size=1, max_size=5))
+    n, names, wild = draw(st.integers(0, 6)), draw(header()), draw(WILD)
     arrays = []
-    for _ in names:
-        arrow_type = draw(ARROW_TYPES)
+    for name in names:
+        right = st.sampled_from(RIGHT_TYPES.get(name, [pa.null()]))
+        arrow_type = draw(st.one_of(right, ARROW_TYPES) if wild else right)
         values = draw(_arrow_values(arrow_type, n))
         array = pa.array(values, pa.string() if pa.types.is_dictionary(arrow_type) else arrow_type)
         arrays.append(array.dictionary_encode() if pa.types.is_dictionary(arrow_type) else array)
     return parquet_bytes(pa.Table.from_arrays(arrays, names=names))
 
 
-FEATURE_VALUES = st.one_of(
-    st.none(),
-    st.tuples(st.just("bytes"), st.lists(st.binary(max_size=6), max_size=3)),
-    st.tuples(st.just("float"), st.lists(st.floats(width=32), max_size=3)),
-    st.tuples(st.just("int"), st.lists(st.integers(-2 ** 63, 2 ** 63 - 1), max_size=3)))
+FEATURE_VALUES = {
+    "bytes": st.tuples(st.just("bytes"), st.lists(st.binary(max_size=6), max_size=3)),
+    "float": st.tuples(st.just("float"), st.lists(st.floats(width=32), max_size=3)),
+    "int": st.tuples(st.just("int"), st.lists(st.integers(-2 ** 63, 2 ** 63 - 1), max_size=3))}
+RIGHT_KINDS = {"s": ["bytes"], "h": ["bytes", "int"], "i": ["int"], "f": ["float", "int"], "w": ["float"],
+               "v": ["float"]}
+
+
+def _feature(name, wild):
+    right = st.sampled_from(RIGHT_KINDS.get(name, ["bytes"])).flatmap(FEATURE_VALUES.get)
+    anything = st.sampled_from(list(FEATURE_VALUES.values())).flatmap(lambda s: s)
+    return st.one_of(right, anything, st.none()) if wild else st.one_of(right, st.none())
 
 
 @st.composite
 def tfrecord_files(draw):
-    records = draw(st.lists(st.one_of(
-        st.dictionaries(NAMES.filter(bool), FEATURE_VALUES, max_size=4).map(lambda f: tf_example(**f)),
-        st.binary(max_size=20)), max_size=6))
+    records, wild = [], draw(WILD)
+    for _ in range(draw(st.integers(0, 6))):
+        if wild and draw(st.booleans()):  # not an Example
+            records.append(draw(st.binary(max_size=20)))
+        else:
+            names = [n for n in draw(header()) if n]
+            records.append(tf_example(**{n: draw(_feature(n, wild)) for n in names}))
     return tfrecord_bytes(records)
 
 
@@ -243,7 +319,8 @@ def test_fuzz_reader_raises_only_input_errors(workdir, fmt):
         path.write_bytes(body)
         policy = data.draw(st.sampled_from(["error", "replace", "skip"]), label="invalid_utf8")
         batch_bytes = data.draw(st.sampled_from([16, 1 << 20]), label="batch_bytes")
-        read_everything(path, fmt, _spec(policy, text=fmt == "text"), batch_bytes)
+        part_bytes = data.draw(st.sampled_from([7, 64 << 20]), label="part_bytes")
+        read_everything(path, fmt, _spec(fmt, policy), batch_bytes, part_bytes)
 
     check()
 
