@@ -194,10 +194,12 @@ def _as_int64(column, rows, path, feature):
         i = int(np.flatnonzero(~ok)[0])
         raise InputError(f"column '{feature.source}': {column[i].as_py()!r} is not an integer", path=path,
                          row=int(rows[i]), feature=name)
+    digits = pc.replace_substring_regex(pc.utf8_trim_whitespace(strings), r"^\+", "")  # Arrow refuses "+7"
     try:
-        return pc.cast(pc.utf8_trim_whitespace(strings), pa.int64())
-    except pa.ArrowInvalid:
+        return pc.cast(digits, pa.int64())
+    except pa.ArrowInvalid as e:
         # Every value is digits, so only the range can fail: find the first value outside it.
-        i = next(i for i, v in enumerate(strings.to_pylist()) if int(v) not in INT64_RANGE)
-        raise InputError(f"column '{feature.source}': {strings[i].as_py().strip()!r} is outside the int64 range",
-                         path=path, row=int(rows[i]), feature=name) from None
+        outside = [i for i, v in enumerate(digits.to_pylist()) if int(v) not in INT64_RANGE][:1]
+        raise InputError(f"column '{feature.source}': " + (f"{digits[outside[0]].as_py()!r} is outside the int64 "
+                         f"range" if outside else str(e)), path=path,
+                         row=int(rows[outside[0]]) if outside else None, feature=name) from None

@@ -2,7 +2,10 @@
 
 Formats: text (one row per line, column `text`), csv (header row), jsonl, parquet and
 tfrecord (tf.train.Example). Files are opened through Beam's FileSystems, so local
-paths, globs and gs:// all work; pyarrow parses them.
+paths, globs and gs:// all work; pyarrow parses them. Local inputs are checked before the
+job (`match_inputs`: regular files only), compressed ones are decompressed here
+(`Decompressed`), and every problem with a file is an InputError naming it and, where
+there is one, the row (policy: docs/artifact-format.md, "Input policy").
 
 Why not Beam's ReadFromText/ReadFromCsv: they yield one Python object per row and
 drop the row number, while prepro needs Arrow batches (vectorised tokenization) and

@@ -7,7 +7,8 @@ Policy (docs/artifact-format.md):
   them (they have a rank), counted `infinite`; Normalization stops with an error naming
   the row (a mean would be infinite);
 - text that is not a number, a list whose length does not match the declared shape,
-  a negative or non-finite weight: an error naming the feature, the file and the row;
+  a negative or non-finite weight (or one beyond float32's range): an error naming the
+  feature, the file and the row;
 - a row with weight 0 is skipped, counted `zero_weight`.
 """
 
@@ -76,11 +77,14 @@ def feature_numbers(batch: Batch, feature: FeatureSpec) -> Tuple[np.ndarray, Opt
     rows = rows[present]
     if weights is not None:
         weights = weights[present]
-        bad = ~np.isfinite(weights) | (weights < 0)
+        # Within float32's range, so no sum of them (at most 2**63 rows) overflows float64.
+        with np.errstate(over="ignore"):
+            bad = ~np.isfinite(weights.astype(np.float32)) | (weights < 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InputError(f"weight column '{feature.weight}' holds {weights[i]!r}; weights must be "
-                             f"finite and >= 0", path=batch.path, row=int(rows[i]), feature=feature.name)
+                             f"finite (within float32's range) and >= 0", path=batch.path, row=int(rows[i]),
+                             feature=feature.name)
         zero = weights == 0
         counters.zero_weight = int(zero.sum())
         values, weights, rows = values[~zero], weights[~zero], rows[~zero]
@@ -165,9 +169,10 @@ def _as_float64(values: pa.Array, source: str, feature: FeatureSpec, path: str, 
     strings = values.cast(pa.binary()).view(pa.string()) if not pa.types.is_string(values.type) else values
     try:
         strings.validate(full=True)
-        ok = pc.match_substring_regex(strings, _NUMBER).to_numpy(zero_copy_only=False)
+        # A null element inside a list is fine here (a NaN element: see the policy).
+        ok = pc.match_substring_regex(strings, _NUMBER).fill_null(True).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
-        ok = np.array([_is_number(v) for v in values.cast(pa.binary()).to_pylist()])
+        ok = np.array([v is None or _is_number(v) for v in values.cast(pa.binary()).to_pylist()])
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         raise InputError(f"column '{source}': {values[i].as_py()!r} is not a number",

@@ -445,6 +445,16 @@ def test_numeric_feature_without_any_value(tmp_path, layer, body, fragment):
     assert_error(message, feature="fare", fragments=["no values to learn from", fragment])
 
 
+@pytest.mark.parametrize("weight", [b"-1", b"nan", b"inf", b"1e300"])
+def test_bad_weight_names_its_row(tmp_path, weight):
+    # 1e300: finite, but three of them overflow a float64 total (exact quantiles then
+    # warned on stderr; the sketch gave a wrong boundary): weights stay in float32's range.
+    spec = make_spec(fare={"source": "fare", "layer": "Discretization", "config": {"num_bins": 2}, "weight": "w"})
+    path = write(tmp_path / "rows.csv", b"fare,w\n1,1\n2," + weight + b"\n3,1\n")
+    message = analyze_error(spec, [path], "csv", tmp_path / "out")
+    assert_error(message, path, row=2, feature="fare", fragments=["weights must be finite"])
+
+
 def test_zero_weights(tmp_path):
     spec = make_spec(fare={"source": "fare", "layer": "Discretization", "config": {"num_bins": 2}, "weight": "w"})
     some = write(tmp_path / "some.csv", b"fare,w\n1,0\n2,1\n3,1\n")
@@ -594,3 +604,21 @@ def test_fuzz_regression_values_beyond_float32(tmp_path):
     assert figures(manifest, "fare")["infinite"] == 1
     assert (tmp_path / "out" / "fare" / "boundaries.txt").read_text() == "2.0\n"
     assert_error(message, path, row=2, feature="fare", fragments=["infinite (in float32, as Keras computes)"])
+
+
+def test_fuzz_regression_integer_text_with_a_plus_sign(tmp_path):
+    # "+7" passes the integer check but Arrow's cast refuses it: before, a StopIteration
+    # (and earlier still, a wrong "out of int64 range" error).
+    path = write(tmp_path / "rows.csv", b"flight\n+7\n -3 \n007\n")
+    run(make_spec(flight_id=integer_lookup("flight")), [path], "csv", tmp_path / "out")
+    assert sorted(vocabulary(tmp_path, "flight_id")) == [-3, 7]
+
+
+def test_fuzz_regression_null_element_in_a_list_of_number_strings(tmp_path):
+    # A null inside a list of strings for a shaped numeric feature is a NaN element.
+    # Before: TypeError (the regex check gave None for it).
+    table = pa.table({"v": pa.array([["1", None], ["2", "3"], ["4", "5"]])})
+    path = write(tmp_path / "rows.parquet", parquet_bytes(table))
+    manifest = run(make_spec(v={"source": "v", "layer": "Normalization", "shape": [2]}), [path], "parquet",
+                   tmp_path / "out")
+    assert figures(manifest, "v")["nan"] == 1 and figures(manifest, "v")["values"] == 4

@@ -55,6 +55,8 @@ def _spec(fmt, policy="error"):
         "c": {"source": "i", "layer": "CategoryEncoding", "config": {"num_tokens": 1 << 40}},
         "f": {"source": "f", "layer": "Normalization"},
         "q": {"source": "f", "layer": "Discretization", "config": {"num_bins": 3}, "weight": "w"},
+        "qe": {"source": "f", "layer": "Discretization", "config": {"num_bins": 3}, "weight": "w",
+               "quantiles": "exact"},
         "fw": {"source": ["f", "w"], "layer": "Normalization"},
         "h": {"source": "h", "layer": "Hashing", "config": {"num_bins": 8}, "invalid_utf8": policy},
     }
@@ -65,36 +67,41 @@ def _spec(fmt, policy="error"):
 
 
 def read_everything(path, fmt, spec, batch_bytes, part_bytes):
-    """What a job's read tasks do with a file, minus Beam: only InputError may escape,
-    and it names the file in one printable line; no warning either (it would reach the
-    user's stderr). Text and JSON Lines files are read in parts of `part_bytes`."""
-    columns = _source_columns(spec)
-    stats = {n: new_stats(f) for n, f in spec.features.items() if f.is_numeric}
+    """What a job's read tasks do with a file, minus Beam, and the numeric state a
+    finalizer computes from each task's statistics: only InputError may escape, and it
+    names the file in one printable line; no warning either (it would reach the user's
+    stderr). Text and JSON Lines files are read in parts of `part_bytes`."""
     tasks = plan_reads([{"path": str(path), "bytes": path.stat().st_size}], fmt, part_bytes)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for task in tasks:
-            _read_checked(path, task, fmt, spec, batch_bytes, columns, stats)
+            try:
+                _read_task(task, fmt, spec, batch_bytes)
+            except InputError as e:
+                message = str(e)
+                assert str(path) in message, f"the error does not name the file: {message}"
+                assert "\n" not in message and message.encode("utf-8"), repr(message)
 
 
-def _read_checked(path, task, fmt, spec, batch_bytes, columns, stats):
-    try:
-        for number, batch in enumerate(read_batches(task, fmt, columns, batch_bytes,
-                                                    features_of_columns(spec.features.values()))):
-            for name, feature in sorted(spec.features.items()):
-                if feature.is_numeric:
-                    add_batch(stats[name], batch, feature)
-                elif feature.is_stateless:
-                    checked_tally(batch, feature)
-                else:
-                    feature_counts(batch, feature)
-            json.dumps(candidate_rows(batch, number, columns, spec, 8))
-        for s in stats.values():
-            s.finish()
-    except InputError as e:
-        message = str(e)
-        assert str(path) in message, f"the error does not name the file: {message}"
-        assert "\n" not in message and message.encode("utf-8"), repr(message)
+def _read_task(task, fmt, spec, batch_bytes):
+    columns = _source_columns(spec)
+    stats = {n: new_stats(f) for n, f in spec.features.items() if f.is_numeric}
+    for number, batch in enumerate(read_batches(task, fmt, columns, batch_bytes,
+                                                features_of_columns(spec.features.values()))):
+        for name, feature in sorted(spec.features.items()):
+            if feature.is_numeric:
+                add_batch(stats[name], batch, feature)
+            elif feature.is_stateless:
+                checked_tally(batch, feature)
+            else:
+                feature_counts(batch, feature)
+        json.dumps(candidate_rows(batch, number, columns, spec, 8))
+    for name, s in stats.items():
+        s.finish()
+        if s.counters.values and s.moments is not None:
+            assert np.isfinite(s.moments.variance).all()
+        elif s.counters.values:
+            s.quantiles.boundaries(spec.features[name].options["num_bins"])
 
 
 # --- generators ------------------------------------------------------------------------
