@@ -91,17 +91,15 @@ class ExtractCounts(beam.DoFn):
         numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
         pending: Dict[str, TokenCounts] = {}
         rows = 0
-        for number, batch in enumerate(prepro_io.read_batches(task, *self._read)):
+        batches = prepro_io.read_batches(task, *self._read,
+                                         features_of=prepro_io.features_of_columns(self._spec.features.values()))
+        for number, batch in enumerate(batches):
             rows += batch.table.num_rows
             Metrics.counter(METRICS, "rows_read").inc(batch.table.num_rows)
             Metrics.counter(METRICS, "batches").inc()
             yield (self.ROWS, (batch.path, batch.table.num_rows))
             failpoints.reach("read")
             self._cancellation.raise_if_cancelled()  # the spec refused by Keras meanwhile
-            if number == 0 and self._golden_rows:
-                for candidate in candidate_rows(batch, task.index, self._read[1], self._spec,
-                                                GOLDEN_CANDIDATES * self._golden_rows):
-                    yield (self.GOLDEN, candidate)
             try:
                 # One thread per numeric feature: each sees its batches in file order, and
                 # NumPy and tfx-bsl's sketch release the GIL (2 threads: ~1.9x on the adds).
@@ -124,6 +122,12 @@ class ExtractCounts(beam.DoFn):
                 while sum(c.nbytes for c in pending.values()) > PENDING_COUNT_BYTES:
                     largest = max(sorted(pending), key=lambda n: pending[n].nbytes)
                     yield from self._spill(largest, pending.pop(largest))
+            # After the batch's values passed every feature's checks, so candidates hold
+            # only values the features accept.
+            if number == 0 and self._golden_rows:
+                for candidate in candidate_rows(batch, task.index, self._read[1], self._spec,
+                                                GOLDEN_CANDIDATES * self._golden_rows):
+                    yield (self.GOLDEN, candidate)
         for name in sorted(pending):
             yield from self._spill(name, pending[name])
         Metrics.counter(METRICS, "input_bytes_read").inc(task.size)
@@ -192,9 +196,9 @@ def finalize_feature(item, spec: spec_lib.Spec, state_dir: str):
             failpoints.reach("state")  # a state file partly written
     if writer.size == 0:
         below = sum(r.below_thresholds for r in runs)
-        raise InputError(f"no tokens to learn: {tally.values} values, all empty, missing or "
-                         f"mask/OOV tokens" + (f", or below the thresholds ({below} tokens)" if below else ""),
-                         feature=name)
+        raise InputError(f"no tokens to learn: {tally.rows} rows, {tally.missing} missing, {tally.values} values"
+                         + (", all empty or mask/OOV tokens" if tally.values else "")
+                         + (f", or below the thresholds ({below} tokens)" if below else ""), feature=name)
     occurrences = sum(r.occurrences for r in runs)
     figures = {
         "rows": tally.rows, "values": tally.values, "missing": tally.missing,

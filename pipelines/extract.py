@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import InputError
-from pipelines.io import Batch
+from pipelines.io import INT64_RANGE, Batch
 from prepro import text
 from prepro.spec import FeatureSpec, needs_document_frequencies
 from prepro.stats import Figures, TokenCounts
@@ -39,13 +39,14 @@ def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.nda
     column = batch.table[feature.source].combine_chunks()
     rows = np.arange(batch.first_row, batch.first_row + len(column), dtype=np.int64)
     tally = Tally(rows=len(column))
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
+            pa.types.is_fixed_size_list(column.type):
         tally.missing += column.null_count
         rows = rows[pc.list_parent_indices(column).to_numpy()]
         column = pc.list_flatten(column)
     valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
     tally.missing += int((~valid).sum())
-    column, rows = column.filter(pa.array(valid)), rows[valid]
+    column, rows = decoded(column.filter(pa.array(valid))), rows[valid]
     if feature.value_kind == "int" or (feature.value_kind == "hashable" and pa.types.is_integer(column.type)):
         column = _as_int64(column, rows, batch.path, feature)
     else:
@@ -119,7 +120,9 @@ def map_in_threads(function, items, threads: int) -> list:
 
 
 def _as_utf8(column, rows, path, feature, tally):
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
+    if pa.types.is_null(column.type):  # a null-typed column: every value was missing
+        return pa.array([], pa.binary()), rows
+    if not is_string_like(column.type):
         raise InputError(f"column '{feature.source}' holds {column.type} values; {feature.layer} "
                          f"needs strings", path=path, row=int(rows[0]) if len(rows) else None,
                          feature=feature.name)
@@ -137,8 +140,8 @@ def _as_utf8(column, rows, path, feature, tally):
             v.decode("utf-8")
         except UnicodeDecodeError as e:
             if feature.invalid_utf8 == "error":
-                raise InputError(f"value is not valid UTF-8 ({e.reason} at byte {e.start}: {v[:40]!r}); "
-                                 f"set invalid_utf8: replace or skip in the spec to accept it",
+                raise InputError(f"value is not valid UTF-8 ({e.reason} at byte {e.start}{_surrogate_hint(v, e)}: "
+                                 f"{v[:40]!r}); set invalid_utf8: replace or skip in the spec to accept it",
                                  path=path, row=int(rows[i]), feature=feature.name) from None
             if feature.invalid_utf8 == "replace":
                 values[i] = v.decode("utf-8", "replace").encode("utf-8")
@@ -149,20 +152,54 @@ def _as_utf8(column, rows, path, feature, tally):
     return pa.array([v for v, k in zip(values, keep) if k], pa.binary()), rows[keep]
 
 
+def _surrogate_hint(value: bytes, error: UnicodeDecodeError) -> str:
+    # ED A0..BF xx is a UTF-16 surrogate written as UTF-8: in JSON Lines, an escape
+    # such as "\ud800" that is not half of a pair.
+    at = value[error.start:error.start + 2]
+    return ", a lone UTF-16 surrogate such as the JSON escape \\ud800" \
+        if len(at) == 2 and at[0] == 0xED and at[1] >= 0xA0 else ""
+
+
+def is_string_like(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_binary(arrow_type) or pa.types.is_string(arrow_type)
+            or pa.types.is_large_binary(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_fixed_size_binary(arrow_type)
+            or pa.types.is_binary_view(arrow_type) or pa.types.is_string_view(arrow_type))
+
+
+def decoded(column: pa.Array) -> pa.Array:
+    """A dictionary-encoded column (Parquet categoricals) as its plain values."""
+    return column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+
+
 def _as_int64(column, rows, path, feature):
     name = feature.name
+    if pa.types.is_null(column.type):  # a null-typed column: every value was missing
+        return pa.array([], pa.int64())
     if pa.types.is_integer(column.type):
+        if pa.types.is_uint64(column.type):
+            too_big = pc.greater(column, pa.scalar(INT64_RANGE.stop - 1, pa.uint64()))
+            too_big = too_big.to_numpy(zero_copy_only=False)
+            if too_big.any():
+                i = int(np.flatnonzero(too_big)[0])
+                raise InputError(f"column '{feature.source}': {column[i].as_py()} is outside the int64 "
+                                 f"range {feature.layer} takes", path=path, row=int(rows[i]), feature=name)
         return column.cast(pa.int64())
-    if not (pa.types.is_binary(column.type) or pa.types.is_string(column.type)):
-        raise InputError(f"holds {column.type} values; {feature.layer} needs integers", path=path,
-                         row=int(rows[0]) if len(rows) else None, feature=name)
-    strings = column.cast(pa.binary()).view(pa.string()) if pa.types.is_binary(column.type) else column
+    if not is_string_like(column.type):
+        raise InputError(f"column '{feature.source}' holds {column.type} values; {feature.layer} needs integers",
+                         path=path, row=int(rows[0]) if len(rows) else None, feature=name)
+    strings = column.cast(pa.binary()).view(pa.string()) if not pa.types.is_string(column.type) else column
     ok = pc.match_substring_regex(strings, r"^\s*[+-]?[0-9]+\s*$").to_numpy(zero_copy_only=False)
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        raise InputError(f"value {column[i].as_py()!r} is not an integer", path=path,
+        raise InputError(f"column '{feature.source}': {column[i].as_py()!r} is not an integer", path=path,
                          row=int(rows[i]), feature=name)
+    digits = pc.replace_substring_regex(pc.utf8_trim_whitespace(strings), r"^\+", "")  # Arrow refuses "+7"
     try:
-        return pc.cast(pc.utf8_trim_whitespace(strings), pa.int64())
+        return pc.cast(digits, pa.int64())
     except pa.ArrowInvalid as e:
-        raise InputError(f"integer out of int64 range: {e}", path=path, feature=name) from None
+        # Every value is digits, so only the range can fail: find the first value outside it.
+        outside = [i for i, v in enumerate(digits.to_pylist()) if int(v) not in INT64_RANGE][:1]
+        raise InputError(f"column '{feature.source}': " + (f"{digits[outside[0]].as_py()!r} is outside the int64 "
+                         f"range" if outside else str(e)), path=path,
+                         row=int(rows[outside[0]]) if outside else None, feature=name) from None

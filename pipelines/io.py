@@ -2,7 +2,10 @@
 
 Formats: text (one row per line, column `text`), csv (header row), jsonl, parquet and
 tfrecord (tf.train.Example). Files are opened through Beam's FileSystems, so local
-paths, globs and gs:// all work; pyarrow parses them.
+paths, globs and gs:// all work; pyarrow parses them. Local inputs are checked before the
+job (`match_inputs`: regular files only), compressed ones are decompressed here
+(`Decompressed`), and every problem with a file is an InputError naming it and, where
+there is one, the row (policy: docs/artifact-format.md, "Input policy").
 
 Why not Beam's ReadFromText/ReadFromCsv: they yield one Python object per row and
 drop the row number, while prepro needs Arrow batches (vectorised tokenization) and
@@ -11,10 +14,23 @@ split into line-aligned parts (`plan_reads`) so several workers share them; othe
 formats are read one file per worker.
 """
 
+import bz2
+import codecs
+import errno
 import io
-from typing import Dict, Iterator, List, NamedTuple, Optional
+import lzma
+import math
+import os
+import re
+import stat
+import struct
+import zlib
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import zstandard
 
 from pipelines.errors import InputError
 from prepro.arrow_pickle import table_from_bytes, table_to_bytes
@@ -24,6 +40,7 @@ TEXT_COLUMN = "text"
 BATCH_ROWS = 65536          # rows per batch for row-by-row formats (JSON Lines, TFRecord)
 BATCH_BYTES = 16 << 20      # input bytes per batch for text and CSV
 PART_BYTES = 64 << 20       # bytes per part of a split text / JSON Lines file, on every runner
+INT64_RANGE = range(-(1 << 63), 1 << 63)  # what integer features take (Keras's int64)
 
 
 class Batch(NamedTuple):
@@ -72,22 +89,104 @@ def plan_reads(inputs: List[Dict], fmt: str, part_bytes: int) -> List[ReadTask]:
 
 
 def match_inputs(patterns: List[str]) -> List[Dict]:
-    """Expands paths and globs; sorted, so file order never changes the result."""
+    """Expands paths and globs into input files with their sizes; sorted, so file order
+    never changes the result. Local inputs are checked here, before the job runs (see
+    `_local_inputs`); remote ones are objects Beam's file systems list."""
     from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.localfilesystem import LocalFileSystem
     found = {}
     for pattern in patterns:
-        matches = FileSystems.match([pattern])[0].metadata_list
+        if isinstance(FileSystems.get_filesystem(pattern), LocalFileSystem):
+            matches = _local_inputs(pattern)
+        else:
+            matches = {m.path: m.size_in_bytes for m in FileSystems.match([pattern])[0].metadata_list}
         if not matches:
             raise InputError(f"no input file matches {pattern!r}")
-        for m in matches:
-            found[m.path] = m.size_in_bytes
+        found.update(matches)
     return [{"path": p, "bytes": found[p]} for p in sorted(found)]
 
 
-def read_batches(task, fmt: str, columns: Dict[str, str], batch_bytes: int = BATCH_BYTES) -> Iterator[Batch]:
-    """Reads a `ReadTask` (or a path); `columns` maps each needed source column to
-    "string" or "int". Compressed files (.gz, .bz2, .zst, ... as Beam detects them by
-    extension) are decompressed while streaming.
+_GLOB = re.compile(r"[*?[]")  # Beam's glob characters
+
+
+def _local_inputs(pattern: str) -> Dict[str, int]:
+    """Local files a path or glob names, each a readable regular file (after resolving
+    symlinks), with its size. Anything else is an InputError naming the path, so a
+    FIFO or a device never blocks or floods a worker.
+
+    A glob matches as Beam's local file system matches it (`*` within a directory, `**`
+    across them, dotfiles included), but is listed here rather than by Beam, which
+    passes over broken symlinks in silence. Directories a glob matches are not inputs
+    (as in Beam); a path named without a glob must be a file.
+    """
+    from apache_beam.io.filesystem import FileSystem
+    if pattern.endswith(("/", "\\")):
+        pattern += "*"  # as Beam reads a directory given with a trailing slash
+    if not _GLOB.search(pattern):
+        try:
+            os.lstat(pattern)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError:
+            pass  # e.g. a directory on the way cannot be searched: said below
+        return {pattern: _regular_file_size(pattern)}
+    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    root = os.path.dirname(_GLOB.split(pattern, 1)[0])
+    found = {}
+
+    def unlistable(error: OSError):
+        # A directory the glob could reach but this process cannot list: its files would
+        # be left out in silence (Beam's listing does that).
+        if not isinstance(error, (FileNotFoundError, NotADirectoryError)) and \
+                (error.filename == (root or os.curdir) or "**" in pattern):
+            raise InputError(f"directory cannot be listed: {error.strerror}", path=error.filename)
+
+    # A relative glob in the working directory ('*.csv') lists "." (Beam lists nothing).
+    for directory, _, names in os.walk(root or os.curdir, onerror=unlistable):
+        for name in names:  # os.walk lists every entry that is not a directory here
+            path = os.path.join(directory, name) if root else os.path.relpath(os.path.join(directory, name))
+            if matches(path):
+                found[path] = _regular_file_size(path)
+    return found
+
+
+def _regular_file_size(path: str) -> int:
+    """The size of `path` if it is a regular file (symlinks followed) that this process
+    can open, else an InputError saying what it is."""
+    try:
+        info = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError("input is a symlink loop; only regular files are read", path=path) from None
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            raise InputError(f"input is a broken symlink (to {os.readlink(path)!r}); only regular files "
+                             f"are read", path=path) from None
+        raise InputError(f"input cannot be read: {e.strerror}", path=path) from None
+    kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+    if kind != "a regular file":
+        hint = " (give a glob such as 'dir/*' for the files in it)" if kind == "a directory" else ""
+        raise InputError(f"input is {kind}; only regular files are read{hint}", path=path)
+    try:  # non-blocking, in case it was swapped for a FIFO since the stat
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as e:
+        raise InputError(f"input cannot be opened: {e.strerror}", path=path) from None
+    return info.st_size
+
+
+_FILE_KINDS = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
+               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def read_batches(task, fmt: str, columns: Dict[str, str], batch_bytes: int = BATCH_BYTES,
+                 features_of: Optional[Dict[str, List[str]]] = None) -> Iterator[Batch]:
+    """Reads a `ReadTask` (or a path); `columns` maps each needed source column to the
+    kind of values its features read ("string", "int", "float", "hashable").
+    Compressed files (.gz, .bz2, .zst, ... as Beam detects them by extension) are
+    decompressed while streaming.
+
+    Every problem with the file is an InputError naming it (and the row, where there
+    is one, and the features reading the column, given `features_of`: see
+    `features_of_columns`); nothing else escapes.
     """
     task = ReadTask(task) if isinstance(task, str) else task
     path, reader, offset = task.path, _READERS[fmt], 0
@@ -96,12 +195,37 @@ def read_batches(task, fmt: str, columns: Dict[str, str], batch_bytes: int = BAT
             if task.start or task.end is not None:
                 lines = _LineRange(f, task.start, task.end)
                 offset, f = lines.first_line_offset, io.BufferedReader(lines, buffer_size=1 << 20)
+            if offset == 0 and fmt in SPLITTABLE:
+                _skip_bom(f)  # pyarrow's CSV reader skips it itself
             for batch in reader(f, path, columns, batch_bytes):
                 yield batch._replace(part_offset=offset)
     except InputError as e:
-        raise with_file_rows(e, path, offset) from None
+        raise with_file_rows(e.naming_features(features_of or {}), path, offset) from None
+    except CompressedDataError as e:
+        raise InputError(f"{e} ({e.reached(fmt)})", path=path) from None
     except (OSError, EOFError, pa.ArrowException) as e:
         raise InputError(f"cannot read as {fmt}: {e}", path=path) from None
+
+
+def features_of_columns(features) -> Dict[str, List[str]]:
+    """Column -> the names of the features (FeatureSpecs) that read it."""
+    out: Dict[str, List[str]] = {}
+    for f in features:
+        for column in f.sources + ((f.weight,) if f.is_numeric and f.weight else ()):
+            out.setdefault(column, []).append(f.name)
+    return out
+
+
+def _skip_bom(f) -> None:
+    """Reads past a UTF-8 byte order mark at the start of a file: an encoding
+    signature, not content (as Python's utf-8-sig, pyarrow's CSV reader and JSON
+    parsers treat it)."""
+    head = f.peek(3)[:3] if hasattr(f, "peek") else None
+    if head is None and f.seekable():
+        head = f.read(3)
+        f.seek(0)
+    if head == codecs.BOM_UTF8:
+        f.read(3)
 
 
 def with_file_rows(error: InputError, path: str, part_offset: int) -> InputError:
@@ -165,38 +289,171 @@ class _LineRange(io.RawIOBase):
 
 
 def open_input(path: str) -> io.BufferedIOBase:
-    """Opens `path` through Beam's file systems as a plain buffered binary stream."""
-    from apache_beam.io.filesystem import CompressedFile
+    """Opens `path` through Beam's file systems as a plain buffered binary stream of its
+    content: compressed files (by extension, as Beam detects them) are decompressed."""
+    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
-    f = FileSystems.open(path, compression_type="auto")
-    if isinstance(f, CompressedFile):
-        # Beam's CompressedFile is neither iterable nor a file pyarrow accepts (its
-        # `closed` is a method, which pyarrow reads as "closed"); a raw-stream adapter
-        # gives it the standard io interface.
-        return io.BufferedReader(_RawStream(f), buffer_size=1 << 20)
-    return f
+    kind = CompressionTypes.detect_compression_type(path)
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if kind == CompressionTypes.UNCOMPRESSED:
+        return raw
+    return io.BufferedReader(Decompressed(raw, kind), buffer_size=1 << 20)
 
 
-class _RawStream(io.RawIOBase):
-    def __init__(self, f):
-        self._f = f
+class CompressedDataError(Exception):
+    """Compressed input that does not decompress: cut short or corrupt. `content_bytes`
+    and `content_lines` say how far its content was read."""
+
+    def __init__(self, message: str, content_bytes: int, content_lines: int):
+        super().__init__(message)
+        self.content_bytes, self.content_lines = content_bytes, content_lines
+        self.rows_read: Optional[int] = None  # set by a reader that counts its rows
+
+    def reached(self, fmt: str) -> str:
+        """How far the file was read: rows where they are known (text and JSON Lines
+        rows are lines), else bytes of content."""
+        rows = self.content_lines if fmt in SPLITTABLE else self.rows_read
+        return f"after row {rows}" if rows is not None else f"after {self.content_bytes:,} bytes of content"
+
+
+class Decompressed(io.RawIOBase):
+    """The content of a compressed file: one compressed stream after another (gzip
+    members, bzip2 and xz streams, zlib streams, zstd frames), as Beam's CompressedFile
+    reads them, through the standard library's decompressors and `zstandard`.
+
+    Why not Beam's CompressedFile: it returns what it has when the file ends inside a
+    stream (a truncated .gz or .bz2 reads as empty, a truncated .zst as a prefix), so a
+    cut file would give an artifact of part of the data. Here every stream must reach
+    its end marker (a file that ends inside one is truncated), anything after a stream
+    must be another stream, and a 0-byte file is empty, as Python's gzip/bz2/lzma read
+    it. Output per read is bounded (no whole-chunk inflation of highly compressed data).
+    """
+
+    INPUT_CHUNK = 64 << 10
+
+    def __init__(self, raw, kind: str):
+        self._raw, self._kind = raw, kind
+        self._decoder = _DECODERS[kind]()
+        self._started = False  # any compressed bytes at all (a 0-byte file is empty)
+        self.content_bytes = self.content_lines = 0
 
     def readable(self):
         return True
 
     def readinto(self, buffer):
-        data = self._f.read(len(buffer))
+        data = self._next(len(buffer))
         buffer[:len(data)] = data
+        self.content_bytes += len(data)
+        self.content_lines += data.count(b"\n")
         return len(data)
+
+    def _next(self, limit: int) -> bytes:
+        while True:
+            decoder = self._decoder
+            if decoder.eof:  # a stream ended: the next one, or the end of the file
+                data = decoder.unused_data or self._raw.read(self.INPUT_CHUNK)
+                if not data:
+                    return b""
+                decoder = self._decoder = _DECODERS[self._kind]()
+            elif decoder.needs_input:
+                data = self._raw.read(self.INPUT_CHUNK)
+                if not data:
+                    out = self._decompress(b"", limit)  # output held back by the limit
+                    if out or not self._started:
+                        return out
+                    raise self._error(f"truncated {self._kind} data: the file ends inside a compressed stream")
+            else:
+                data = b""
+            self._started = True
+            out = self._decompress(data, limit)
+            if out:
+                return out
+
+    def _decompress(self, data: bytes, limit: int) -> bytes:
+        try:
+            return self._decoder.decompress(data, limit)
+        except (zlib.error, OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
+            raise self._error(f"corrupt {self._kind} data ({e})") from None
+
+    def _error(self, message: str) -> CompressedDataError:
+        return CompressedDataError(message, self.content_bytes, self.content_lines)
 
     def close(self):
         if not self.closed:
-            self._f.close()
+            self._raw.close()
         super().close()
 
 
+class _ZlibDecoder:
+    """zlib's decompressor with the interface of bz2's and lzma's (`needs_input`;
+    input it could not take yet is kept, not handed back)."""
+
+    def __init__(self, wbits: int):
+        self._d = zlib.decompressobj(wbits)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._d.decompress(self._d.unconsumed_tail + data, max_length)
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._d.unconsumed_tail
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
+
+
+class _ZstdDecoder:
+    """zstandard's decompressobj with the interface of bz2's and lzma's. It has no
+    output limit, so input goes in small slices (zstd expands a byte at most ~32,000
+    times: at most ~256 MB per slice) and output is handed out up to `max_length`."""
+
+    SLICE = 8 << 10
+
+    def __init__(self):
+        # Beam's window limit, so every file Beam reads is read here.
+        self._d = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
+        self._input, self._output = b"", b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        self._input += data
+        while not self._output and self._input and not self._d.eof:
+            piece, self._input = self._input[:self.SLICE], self._input[self.SLICE:]
+            self._output = self._d.decompress(piece)
+        out, self._output = self._output[:max_length], self._output[max_length:]
+        return out
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._input and not self._output
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof and not self._output
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data + self._input
+
+
+_DECODERS = {
+    "gzip": lambda: _ZlibDecoder(zlib.MAX_WBITS | 16),   # gzip header and trailer (CRC, size)
+    "deflate": lambda: _ZlibDecoder(zlib.MAX_WBITS),     # Beam's DEFLATE: a zlib (RFC 1950) stream
+    "bzip2": bz2.BZ2Decompressor,
+    "lzma": lzma.LZMADecompressor,                        # .xz and .lzma (format detected)
+    "zstd": _ZstdDecoder,
+}
+
+
 def _read_text(f, path, columns, batch_bytes):
-    _require_columns([TEXT_COLUMN], columns, path, "text files have the single column 'text'")
+    others = sorted(set(columns) - {TEXT_COLUMN})
+    if others:
+        raise InputError(f"the spec reads column(s) {others}, but a text file has the single column "
+                         f"'{TEXT_COLUMN}'", path=path)
     row, tail = 1, b""
     while True:
         chunk = f.read(batch_bytes + (1 << 20))  # slack: a part of batch_bytes is one batch
@@ -219,18 +476,8 @@ def _text_table(lines):
 
 def _read_csv(f, path, columns, batch_bytes):
     from pyarrow import csv
-    with open_input(path) as head:
-        header = csv.open_csv(io.BytesIO(_first_line(head)), read_options=csv.ReadOptions(block_size=1 << 20))
-    _require_columns(columns, header.schema.names, path, "CSV header")
-
-    bad_rows = []
-
-    def bad_row(row):
-        # pyarrow ignores exceptions raised in this handler, so remember the row and
-        # let pyarrow stop with its own error, which is then replaced below.
-        bad_rows.append(row)
-        return "error"
-
+    header = _csv_header(path)
+    _require_columns(columns, header, path, "CSV header")
     # Strings stay bytes (no UTF-8 check here: the feature's invalid_utf8 policy decides);
     # integers are parsed later so a bad value can be reported with its row.
     types = {name: pa.binary() for name in columns}
@@ -238,28 +485,42 @@ def _read_csv(f, path, columns, batch_bytes):
     try:
         reader = csv.open_csv(
             f, read_options=csv.ReadOptions(block_size=batch_bytes),
-            parse_options=csv.ParseOptions(invalid_row_handler=bad_row, newlines_in_values=True),
+            parse_options=csv.ParseOptions(newlines_in_values=True),
             convert_options=csv.ConvertOptions(include_columns=list(columns), column_types=types,
                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
         for record_batch in reader:
             yield Batch(path, row, pa.Table.from_batches([record_batch]))
             row += record_batch.num_rows
-    except pa.ArrowInvalid:
-        if not bad_rows:
-            raise
-        bad = bad_rows[0]
-        raise InputError(f"CSV row does not parse ({bad.text!r}: expected {bad.expected_columns} "
-                         f"columns, got {bad.actual_columns})", path=path,
-                         row=_find_bad_csv_row(path, len(header.schema.names))) from None
+    except pa.ArrowInvalid as e:
+        # Not pyarrow's invalid_row_handler: pyarrow cannot hand it a row that is not
+        # UTF-8 (it prints a traceback on stderr and drops the handler's call).
+        bad = _find_bad_csv_row(path, len(header))
+        if bad is None:
+            raise InputError(f"CSV does not parse: {e}", path=path) from None
+        number, fields = bad
+        raise InputError(f"CSV row does not parse ({_short(','.join(fields))}: expected {len(header)} "
+                         f"columns, got {len(fields)})", path=path, row=number) from None
 
 
-def _first_line(f) -> bytes:
-    head = f.read(1 << 20)
-    return head.split(b"\n", 1)[0] + b"\n"
+def _csv_header(path) -> List[str]:
+    """The CSV header's column names: the first record that is not a blank line, as
+    pyarrow takes it. Parsed with Python's csv module (pyarrow's quoting rules), since
+    pyarrow cannot give names that are not UTF-8: those keep their bytes as lone
+    surrogates here, so only the columns the spec reads must be UTF-8."""
+    import csv
+    with open_input(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        try:
+            for fields in csv.reader(text):
+                if fields:
+                    return fields
+        except csv.Error as e:
+            raise InputError(f"the CSV header does not parse: {e}", path=path) from None
+    raise InputError("empty CSV file: there is no header line", path=path)
 
 
-def _find_bad_csv_row(path, num_columns):
-    """The 1-based number of the first data row whose field count is wrong.
+def _find_bad_csv_row(path, num_columns) -> Optional[Tuple[int, List[str]]]:
+    """The first data row whose field count is wrong: its 1-based number and fields.
 
     pyarrow does not number rows when values may hold newlines, so on this error path
     only, the file is scanned again with Python's csv module (same quoting rules).
@@ -269,15 +530,17 @@ def _find_bad_csv_row(path, num_columns):
     with open_input(path) as f:
         text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
         records = (fields for fields in csv.reader(text) if fields)
-        for number, fields in enumerate(records):
-            if number and len(fields) != num_columns:
-                return number
+        try:
+            for number, fields in enumerate(records):
+                if number and len(fields) != num_columns:
+                    return number, fields
+        except csv.Error:  # e.g. a field over the csv module's size limit
+            return None
     return None
 
 
 def _read_jsonl(f, path, columns, batch_bytes):
     import json
-    from pyarrow import json as pa_json
     # Row by row so every error names its row; json.loads is C, and values go into
     # Arrow arrays per batch.
     rows, first = [], 1
@@ -285,9 +548,13 @@ def _read_jsonl(f, path, columns, batch_bytes):
         if not line.strip():
             raise InputError("empty line in JSON Lines", path=path, row=number)
         try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            # Bytes that are not UTF-8 become lone surrogates here and their bytes again
+            # in the column (`_utf8`), so each feature's invalid_utf8 policy decides.
+            obj = json.loads(line.decode("utf-8", "surrogateescape"))
+        except json.JSONDecodeError as e:
             raise InputError(f"not a JSON object: {e}", path=path, row=number) from None
+        except RecursionError:
+            raise InputError("JSON nested too deeply to parse", path=path, row=number) from None
         if not isinstance(obj, dict):
             raise InputError("a JSON Lines row must be an object", path=path, row=number)
         rows.append(obj)
@@ -310,37 +577,81 @@ def _json_table(rows, columns, path, first):
 
 
 def _python_column(values, kind, name, path, first):
+    """JSON values of one column -> an Arrow array of the kind its features read
+    (a list array if any value is a list). Duplicate keys: json.loads keeps the last."""
     if kind == "hashable":  # Keras's Hashing takes strings or integers: the column's first value decides
         items = (i for v in values for i in (v if isinstance(v, list) else [v]) if i is not None)
         kind = "int" if isinstance(next(items, ""), int) else "string"
     scalar = str if kind == "string" else (int, float) if kind == "float" else int
     arrow_type = pa.binary() if kind == "string" else pa.float64() if kind == "float" else pa.int64()
     for i, v in enumerate(values):
-        items = v if isinstance(v, list) else [v]
-        for item in items:
+        for item in v if isinstance(v, list) else [v]:
             if item is not None and (not isinstance(item, scalar) or isinstance(item, bool)):
-                raise InputError(f"column '{name}': expected {kind} values, found {item!r}",
-                                 path=path, row=first + i)
+                raise InputError(f"column '{name}': expected {kind} values, found {_short(item)}",
+                                 path=path, row=first + i, column=name)
+            if kind == "int" and item is not None and item not in INT64_RANGE:
+                raise InputError(f"column '{name}': {item} is outside the int64 range",
+                                 path=path, row=first + i, column=name)
+    convert = _utf8 if kind == "string" else _float if kind == "float" else None
     if any(isinstance(v, list) for v in values):
         values = [v if isinstance(v, list) or v is None else [v] for v in values]
-        item_type = arrow_type
-        values = [[s.encode("utf-8") if kind == "string" and s is not None else s for s in v]
-                  if v is not None else None for v in values]
-        return pa.array(values, pa.list_(item_type))
-    if kind == "string":
-        return pa.array([v.encode("utf-8") if v is not None else None for v in values], pa.binary())
+        if convert:
+            values = [[convert(s) if s is not None else None for s in v] if v is not None else None
+                      for v in values]
+        return pa.array(values, pa.list_(arrow_type))
+    if convert:
+        values = [convert(v) if v is not None else None for v in values]
+    return pa.array(values, arrow_type)
+
+
+def _utf8(value: str) -> bytes:
     try:
-        return pa.array(values, arrow_type)
-    except OverflowError as e:
-        raise InputError(f"column '{name}': integer out of int64 range ({e})", path=path, row=first) from None
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Not Unicode text: bytes of the line that were not UTF-8 come back as they
+        # were; a lone surrogate escape ("\ud800") becomes bytes that are not UTF-8
+        # either. The feature's invalid_utf8 policy decides (pipelines/extract.py).
+        try:
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass")
+
+
+def _float(value) -> float:
+    # An integer beyond float64's range is +-inf, as its text would parse ("1e999").
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _read_parquet(f, path, columns, batch_bytes):
     import pyarrow.parquet as pq
-    parquet = pq.ParquetFile(f)
-    _require_columns(columns, parquet.schema_arrow.names, path, "Parquet schema")
+    if not f.seekable():
+        # A compressed Parquet file: Parquet reads its footer first, so the content is
+        # held in memory (Parquet compresses its pages itself; prefer that).
+        f = pa.BufferReader(f.read())
+    try:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+    except UnicodeDecodeError as e:  # pyarrow decodes names and metadata strictly
+        raise InputError(f"cannot read as parquet: its schema holds text that is not UTF-8 ({e})",
+                         path=path) from None
+    _require_columns(columns, names, path, "Parquet schema")
     row = 1
-    for record_batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+    batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
+    while True:
+        try:
+            record_batch = next(batches, None)
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f"cannot read as parquet: {e} (after row {row - 1})", path=path) from None
+        if record_batch is None:
+            return
         yield Batch(path, row, pa.Table.from_batches([record_batch]))
         row += record_batch.num_rows
 
@@ -348,38 +659,105 @@ def _read_parquet(f, path, columns, batch_bytes):
 def _read_tfrecord(f, path, columns, batch_bytes):
     # Beam's TFRecord framing reader (it checks the CRCs); tfx-bsl decodes Examples
     # into Arrow in C++, without importing TensorFlow.
-    from apache_beam.io.tfrecordio import _TFRecordUtil
-    from tfx_bsl.coders.example_coder import ExamplesToRecordBatchDecoder
-    decoder = ExamplesToRecordBatchDecoder()
     records, row = [], 1
     while True:
         try:
-            record = _TFRecordUtil.read_record(f)
-        except Exception as e:  # corrupt framing or CRC
-            raise InputError(f"corrupt TFRecord: {e}", path=path, row=row + len(records)) from None
+            record = _read_record(f)
+        except CompressedDataError as e:
+            e.rows_read = row + len(records) - 1
+            raise
+        except ValueError as e:
+            raise InputError(str(e), path=path, row=row + len(records)) from None
         if record is not None:
             records.append(record)
         if records and (record is None or len(records) == BATCH_ROWS):
-            try:
-                batch = decoder.DecodeBatch(records)
-            except Exception as e:
-                raise InputError(f"not a tf.train.Example: {e}", path=path, row=row) from None
-            yield Batch(path, row, _example_table(batch, columns, path, row, len(records)))
+            yield Batch(path, row, _example_table(_decoded_examples(records, path, row), columns, path, row))
             row += len(records)
             records = []
         if record is None:
             break
 
 
-def _example_table(batch, columns, path, row, num_rows):
+def _read_record(f) -> Optional[bytes]:
+    """The next TFRecord's payload (None at the end of the file), its length and data
+    checked against their CRC-32Cs. Beam's _TFRecordUtil.read_record reads the same
+    framing, but asks for a record's whole claimed length at once (a corrupt length
+    with a matching checksum allocates it) and puts the whole record in hex in its
+    error messages."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+    header = f.read(12)
+    if not header:
+        return None
+    if len(header) < 12:
+        raise ValueError(f"truncated TFRecord: the file ends inside a record's header ({len(header)} of 12 bytes)")
+    length, length_crc = struct.unpack("<QI", header)
+    if _TFRecordUtil._masked_crc32c(header[:8]) != length_crc:
+        raise ValueError("corrupt TFRecord: a record's length does not match its checksum")
+    data = _read_up_to(f, length + 4)
+    if len(data) < length + 4:
+        raise ValueError(f"truncated TFRecord: the file ends inside a record ({len(data):,} of "
+                         f"{length + 4:,} bytes)")
+    payload, (data_crc,) = data[:length], struct.unpack("<I", data[length:])
+    if _TFRecordUtil._masked_crc32c(payload) != data_crc:
+        raise ValueError("corrupt TFRecord: a record's data does not match its checksum")
+    return payload
+
+
+def _read_up_to(f, size: int) -> bytes:
+    """Up to `size` bytes, read in pieces, so a huge claimed size reads what there is."""
+    pieces = []
+    while size > 0:
+        piece = f.read(min(size, 64 << 20))
+        if not piece:
+            break
+        pieces.append(piece)
+        size -= len(piece)
+    return b"".join(pieces)
+
+
+def _decoded_examples(records: List[bytes], path: str, row: int) -> pa.RecordBatch:
+    from tfx_bsl.coders.example_coder import ExamplesToRecordBatchDecoder
+    decoder = ExamplesToRecordBatchDecoder()
+    try:
+        return decoder.DecodeBatch(records)
+    except Exception as e:  # tfx-bsl raises RuntimeError and others from C++
+        batch_error = e
+    # Error path: find the first record that does not decode, alone or after the others
+    # (a feature's list type must be the same in every Example of a batch).
+    for i in range(len(records)):
+        try:
+            alone = decoder.DecodeBatch(records[i:i + 1])
+        except Exception as e:
+            raise InputError(f"not a tf.train.Example: {e}", path=path, row=row + i) from None
+        try:
+            decoder.DecodeBatch(records[:i + 1])
+        except Exception as e:
+            before = decoder.DecodeBatch(records[:i])
+            for field in alone.schema:
+                earlier = before.schema.field(field.name).type if field.name in before.schema.names else None
+                if earlier is not None and not pa.types.is_null(earlier) and earlier != field.type:
+                    raise InputError(f"the Example feature '{field.name}' holds {_list_name(field.type)} here and "
+                                     f"{_list_name(earlier)} in earlier rows", path=path, row=row + i,
+                                     column=field.name) from None
+            raise InputError(f"not a tf.train.Example like the rows before it: {e}", path=path, row=row + i) from None
+    raise InputError(f"records do not decode as tf.train.Examples: {batch_error}", path=path, row=row)
+
+
+def _list_name(list_type: pa.DataType) -> str:
+    value_type = str(list_type.value_type) if hasattr(list_type, "value_type") else str(list_type)
+    return _LIST_NAMES.get(value_type, value_type)
+
+
+def _example_table(batch, columns, path, row):
     out = {}
     for name, kind in columns.items():
         index = batch.schema.get_field_index(name)
         if index < 0:
-            out[name] = pa.nulls(num_rows, pa.list_(pa.binary() if kind in ("string", "hashable") else
-                                                    pa.float32() if kind == "float" else pa.int64()))
+            out[name] = pa.nulls(batch.num_rows, _EXAMPLE_LIST_TYPES[kind])
             continue
         column = batch.column(index)
+        if pa.types.is_null(column.type):  # no record sets a kind for this feature
+            column = pa.nulls(batch.num_rows, _EXAMPLE_LIST_TYPES[kind])
         value_type = column.type.value_type
         is_bytes = pa.types.is_binary(value_type) or pa.types.is_large_binary(value_type)
         expected = {"string": is_bytes, "int": pa.types.is_integer(value_type),
@@ -388,16 +766,29 @@ def _example_table(batch, columns, path, row, num_rows):
         if not expected:
             wanted = {"string": "bytes_list", "int": "int64_list", "hashable": "bytes_list or int64_list",
                       "float": "float_list or int64_list"}[kind]
-            raise InputError(f"feature '{name}' holds {value_type} values, expected {wanted}",
-                             path=path, row=row)
+            first = int(np.flatnonzero(pc.is_valid(column).to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"the Example feature '{name}' holds {_list_name(column.type)}, "
+                             f"expected {wanted}", path=path, row=row + first, column=name)
         out[name] = column
     return pa.table(out)
+
+
+_EXAMPLE_LIST_TYPES = {"string": pa.list_(pa.binary()), "hashable": pa.list_(pa.binary()),
+                       "float": pa.list_(pa.float32()), "int": pa.list_(pa.int64())}
+_LIST_NAMES = {"float": "a float_list", "int64": "an int64_list", "binary": "a bytes_list",
+               "large_binary": "a bytes_list"}
 
 
 def _require_columns(needed, present, path, what):
     missing = [c for c in needed if c not in present]
     if missing:
-        raise InputError(f"missing column(s) {missing} ({what} has {list(present)})", path=path)
+        shown = ", ".join(_short(p) for p in list(present)[:20]) + (", ..." if len(present) > 20 else "")
+        raise InputError(f"missing column(s) {missing} ({what} has [{shown}])", path=path,
+                         column=missing[0] if len(missing) == 1 else None)
+    repeated = sorted(c for c in needed if list(present).count(c) > 1)
+    if repeated:
+        raise InputError(f"column(s) {repeated} appear more than once in the {what}, so which one to "
+                         f"read is ambiguous", path=path, column=repeated[0] if len(repeated) == 1 else None)
 
 
 _READERS = {"text": _read_text, "csv": _read_csv, "jsonl": _read_jsonl,

@@ -27,8 +27,8 @@ def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, state_dir:
     figures = {"rows": c.rows, "values": c.values, "missing": c.missing, "nan": c.nan,
                "infinite": c.infinite, "zero_weight": c.zero_weight}
     if c.values == 0 and not (feature.layer == "Discretization" and feature.options["bin_boundaries"]):
-        raise InputError(f"no values to learn from: {c.rows} rows, {c.missing} missing, {c.nan} NaN",
-                         feature=name)
+        raise InputError(f"no values to learn from: {c.rows} rows, {c.missing} missing, {c.nan} NaN, "
+                         f"{c.zero_weight} with weight 0", feature=name)
     files = {}
 
     def write(relpath: str, data: bytes) -> str:

@@ -236,7 +236,10 @@ def unwrap_error(error: Exception) -> Exception:
     for kind in ((InputError, SpecError), OSError):
         found = [e for e in chain if isinstance(e, kind) and (kind is not OSError or e.errno in _STORAGE_ERRNOS)]
         if found:
-            return found[-1]  # the innermost: the original, without Beam's step annotation
+            # prepro's own errors are re-raised by Beam as they are (`_tagged_with_step`):
+            # the outermost is the most complete (a reader's error named with its features);
+            # an OSError is re-raised as Beam's copy, so the innermost is the original.
+            return found[0] if kind is not OSError else found[-1]
     # An error raised in a worker process reaches the driver only as text: the SDK
     # worker sends traceback.format_exc() in the Fn API's InstructionResponse.error and
     # FnApiRunner raises RuntimeError(that text). Beam 2.77 has no structured error

@@ -79,6 +79,10 @@ THRESHOLDS = ("min_count", "min_document_frequency")
 class SpecError(ValueError):
     """A spec that prepro cannot honour; the message names the feature."""
 
+    # Beam re-raises a step's exception as it is when it carries this flag, instead of a
+    # copy with " [while running '<step>']" appended (see pipelines.errors.InputError).
+    _tagged_with_step = True
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:

@@ -4,14 +4,21 @@ applies, the row and the feature; tolerated input is counted in the manifest fig
 Real files, real Beam runs (the in-process FnApiRunner), no mocks.
 """
 
+import bz2
 import gzip
+import io
 import json
+import lzma
 import random
 import re
+import struct
+import zlib
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 import prepro
 from pipelines.analyze import run_analyze
@@ -44,10 +51,18 @@ def write(path, data):
     return path
 
 
-def analyze_error(spec, inputs, fmt, output) -> str:
-    """Runs the job expecting an InputError; returns its message."""
+def run(spec, inputs, fmt, output, **kwargs):
+    """Runs the real job (no golden rows unless asked: they import TensorFlow) and
+    returns the published manifest."""
+    kwargs.setdefault("golden_rows", 0)
+    return run_analyze(spec, [str(i) for i in inputs], fmt, str(output), **kwargs)
+
+
+def analyze_error(spec, inputs, fmt, output, **kwargs) -> str:
+    """Runs the job expecting an InputError; returns its message. Nothing is published."""
     with pytest.raises(InputError) as info:
-        run_analyze(spec, [str(i) for i in inputs], fmt, str(output))
+        run(spec, inputs, fmt, output, **kwargs)
+    assert not (Path(output) / "manifest.json").exists()
     return str(info.value)
 
 
@@ -61,6 +76,40 @@ def assert_names_row(message, row):
 
 def assert_names_feature(message, feature):
     assert f"'{feature}'" in message, f"error does not name feature {feature!r}: {message}"
+
+
+def assert_error(message, path=None, row=None, feature=None, fragments=()):
+    """The message names the file, row and feature where given, holds `fragments`,
+    and is one printable line."""
+    if path is not None:
+        assert_names_file(message, path)
+    if row is not None:
+        assert_names_row(message, row)
+    if feature is not None:
+        assert_names_feature(message, feature)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert "\n" not in message and message.encode("utf-8")
+
+
+def figures(manifest, feature):
+    return manifest["features"][feature]["figures"]
+
+
+def file_rows(manifest):
+    """{file name: rows read} from the manifest's provenance."""
+    return {Path(i["path"]).name: i["rows"] for i in manifest["provenance"]["inputs"]}
+
+
+# Every compression Beam reads, by the extension Beam detects it from. zstd frames carry
+# a checksum, as the zstd tool writes them (without one, corrupt data can pass unseen).
+COMPRESSIONS = {
+    "gzip": (".gz", gzip.compress),
+    "bzip2": (".bz2", bz2.compress),
+    "zstd": (".zst", lambda data: zstandard.ZstdCompressor(write_checksum=True).compress(data)),
+    "deflate": (".deflate", zlib.compress),  # Beam's DEFLATE: a zlib (RFC 1950) stream
+    "lzma": (".xz", lzma.compress),
+}
 
 
 def _varint(n):
@@ -78,22 +127,49 @@ def _field(number, payload):
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def tf_example(**features) -> bytes:
+    """A serialized tf.train.Example, written by hand so these tests need no TensorFlow:
+    tf_example(carrier=[b"AA"], fare=[1.5], flight=[7]) gives a bytes_list, float_list
+    and int64_list (by the first value's type; ("float", []) for an empty list, None for
+    a feature whose kind is not set)."""
+    entries = b""
+    for name, values in features.items():
+        if isinstance(values, tuple):
+            kind, values = values
+        else:
+            kind = None if values is None else type(values[0]).__name__
+        if kind is None:
+            feature = b""
+        elif kind == "bytes":
+            feature = _field(1, b"".join(_field(1, v) for v in values))               # bytes_list
+        elif kind == "float":
+            feature = _field(2, _field(1, struct.pack(f"<{len(values)}f", *values)))  # packed float_list
+        else:
+            feature = _field(3, _field(1, b"".join(_varint(v & (1 << 64) - 1) for v in values)))  # int64_list
+        entries += _field(1, _field(1, name.encode()) + _field(2, feature))  # map<string, Feature> entry
+    return _field(1, entries)                                                # Example.features
+
+
 def example_bytes(name, value: bytes) -> bytes:
-    """A serialized tf.train.Example {name: bytes_list [value]}, written by hand so this
-    file needs no TensorFlow import."""
-    bytes_list = _field(1, value)                        # BytesList.value
-    feature = _field(1, bytes_list)                      # Feature.bytes_list
-    entry = _field(1, name.encode()) + _field(2, feature)  # map<string, Feature> entry
-    features = _field(1, entry)                          # Features.feature
-    return _field(1, features)                           # Example.features
+    return tf_example(**{name: [value]})
+
+
+def tfrecord_bytes(records) -> bytes:
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+    out = io.BytesIO()
+    for record in records:
+        _TFRecordUtil.write_record(out, record)
+    return out.getvalue()
 
 
 def write_tfrecord(path, records):
-    from apache_beam.io.tfrecordio import _TFRecordUtil
-    with open(path, "wb") as f:
-        for record in records:
-            _TFRecordUtil.write_record(f, record)
-    return path
+    return write(path, tfrecord_bytes(records))
+
+
+def parquet_bytes(table) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
 
 
 # --- CSV -----------------------------------------------------------------------------
@@ -135,8 +211,7 @@ def test_integer_lookup_non_integer_csv_value(tmp_path):
 def test_string_lookup_all_empty_csv_fields_is_the_empty_token(tmp_path):
     # With mask_token None, Keras's StringLookup learns "" like any other string.
     path = write(tmp_path / "flights.csv", "carrier,flight\n,1\n,2\n,3\n")
-    manifest = run_analyze(make_spec(carrier=string_lookup("carrier")), [str(path)], "csv",
-                           str(tmp_path / "out"))
+    manifest = run(make_spec(carrier=string_lookup("carrier")), [path], "csv", tmp_path / "out")
     figures = manifest["features"]["carrier"]["figures"]
     assert figures["rows"] == 3 and figures["values"] == 3 and figures["missing"] == 0
     assert figures["tokens_kept"] == 1
@@ -203,8 +278,7 @@ def test_jsonl_nulls_are_missing_and_skipped(tmp_path):
     rows = [{"carrier": "AA"}, {"carrier": None}, {"other": 1}, {"carrier": "UA"},
             {"carrier": "AA"}, {"carrier": None}]
     path = write(tmp_path / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    manifest = run_analyze(make_spec(carrier=string_lookup("carrier")), [str(path)], "jsonl",
-                           str(tmp_path / "out"))
+    manifest = run(make_spec(carrier=string_lookup("carrier")), [path], "jsonl", tmp_path / "out")
     figures = manifest["features"]["carrier"]["figures"]
     assert figures["rows"] == 6
     assert figures["missing"] == 3  # two nulls and one absent key
@@ -231,7 +305,7 @@ def test_invalid_utf8_default_policy_errors(tmp_path):
 def test_invalid_utf8_replace(tmp_path):
     path = write(tmp_path / "reviews.txt", BAD_UTF8_TEXT)
     spec = make_spec(review=text_vectorization(invalid_utf8="replace"))
-    manifest = run_analyze(spec, [str(path)], "text", str(tmp_path / "out"))
+    manifest = run(spec, [path], "text", tmp_path / "out")
     figures = manifest["features"]["review"]["figures"]
     assert figures["invalid_utf8_replaced"] == 2
     assert figures["invalid_utf8_skipped"] == 0
@@ -245,7 +319,7 @@ def test_invalid_utf8_replace(tmp_path):
 def test_invalid_utf8_skip(tmp_path):
     path = write(tmp_path / "reviews.txt", BAD_UTF8_TEXT)
     spec = make_spec(review=text_vectorization(invalid_utf8="skip"))
-    manifest = run_analyze(spec, [str(path)], "text", str(tmp_path / "out"))
+    manifest = run(spec, [path], "text", tmp_path / "out")
     figures = manifest["features"]["review"]["figures"]
     assert figures["invalid_utf8_skipped"] == 2
     assert figures["invalid_utf8_replaced"] == 0
@@ -279,8 +353,7 @@ def test_tfrecord_good_records_are_read(tmp_path):
     # Checks the hand-written Example encoding the corrupt-file test relies on.
     path = write_tfrecord(tmp_path / "data.tfrecord",
                           [example_bytes("carrier", v) for v in (b"AA", b"UA", b"AA")])
-    manifest = run_analyze(make_spec(carrier=string_lookup("carrier")), [str(path)], "tfrecord",
-                           str(tmp_path / "out"))
+    manifest = run(make_spec(carrier=string_lookup("carrier")), [path], "tfrecord", tmp_path / "out")
     assert manifest["provenance"]["rows_read"] == 3
     assert prepro.load(str(tmp_path / "out")).vocabulary("carrier") == ["AA", "UA"]
 
@@ -306,7 +379,7 @@ def test_parquet_int_column_for_string_lookup(tmp_path):
 def test_gzip_inputs_are_read(tmp_path, fmt, name, body):
     path = write(tmp_path / name, gzip.compress(body))
     source = "text" if fmt == "text" else "carrier"
-    manifest = run_analyze(make_spec(carrier=string_lookup(source)), [str(path)], fmt, str(tmp_path / "out"))
+    manifest = run(make_spec(carrier=string_lookup(source)), [path], fmt, tmp_path / "out")
     assert manifest["provenance"]["rows_read"] == 3
     assert prepro.load(str(tmp_path / "out")).vocabulary("carrier") == ["UA", "AA"]
 
