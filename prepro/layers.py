@@ -86,10 +86,12 @@ class Artifacts:
             _require_count(tokens, state["vocabulary_size"], "tokens (exceptions included)", "vocabulary_size")
             return tokens if integer else [t.decode("utf-8") for t in tokens]
 
-    def layer(self, name: str, **overrides):
+    def layer(self, name: str, in_memory: bool = False, **overrides):
         """A new stock `keras.layers` object for feature `name`, ready to call.
 
-        `overrides` change options that do not affect the learned state (for example
+        `in_memory`: give a lookup its vocabulary as a list rather than the file (the
+        table is then a constant of any saved graph; TFLite, for one, does not
+        initialize file-backed tables). `overrides` change options that do not affect the learned state (for example
         `output_mode="multi_hot"` on a lookup whose vocabulary does not depend on it,
         or `name`); prepro refuses ones that would change which tokens were kept.
         """
@@ -110,7 +112,7 @@ class Artifacts:
         state = entry["state"]
         if config.get("output_mode") == "tf_idf":
             config["vocabulary"], config["idf_weights"] = self.tf_idf_state(name)
-        elif state["exceptions"] or not self._tensorflow_may_read(state["vocabulary_file"]):
+        elif in_memory or state["exceptions"] or not self._tensorflow_may_read(state["vocabulary_file"]):
             config["vocabulary"] = self.vocabulary(name)
         else:
             return self._file_backed(name, entry, config, overrides)
@@ -182,11 +184,12 @@ class Artifacts:
         except (ValueError, OverflowError) as e:
             raise artifacts.ArtifactError(artifacts.one_line(f"{relpath}: malformed: {e}", 600)) from None
 
-    def preprocessing(self, features=None, raw_dtypes=None):
+    def preprocessing(self, features=None, raw_dtypes=None, in_memory: bool = False):
         """The host half (tf.data), the device half (in the model) and the end-to-end
-        serving model of `features` (default: all); see `prepro.training`."""
+        serving model of `features` (default: all); see `prepro.training`.
+        `in_memory`: lookups hold their vocabularies as lists (see `layer`)."""
         from prepro.training import Preprocessing
-        return Preprocessing(self, features, raw_dtypes)
+        return Preprocessing(self, features, raw_dtypes, in_memory)
 
     def moments(self, name: str):
         """(mean, variance) of a Normalization feature: float64 arrays of the kept axes' shape."""

@@ -31,9 +31,9 @@ class Preprocessing:
     """The host half, the device half and the raw-input signature of some features."""
 
     def __init__(self, artifacts, features: Optional[Iterable[str]] = None,
-                 raw_dtypes: Optional[Mapping[str, str]] = None):
+                 raw_dtypes: Optional[Mapping[str, str]] = None, in_memory: bool = False):
         self.features = sorted(features if features is not None else artifacts.features)
-        self.layers = {name: artifacts.layer(name) for name in self.features}
+        self.layers = {name: artifacts.layer(name, in_memory=in_memory) for name in self.features}
         self._specs = {name: artifacts.spec.features[name] for name in self.features}
         self._raw_dtypes = dict(raw_dtypes or {})
 
