@@ -9,10 +9,10 @@ OUT    ?= out/artifacts
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock setup.py
+$(VENV)/.installed: requirements.lock requirements-backends.lock setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q -r requirements.lock -r requirements-backends.lock
 	$(PY) -m pip install -qq --no-deps -e .  # -qq: setuptools' notice about editable installs
 	touch $@
 

@@ -25,9 +25,9 @@ ENV = {"PROJECT": "p", "REGION": "europe-west4", "BUCKET": "b", "SERVICE_ACCOUNT
        "JOB_SERVER_JAR": "/jars/job-server.jar", "IMAGE": "img:1", "INPUT": "gs://b/data/*.csv", "OUTPUT": "gs://b/out"}
 
 
-def _lock():
-    with open(os.path.join(ROOT, "requirements.lock")) as f:
-        return dict(line.strip().split("==") for line in f if "==" in line)
+def _lock(name="requirements.lock"):
+    with open(os.path.join(ROOT, name)) as f:
+        return dict(line.strip().split("==") for line in f if "==" in line and not line.startswith("#"))
 
 
 def _prepro_command(script, block=None):
@@ -56,6 +56,10 @@ def test_image_installs_the_tested_lock():
     # The lock resolves: it is exactly what this environment runs, and pip finds it consistent.
     installed = {name: importlib.metadata.version(name) for name in lock}
     assert installed == lock
+    # The training-side backends (not in the worker image) are what the tests ran under.
+    backends = _lock("requirements-backends.lock")
+    assert {name: importlib.metadata.version(name) for name in backends} == backends
+    assert not set(backends) & set(lock)
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
 
