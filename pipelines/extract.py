@@ -39,8 +39,7 @@ def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.nda
     column = batch.table[feature.source].combine_chunks()
     rows = np.arange(batch.first_row, batch.first_row + len(column), dtype=np.int64)
     tally = Tally(rows=len(column))
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
-            pa.types.is_fixed_size_list(column.type):
+    if is_list_column(column):
         tally.missing += column.null_count
         rows = rows[pc.list_parent_indices(column).to_numpy()]
         column = pc.list_flatten(column)
@@ -55,13 +54,23 @@ def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.nda
     return column, rows, tally
 
 
+def is_list_column(column: pa.Array) -> bool:
+    return pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
+        pa.types.is_fixed_size_list(column.type)
+
+
 def feature_counts(batch: Batch, feature: FeatureSpec, threads: int = 1) -> Tuple[TokenCounts, Tally]:
-    values, _, tally = feature_values(batch, feature)
+    values, rows, tally = feature_values(batch, feature)
     with_doc_counts = needs_document_frequencies(feature)
     if feature.is_text:
         return text_counts(values, feature.options, with_doc_counts, threads), tally
-    doc_ids = np.arange(len(values), dtype=np.int64)
-    return TokenCounts.from_tokens(doc_ids, values, len(values), with_doc_counts), tally
+    # A lookup's document is a row, as adapt() counts it for tf_idf (a scalar is a
+    # one-token document, a list row a document of its elements; an empty list is an
+    # empty document). A null row is missing, not a document; a value dropped by
+    # invalid_utf8 "skip" leaves its row a document.
+    documents = tally.rows - batch.table[feature.source].null_count
+    doc_ids = np.unique(rows, return_inverse=True)[1].astype(np.int64, copy=False)
+    return TokenCounts.from_tokens(doc_ids, values, documents, with_doc_counts), tally
 
 
 def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: int = 1) -> TokenCounts:

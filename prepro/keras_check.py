@@ -8,8 +8,8 @@ built from. `check_against_keras` builds each feature's layer the way
 `prepro.layers.Artifacts`, over an in-memory manifest holding what the job would write)
 from a trivial state: one learned token of the right type in a vocabulary file, IDF
 weights of 1, mean 0 and variance 1, boundaries at 0.0. It then calls the layer on one
-trivial row, eagerly (as golden rows and `tf.data` do) and on symbolic `keras.Input`s (as
-a model is built), through `prepro.training.Preprocessing`.
+trivial row, eagerly (as golden rows do), in a `tf.data` pipeline (as training does) and on
+symbolic `keras.Input`s (as a model is built), through `prepro.training.Preprocessing`.
 
 Importing this module imports neither Keras nor TensorFlow (about 5 s); calling
 `check_against_keras` does. Standalone:
@@ -17,6 +17,7 @@ Importing this module imports neither Keras nor TensorFlow (about 5 s); calling
     python -m prepro.keras_check spec.yaml [more.yaml ...]
 """
 
+import contextlib
 import json
 import os
 import re
@@ -64,20 +65,54 @@ def refusals(spec: Spec, custom_objects: Optional[Mapping[str, Any]] = None) -> 
     with tempfile.TemporaryDirectory(prefix="prepro-keras-check-") as root:
         for name, feature in sorted(spec.features.items()):
             try:  # one artifact per feature: Keras's reason is then this feature's own
-                _build_and_call(trivial_artifacts(Spec({name: feature}), root, objects), name)
+                with _name_scopes_restored():
+                    _build_and_call(trivial_artifacts(Spec({name: feature}), root, objects), name)
             except Exception as e:  # Keras raises ValueError, TypeError, RuntimeError, TF errors...
                 refused[name] = keras_reason(e)
     return refused
 
 
+@contextlib.contextmanager
+def _name_scopes_restored():
+    """A layer call that fails inside Keras's name scope (e.g. a name TensorFlow refuses
+    as a scope) leaves the scope on Keras's global stack, and every variable the caller
+    creates afterwards is named under it. The check runs in the user's process (before
+    `prepro.adapt`), so it puts the stack back. Keras has no public API for the stack."""
+    from keras.src.backend.common import global_state
+    stack = global_state.get_global_attribute("name_scope_stack", default=[], set_to_default=True)
+    saved = list(stack)
+    try:
+        yield
+    finally:
+        stack[:] = saved
+
+
 def _build_and_call(trivial, name: str) -> None:
     from prepro import golden
     feature = trivial.spec.features[name]
+    if feature.is_inverse_lookup:  # not preprocessing: it takes indices, e.g. a model's output
+        return _call_inverse(trivial.layer(name), spec_lib.token_start(feature))
     dtypes = _raw_dtypes(feature)
     prep = trivial.preprocessing([name], raw_dtypes=dtypes)   # builds the layer from the "artifact"
     if _eager_elements(feature) <= MAX_EAGER_ELEMENTS:
-        golden.feature_outputs(prep, [trivial_row(feature, dtypes)])  # eager, on one row
-    prep.preprocessing_model()                                        # symbolic, as in a model
+        rows = [trivial_row(feature, dtypes)]
+        golden.feature_outputs(prep, rows)  # eager, on one row
+        _in_tf_data(prep, golden.raw_tensors(prep, rows))
+    prep.preprocessing_model()              # symbolic, as in a model
+
+
+def _in_tf_data(prep, raw) -> None:
+    """The host half in a tf.data pipeline, where the batch size is unknown while the
+    graph is traced (Keras 3.15's sparse one_hot lookups fail only there)."""
+    import tensorflow as tf
+    for _ in tf.data.Dataset.from_tensor_slices(raw).batch(2).map(prep.host_fn):
+        pass
+
+
+def _call_inverse(layer, index: int) -> None:
+    import keras
+    layer(np.array([[index]], np.int64))
+    layer(keras.Input((1,), dtype="int64"))
 
 
 def trivial_artifacts(spec: Spec, root: str, custom_objects: Mapping[str, Any]):
@@ -220,6 +255,7 @@ def _config_text(feature: FeatureSpec) -> str:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _KERAS_CALL_WRAPPER = re.compile(r"Exception encountered when calling [\w.]+\(\)\.\s*(.*?)\s*"
                                  r"(?:Arguments received by [\w.]+\(\):.*)?$", re.S)
+_TRACED_CALL = re.compile(r"^\s*in user code:.*\n\s*\w+(?:Error|Exception): (.*?)\s*$", re.S)
 _TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: ?\S*)?")
 
 
@@ -230,6 +266,9 @@ def keras_reason(error: BaseException) -> str:
     if isinstance(error, ArtifactError) and error.__cause__ is not None:
         error = error.__cause__  # Keras's own error, which the artifact reader names its file for
     text = _ANSI.sub("", str(error))
+    traced = _TRACED_CALL.search(text)
+    if traced:  # an error raised while tracing a tf.function: its last line is the error
+        text = traced.group(1)
     wrapped = _KERAS_CALL_WRAPPER.search(text)
     if wrapped:
         text = wrapped.group(1)

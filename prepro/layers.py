@@ -186,9 +186,18 @@ class Artifacts:
 
     def preprocessing(self, features=None, raw_dtypes=None, in_memory: bool = False):
         """The host half (tf.data), the device half (in the model) and the end-to-end
-        serving model of `features` (default: all); see `prepro.training`.
+        serving model of `features` (default: all but inverse lookups, which map
+        model outputs back to tokens); see `prepro.training`.
         `in_memory`: lookups hold their vocabularies as lists (see `layer`)."""
         from prepro.training import Preprocessing
+        inverse = [n for n in self.features if self.spec.features[n].is_inverse_lookup]
+        if features is None:
+            features = [n for n in self.features if n not in inverse]
+        named = sorted(set(features) & set(inverse))
+        if named:
+            raise ValueError(f"features {named} are inverse lookups (invert=True): they map model outputs "
+                             f"(indices) back to tokens, so they are not preprocessing; build them with "
+                             f"arts.layer(name) and apply them to the model's output")
         return Preprocessing(self, features, raw_dtypes, in_memory)
 
     def moments(self, name: str):
@@ -218,15 +227,28 @@ class Artifacts:
     def tf_idf_state(self, name: str):
         """(vocabulary, idf_weights) for a tf_idf layer's constructor or `set_vocabulary`.
 
-        Both start with the OOV slot. Passing the special token and its weight
+        Both start with the OOV slots. Passing the special tokens and their weight
         ourselves keeps Keras from padding with `np.average`, which can differ in the
         last bit from the `tf.reduce_mean` that adapt() uses.
         """
-        weights = self.idf_weights(name)
-        if self._feature(name)["layer"] != "TextVectorization":  # (tf_idf lookups: not built by prepro yet)
-            return self.vocabulary(name), weights
-        return ([OOV_TEXT_TOKEN] + self.vocabulary(name),
-                np.concatenate([[_oov_weight(weights)], weights]).astype(np.float32))
+        weights, tokens = self.idf_weights(name), self.vocabulary(name)
+        specials = self._tf_idf_specials(name)
+        if specials is None:  # Keras pads itself (np.average); see _tf_idf_specials
+            return tokens, weights
+        return specials + tokens, np.concatenate([[_oov_weight(weights)] * len(specials), weights]).astype(np.float32)
+
+    def _tf_idf_specials(self, name: str) -> Optional[List[Any]]:
+        """The tokens before the learned ones in tf_idf mode: the OOV token once per
+        OOV index (no mask slot outside "int" mode). None when there are OOV indices but
+        no OOV token to write for them (`oov_token: null`), so nothing can be passed."""
+        entry = self._feature(name)
+        if entry["layer"] == "TextVectorization":
+            return [OOV_TEXT_TOKEN]
+        options = spec_lib.FeatureSpec(name, entry["source"], entry["layer"], entry["config"]).options
+        slots = options["num_oov_indices"]
+        if slots and options["oov_token"] is None:
+            return None
+        return [options["oov_token"]] * slots
 
     def document_frequencies(self, name: str) -> np.ndarray:
         """How many documents (rows) each learned token occurs in, in rank order."""
@@ -266,6 +288,9 @@ class Artifacts:
             raise ValueError(f"feature {name!r} is not a tf_idf feature")
         counts = self.layer(name, output_mode="count", **overrides)
         _, weights = self.tf_idf_state(name)
+        if self._tf_idf_specials(name) is None:  # the front padding Keras's set_vocabulary adds
+            slots = spec_lib.token_start(self.spec.features[name])
+            weights = np.pad(weights, (slots, 0), constant_values=np.average(weights))
         if entry["config"].get("pad_to_max_tokens") and entry["config"].get("max_tokens"):
             weights = np.pad(weights, (0, entry["config"]["max_tokens"] - len(weights)))
         return counts, weights

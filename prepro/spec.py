@@ -68,8 +68,8 @@ STATE_OPTIONS = ("vocabulary", "idf_weights", "mean", "variance")
 QUANTILE_METHODS = ("sketch", "exact")
 DEFAULT_RANK_ERROR = 0.001
 
-LOOKUP_MODES = ("int", "one_hot", "multi_hot", "count")
-TEXT_MODES = ("int", "multi_hot", "count", "tf_idf")
+LOOKUP_MODES = ("int", "one_hot", "multi_hot", "count", "tf_idf")
+TEXT_MODES = LOOKUP_MODES
 STANDARDIZE_OPTIONS = (None, "lower", "strip_punctuation", "lower_and_strip_punctuation")
 SPLIT_OPTIONS = (None, "whitespace", "character")
 INVALID_UTF8_POLICIES = ("error", "replace", "skip")
@@ -127,6 +127,12 @@ class FeatureSpec:
     @property
     def is_numeric(self) -> bool:
         return self.layer in NUMERIC_LAYERS
+
+    @property
+    def is_inverse_lookup(self) -> bool:
+        """A StringLookup/IntegerLookup with invert=True: it maps indices (model outputs)
+        back to tokens, from the vocabulary the forward "int" layer would learn."""
+        return self.layer in ("StringLookup", "IntegerLookup") and self.options["invert"] is True
 
     @property
     def is_stateless(self) -> bool:
@@ -354,10 +360,11 @@ def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[s
 # Keras raises and that every other refusal is one Keras does not make (prepro's own).
 # `prepro.keras_check` builds and calls the layers for the rest (dtype names, call-time
 # errors), which needs Keras.
+TF_SCOPE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\>-]*")  # TensorFlow's root scope names, without '/'
 BOOLEAN_OPTIONS = ("sparse", "ragged", "pad_to_max_tokens", "invert")
 INT64 = (-(1 << 63), (1 << 63) - 1)
 # output_mode values each Keras layer knows, and its words for one it does not.
-KERAS_MODES = {"TextVectorization": ("int", "one_hot", "multi_hot", "count", "tf_idf"),
+KERAS_MODES = {"TextVectorization": TEXT_MODES, "StringLookup": LOOKUP_MODES, "IntegerLookup": LOOKUP_MODES,
                "Hashing": ("int", "one_hot", "multi_hot", "count"),
                "CategoryEncoding": ("one_hot", "multi_hot", "count"),
                "Discretization": ("int", "one_hot", "multi_hot", "count")}
@@ -398,6 +405,11 @@ def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
     if name is not None and (not isinstance(name, str) or "/" in name):
         raise SpecError(f"{ctx}: name must be a string without '/', got {_shown(name)} (Keras: Argument "
                         f"`name` must be a string and cannot contain character `/`)")
+    if name is not None and not TF_SCOPE_NAME.fullmatch(name):
+        # Keras builds the layer, but calling it in a traced function (tf.data) opens a
+        # TensorFlow name scope of that name.
+        raise SpecError(f"{ctx}: name {_shown(name)} cannot name a layer that runs in tf.data (TensorFlow, when "
+                        f"the layer is called: {_shown(name)} is not a valid root scope name)")
     dtype = o.get("dtype")
     if dtype is not None and not isinstance(dtype, str):
         raise SpecError(f"{ctx}: dtype must be a dtype name such as 'float32', got {_shown(dtype)} (Keras: "
@@ -406,15 +418,16 @@ def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
         # Keras takes any truthy value, so a quoted 'false' would turn the option on.
         if key in o and not isinstance(o[key], bool):
             raise SpecError(f"{ctx}: {key} must be true or false, got {_shown(o[key])}")
-    if o.get("invert"):
-        state = "moments: Normalization(mean=, variance=" if feature.layer == "Normalization" \
-            else f"vocabulary: {feature.layer}(vocabulary="
-        raise SpecError(f"{ctx}: invert=True is not supported by prepro yet; build the inverse layer "
-                        f"from the artifact's {state}..., invert=True)")
+    if o.get("invert") and o.get("output_mode", "int") != "int":
+        raise SpecError(f"{ctx}: invert=True needs output_mode 'int' (Keras: `output_mode` must be `'int'` "
+                        f"when `invert` is true)")
+    # Keras uses `encoding` only to decode the vocabulary it hands back (get_vocabulary,
+    # inverse lookups under torch); lookups compare bytes. prepro reads inputs as UTF-8
+    # whatever it says (invalid_utf8 decides the rest), so any codec Python knows will do.
     encoding = o.get("encoding", "utf-8")
-    if not (isinstance(encoding, str) and _codec_name(encoding) == "utf-8"):
-        raise SpecError(f"{ctx}: encoding must be 'utf-8', got {_shown(encoding)}: prepro reads and writes "
-                        f"text as UTF-8 (invalid_utf8 says what to do with input that is not)")
+    if not (isinstance(encoding, str) and _codec_name(encoding)):
+        raise SpecError(f"{ctx}: encoding must name a text encoding Python knows, such as 'utf-8', "
+                        f"got {_shown(encoding)}")
     mode = o.get("output_mode")
     if isinstance(mode, str) and mode in KERAS_MODE_ALIASES:
         raise SpecError(f"{ctx}: write output_mode '{KERAS_MODE_ALIASES[mode]}' "
@@ -428,15 +441,9 @@ def _validate_common(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None:
 
 def _check_mode(feature: FeatureSpec, ctx: str) -> None:
     mode = feature.options["output_mode"]
-    supported = {"TextVectorization": TEXT_MODES, "CategoryEncoding": ("one_hot", "multi_hot", "count")}.get(
-        feature.layer, LOOKUP_MODES)
+    supported = KERAS_MODES.get(feature.layer, LOOKUP_MODES)
     if isinstance(mode, str) and mode in supported:
         return
-    known = KERAS_MODES.get(feature.layer, KERAS_MODES["TextVectorization"])
-    if isinstance(mode, str) and mode in known:
-        raise SpecError(f"{ctx}: output_mode '{mode}' is not supported by prepro for {feature.layer}"
-                        + (" yet (it is for TextVectorization, whose documents are rows)" if mode == "tf_idf" else
-                           "; use 'multi_hot' or 'count'") + f"; supported: {supported}")
     keras_words = KERAS_UNKNOWN_MODE.get(feature.layer, "Unknown value for `output_mode`")
     raise SpecError(f"{ctx}: output_mode must be one of {supported}, got {_shown(mode)} (Keras: {keras_words})")
 

@@ -65,7 +65,7 @@ def test_yaml_spec_round_trip(tmp_path):
     ({"layer": "IntegerLookup", "config": {"mask_token": "x"}}, "mask_token must be an integer or null"),
     ({"layer": "TextVectorization", "config": {"split": "comma"}}, "split must be one of"),
     ({"layer": "TextVectorization", "config": {"ngrams": 0}}, "ngrams must be"),
-    ({"layer": "StringLookup", "config": {"output_mode": "tf_idf"}}, "output_mode 'tf_idf' is not supported by prepro for StringLookup yet"),
+    ({"layer": "StringLookup", "config": {"output_mode": "tf_idf", "invert": True}}, "invert=True needs output_mode 'int'"),
     ({"layer": "StringLookup", "min_count": 0}, "min_count must be a positive integer"),
     ({"layer": "TextVectorization", "min_document_frequency": "2"}, "min_document_frequency must be"),
     ({"layer": "StringLookup", "invalid_utf8": "ignore"}, "invalid_utf8 must be"),

@@ -41,8 +41,12 @@ QUOTED = [
     ("TextVectorization", {"pad_to_max_tokens": True}, "If pad_to_max_tokens is True, must set `max_tokens`"),
     ("StringLookup", {"pad_to_max_tokens": True}, "If pad_to_max_tokens is True, must set `max_tokens`"),
     ("StringLookup", {"max_tokens": 1, "num_oov_indices": 0}, "`max_tokens` must be greater than 1"),
+    ("StringLookup", {"invert": True, "output_mode": "one_hot"}, "`output_mode` must be `'int'` when `invert` is true"),
+    ("IntegerLookup", {"invert": True, "output_mode": "tf_idf"}, "`output_mode` must be `'int'` when `invert` is true"),
     ("IntegerLookup", {"max_tokens": 1, "num_oov_indices": 0}, "must be greater than 1"),
     ("TextVectorization", {"name": "a/b"}, "must be a string and cannot contain character `/`"),
+    ("TextVectorization", {"name": "text x"}, "is not a valid root scope name"),
+    ("StringLookup", {"name": "_x"}, "is not a valid root scope name"),
     ("Normalization", {"name": 3}, "must be a string and cannot contain character `/`"),
     ("Normalization", {"dtype": 3}, "Cannot interpret `dtype` argument. Expected a string or an instance of DTypePolicy"),
     ("StringLookup", {"salt": "x"}, "can only be a tuple of 2 integers, or a single integer"),
@@ -88,15 +92,10 @@ PREPRO_ONLY = [
     ("TextVectorization", {"ngrams": 0}, "ngrams must be positive"),
     ("StringLookup", {"num_oov_indices": 1.5}, "num_oov_indices must be a non-negative integer"),
     ("StringLookup", {"output_mode": "binary"}, "write output_mode 'multi_hot'"),
-    ("TextVectorization", {"output_mode": "one_hot"}, "'one_hot' is not supported by prepro for TextVectorization"),
-    ("StringLookup", {"output_mode": "tf_idf"}, "'tf_idf' is not supported by prepro for StringLookup yet"),
-    ("IntegerLookup", {"output_mode": "tf_idf"}, "'tf_idf' is not supported by prepro for IntegerLookup yet"),
-    ("Normalization", {"invert": True}, "invert=True is not supported by prepro yet"),
     ("Discretization", {"num_bins": 0}, "num_bins must be a positive integer"),
     ("Discretization", {"bin_boundaries": [float("nan")]}, "bin_boundaries must be a list of numbers (no NaN)"),
     ("Hashing", {"num_bins": 2.5}, "num_bins must be a positive integer"),
-    ("TextVectorization", {"encoding": "latin-1"}, "encoding must be 'utf-8'"),
-    ("StringLookup", {"encoding": "bogus"}, "encoding must be 'utf-8'"),
+    ("StringLookup", {"encoding": "bogus"}, "encoding must name a text encoding Python knows"),
     ("StringLookup", {"oov_token": 3}, "oov_token must be a string or null"),
     ("IntegerLookup", {"oov_token": "x"}, "oov_token must be an integer or null"),
     ("IntegerLookup", {"oov_token": 2 ** 70}, "oov_token 1180591620717411303424 does not fit in 64 bits"),
@@ -111,14 +110,17 @@ OPAQUE = [
     ("Hashing", {"num_bins": 3, "mask_value": 1.5}, "mask_value must be null, a string or an integer"),
     # The job would not see the alias as tf_idf, so the layer would be built without weights.
     ("TextVectorization", {"output_mode": "tf-idf"}, "write output_mode 'tf_idf'"),
-    # Keras's inverse layer takes indices; prepro has no inverse layers yet.
-    ("StringLookup", {"invert": True}, "invert=True is not supported by prepro yet"),
 ]
 
 # (layer, config, Keras's words): prepro's validation accepts these; only building and
 # calling the layer shows Keras refuses them.
 KERAS_ONLY = [
     ("TextVectorization", {"output_mode": "tf_idf", "sparse": True}, "index innermost dimension length must be <= params rank"),
+    ("StringLookup", {"output_mode": "tf_idf", "sparse": True}, "index innermost dimension length must be <= params rank"),
+    # Fails only in tf.data, where the batch size is unknown when the graph is traced.
+    ("StringLookup", {"output_mode": "one_hot", "sparse": True}, "unsupported operand type(s) for *: 'int' and 'NoneType'"),
+    ("IntegerLookup", {"output_mode": "one_hot", "sparse": True, "oov_token": None},
+     "unsupported operand type(s) for *: 'int' and 'NoneType'"),
     ("TextVectorization", {"dtype": "foo"}, "Cannot convert 'foo' to a mixed precision DTypePolicy"),
     ("Normalization", {"dtype": "foo"}, "Cannot convert 'foo' to a mixed precision DTypePolicy"),
     ("Normalization", {"dtype": "string"}, "Cast double to string is not supported"),
@@ -142,7 +144,7 @@ GOOD = [
     ("TextVectorization", {"output_mode": "count", "sparse": True, "ngrams": 2, "split": "character"}),
     ("TextVectorization", {"output_mode": "tf_idf", "max_tokens": 3, "pad_to_max_tokens": True}),
     ("TextVectorization", {"output_mode": "tf_idf", "split": None}),
-    ("TextVectorization", {"standardize": "tests.helpers_callables:my_standardize", "name": "text x",
+    ("TextVectorization", {"standardize": "tests.helpers_callables:my_standardize", "name": "text.x-1",
                            "dtype": "string"}),
     ("StringLookup", {}),
     ("StringLookup", {"num_oov_indices": 0}),
@@ -159,7 +161,15 @@ GOOD = [
     ("IntegerLookup", {"mask_token": 0, "num_oov_indices": 2, "output_mode": "multi_hot"}),
     ("IntegerLookup", {"mask_token": -1}),
     ("IntegerLookup", {"oov_method": "farmhash", "salt": 7, "num_oov_indices": 2}),
-    ("IntegerLookup", {"output_mode": "one_hot", "sparse": True, "oov_token": None}),
+    ("IntegerLookup", {"output_mode": "count", "sparse": True, "oov_token": None}),
+    ("StringLookup", {"invert": True}),
+    ("StringLookup", {"invert": True, "mask_token": "", "num_oov_indices": 2}),
+    ("IntegerLookup", {"invert": True, "mask_token": 0}),
+    ("StringLookup", {"output_mode": "tf_idf", "num_oov_indices": 2, "max_tokens": 6, "pad_to_max_tokens": True}),
+    ("IntegerLookup", {"output_mode": "tf_idf", "num_oov_indices": 0}),
+    ("TextVectorization", {"output_mode": "one_hot", "max_tokens": 5}),
+    ("TextVectorization", {"encoding": "latin-1"}),
+    ("Normalization", {"invert": True}),
     ("Normalization", {}),
     ("Normalization", {"axis": None}),
     ("Normalization", {"axis": [-1], "dtype": "float64"}),
@@ -305,3 +315,14 @@ def test_importing_the_check_imports_neither_keras_nor_tensorflow():
     env = {**os.environ, "PYTHONPATH": os.path.dirname(HERE)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_refused_call_leaves_no_keras_name_scope_behind():
+    """Checking a name TensorFlow refuses as a scope must not leave it on Keras's stack:
+    variables the user creates afterwards keep their own names."""
+    import keras
+    feature = FeatureSpec("f", "c", "TextVectorization", {"name": "text x"})
+    assert "is not a valid root scope name" in keras_check.refusals(Spec({"f": feature}))["f"]
+    assert keras.layers.Dense(1, name="after").name == "after"
+    variable = keras.Variable(1.0, name="v")
+    assert variable.path == "v", variable.path
