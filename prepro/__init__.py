@@ -14,11 +14,13 @@ from prepro.layers import Artifacts, load
 from prepro.spec import Spec, SpecError, load_spec
 
 
-def adapt(layers, inputs, format: str = "text", output=None, sources=None, runner_options=None):
-    """The scalable drop-in for `layer.adapt(data)`; see `pipelines.adapt.adapt_layers`."""
+def adapt(layers, inputs, format: str = "text", output=None, sources=None, runner_options=None,
+          feature_options=None):
+    """The scalable drop-in for `layer.adapt(data)` for TextVectorization, StringLookup,
+    IntegerLookup, Normalization and Discretization; see `pipelines.adapt.adapt_layers`."""
     from pipelines.adapt import adapt_layers
     return adapt_layers(layers, inputs, format=format, output=output, sources=sources,
-                        runner_options=runner_options)
+                        runner_options=runner_options, feature_options=feature_options)
 
 
 __all__ = ["Artifacts", "ArtifactError", "Spec", "SpecError", "adapt", "load", "load_spec", "__version__"]
