@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from prepro import keras_check
 from prepro import layers as prepro_layers
 from prepro import spec as spec_lib
 from prepro.spec import SpecError
@@ -85,6 +86,8 @@ def adapt_layers(layers: Union[Sequence, Mapping], inputs: Union[str, List[str]]
     features = {name: layer_feature(layer, sources.get(name, "text" if format == "text" else name), extras.get(name))
                 for name, layer in named.items()}
     spec = spec_lib.spec_from_dict({"features": features}, where="prepro.adapt")
+    for name, layer in named.items():
+        _refuse_built_for_other_shape(layer, spec.features[name])
     target = output or tempfile.mkdtemp(prefix="prepro-adapt-")
     try:
         run_analyze(spec, [inputs] if isinstance(inputs, str) else list(inputs), format, target,
@@ -112,6 +115,19 @@ def set_adapted_state(layer, arts, name: str) -> None:
     if layer.get_config().get("output_mode") == "tf_idf":
         return layer.set_vocabulary(*arts.tf_idf_state(name))
     return layer.set_vocabulary(arts.vocabulary(name))
+
+
+def _refuse_built_for_other_shape(layer, feature) -> None:
+    """A Normalization already built for another input shape cannot take the moments
+    the job will compute: refused before the job, not after it."""
+    if feature.layer != "Normalization" or not layer.built:
+        return
+    want = keras_check.kept_shape(feature)
+    if tuple(layer.adapt_mean.shape) != want:
+        raise SpecError(f"layer {layer.name!r} was built for moments of shape {tuple(layer.adapt_mean.shape)}, "
+                        f"but feature {feature.name!r} (source {feature.source!r}, shape "
+                        f"{list(feature.element_shape)}) gives moments of shape {want}; build it for the input "
+                        f"it will get, or leave it unbuilt")
 
 
 def _set_moments(layer, mean: np.ndarray, variance: np.ndarray, element_shape: tuple) -> None:
