@@ -11,7 +11,7 @@ each token came from, and the token bytes. Counting needs nothing more; order wi
 a document does not matter to a vocabulary or to document frequencies.
 """
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Tuple
 
 import numpy as np
 import pyarrow as pa

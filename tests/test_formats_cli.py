@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import tensorflow as tf
 
 import prepro

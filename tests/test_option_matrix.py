@@ -20,7 +20,6 @@ refusal is one of prepro's own rules (listed below, each with its reason).
 
 import itertools
 import json
-import os
 import random
 
 import keras

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import prepro
 from conftest import run_job, write_jsonl
 from test_training import _columns
 from pipelines.errors import InputError

@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prepro import vocab
 from prepro.text import window_starts
 
 _COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past at least this many rows
