@@ -19,7 +19,6 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines import failpoints
 from prepro import artifacts, fs, spec as spec_lib, vocab
@@ -102,14 +101,6 @@ def _stream_run(path: str) -> Iterator[pa.Table]:
             yield pa.Table.from_batches([batch])
 
 
-def _ranks_at_or_above(table: pa.Table, count: int, token) -> int:
-    """How many leading rows of a ranked `table` rank at or above (count, token) in
-    `TokenCounts.ranked`'s order (count desc, then token desc)."""
-    counts, tokens = table["count"], table["token"]
-    above = pc.or_(pc.greater(counts, count), pc.and_(pc.equal(counts, count), pc.greater_equal(tokens, token)))
-    return pc.sum(above).as_py() or 0  # a prefix: the table is ranked
-
-
 def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataType) -> Iterator[pa.Table]:
     """Tables of (token, count, doc_count) in Keras's order across all runs, at most
     `limit` rows in all.
@@ -133,12 +124,12 @@ def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataTyp
         if not live:
             return
         # Runs read to the end set no bound; the others bound by their last buffered row.
-        lasts = [(buffers[i]["count"][-1].as_py(), buffers[i]["token"][-1].as_py())
+        lasts = [vocab.rank_key(buffers[i]["count"][-1].as_py(), buffers[i]["token"][-1].as_py())
                  for i in live if streams[i] is not None]
         bound = max(lasts) if lasts else None
         final = []
         for i in live:
-            n = buffers[i].num_rows if bound is None else _ranks_at_or_above(buffers[i], *bound)
+            n = buffers[i].num_rows if bound is None else vocab.ranks_at_or_above(buffers[i], *bound)
             final.append(buffers[i].slice(0, n))
             buffers[i] = buffers[i].slice(n)
         ranked = TokenCounts(token_type, [pa.concat_tables(final)]).ranked(remaining)

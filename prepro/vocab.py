@@ -3,8 +3,9 @@
 Keras ranks adapted tokens by count descending, breaking ties by token descending
 (`np.lexsort((tokens, counts))[::-1]`; raw UTF-8 bytes for strings, numeric order
 for integers), keeps the first `max_tokens - token_start` and writes one token per
-line (`tf.lookup.TextFileInitializer`). Every path in prepro ranks through
-`rank_order` and encodes through `encode_token`/`is_file_safe`.
+line (`tf.lookup.TextFileInitializer`). That order is defined here once: `rank_table`
+(Arrow), `rank_key` (Python) and `ranks_at_or_above`; every path ranks through them
+and encodes through `encode_token`/`is_file_safe`.
 
 Tokens a Keras vocabulary file cannot hold (empty, containing a line break, or one
 that `str.splitlines` would split when Keras re-reads a saved `.keras` asset) are
@@ -13,30 +14,43 @@ manifest, and the layer is then built from an in-memory list so indices stay exa
 """
 
 import base64
-from typing import Iterable, List, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 Token = Union[bytes, int]
 
 
-def rank_order(tokens: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Indices that put `tokens` in Keras's order: count desc, then token desc.
+def rank_table(table, limit: Optional[int] = None):
+    """The rows of an Arrow table with `token` and `count` columns in Keras's order
+    (count desc, then token desc), cut to `limit`."""
+    import pyarrow.compute as pc
+    if limit is not None and table.num_rows > limit:
+        # Only tokens counted at least as often as the limit-th largest count can
+        # make the cut: a linear-time partition spares sorting the long tail.
+        counts = table["count"].to_numpy()
+        kth = np.partition(counts, len(counts) - limit)[len(counts) - limit]
+        table = table.filter(pc.greater_equal(table["count"], kth))
+    # Two stable single-key sorts (token, then count) give the two-key order ~1.6x
+    # faster than one two-key sort, and contiguous columns sort ~1.4x faster
+    # (measured: 1.35M mostly tied tokens in 27 chunks, 2.6 s -> 1.5 s).
+    table = table.combine_chunks()
+    by_token = pc.array_sort_indices(table["token"], order="descending")
+    order = by_token.take(pc.array_sort_indices(table["count"].take(by_token), order="descending"))
+    return table.take(order[:limit] if limit is not None else order)
 
-    `tokens` is an int64 array or an object array of bytes.
-    """
-    if len(tokens) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if tokens.dtype == object:
-        # NumPy's fixed-width bytes sort like raw bytes except that trailing NULs
-        # are ignored; a rank of the distinct tokens sorted by Python (exact byte
-        # order) gives lexsort an integer key with the true order.
-        order = sorted(range(len(tokens)), key=tokens.__getitem__)
-        token_key = np.empty(len(tokens), dtype=np.int64)
-        token_key[order] = np.arange(len(tokens))
-    else:
-        token_key = tokens
-    return np.lexsort((token_key, counts))[::-1]
+
+def rank_key(count: int, token: Token) -> Tuple[int, Token]:
+    """A Python key in the same order: the higher key ranks first."""
+    return (count, token)
+
+
+def ranks_at_or_above(table, count: int, token: Token) -> int:
+    """How many leading rows of a `rank_table`-ordered table rank at or above (count, token)."""
+    import pyarrow.compute as pc
+    counts, tokens = table["count"], table["token"]
+    above = pc.or_(pc.greater(counts, count), pc.and_(pc.equal(counts, count), pc.greater_equal(tokens, token)))
+    return pc.sum(above).as_py() or 0  # a prefix: the table is ranked
 
 
 # The characters `str.splitlines` breaks at (Keras re-reads `.keras` vocabulary assets

@@ -158,3 +158,22 @@ def test_encode_lines_is_encode_token_per_line():
                    pa.chunked_array([pa.array([b"p"]), pa.array([b"q"])])):
         expected = b"".join(vocab.encode_token(v) + b"\n" for v in values.to_pylist())
         assert vocab.encode_lines(values) == expected
+
+
+@pytest.mark.parametrize("token_type", [pa.binary(), pa.int64()])
+def test_the_three_forms_of_the_ranking_rule_agree(token_type):
+    """`rank_table` (Arrow), `rank_key` (Python) and `ranks_at_or_above` are one order:
+    count desc then token desc, raw bytes (trailing NULs and non-ASCII included)."""
+    rng = random.Random(7)
+    if token_type == pa.int64():
+        tokens = list({rng.randint(-50, 50) for _ in range(80)})
+    else:
+        tokens = list({bytes(rng.choice(b"ab\x00\xc3\xa9") for _ in range(rng.randint(0, 3))) for _ in range(80)})
+    counts = [rng.randint(1, 4) for _ in tokens]
+    table = pa.table({"token": pa.array(tokens, token_type), "count": pa.array(counts, pa.int64())})
+    ranked = vocab.rank_table(table)
+    expected = sorted(zip(counts, tokens), key=lambda ct: vocab.rank_key(*ct), reverse=True)
+    assert list(zip(ranked["count"].to_pylist(), ranked["token"].to_pylist())) == expected
+    for count, token in expected[::7]:
+        at_or_above = sum(vocab.rank_key(c, t) >= vocab.rank_key(count, token) for c, t in expected)
+        assert vocab.ranks_at_or_above(ranked, count, token) == at_or_above

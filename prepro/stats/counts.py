@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prepro import vocab
 from prepro.text import window_starts
 
 _COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past at least this many rows
@@ -112,23 +113,8 @@ class TokenCounts:
         return TokenCounts(self.token_type, [table.filter(keep)], self.documents, self.occurrences)
 
     def ranked(self, limit: Optional[int] = None) -> pa.Table:
-        """Tokens in Keras's order (count desc, token desc), cut to `limit`."""
-        table = self.table()
-        if limit is not None and table.num_rows > limit:
-            # Only tokens counted at least as often as the limit-th largest count can
-            # make the cut: a linear-time partition spares sorting the long tail.
-            counts = table["count"].to_numpy()
-            kth = np.partition(counts, len(counts) - limit)[len(counts) - limit]
-            table = table.filter(pc.greater_equal(table["count"], kth))
-        # Two stable single-key sorts (token, then count) give the two-key order ~1.6x
-        # faster than one two-key sort, and contiguous columns sort ~1.4x faster
-        # (measured: 1.35M mostly tied tokens in 27 chunks, 2.6 s -> 1.5 s).
-        table = table.combine_chunks()
-        by_token = pc.array_sort_indices(table["token"], order="descending")
-        order = by_token.take(pc.array_sort_indices(table["count"].take(by_token), order="descending"))
-        if limit is not None:
-            order = order[:limit]
-        return table.take(order)
+        """Tokens in Keras's order (`vocab.rank_table`), cut to `limit`."""
+        return vocab.rank_table(self.table(), limit)
 
     def shards(self, num_shards: int) -> List["TokenCounts"]:
         """Splits by a stable hash of the token; totals stay with shard 0."""
