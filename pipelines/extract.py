@@ -10,7 +10,7 @@ are counted. An IntegerLookup value that is not a decimal int64 is an error.
 import dataclasses
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,30 @@ class Tally(Figures):
     missing: int = 0
     invalid_utf8_replaced: int = 0
     invalid_utf8_skipped: int = 0
+
+
+class Threads:
+    """A pool of `count` threads for the work of one DoFn instance, which owns it
+    (created in `setup`, shut down in `teardown`); `SERIAL` runs in the caller."""
+
+    def __init__(self, count: int = 1):
+        self.count = max(1, count)
+        self._pool = ThreadPoolExecutor(self.count, thread_name_prefix="prepro-extract") if self.count > 1 else None
+
+    def map(self, function, items) -> list:
+        """[function(item) for item in items], results (and the first exception) in item order."""
+        items = list(items)
+        if self._pool is None or len(items) <= 1:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+SERIAL = Threads(1)
 
 
 def feature_values(batch: Batch, feature: FeatureSpec) -> Tuple[pa.Array, np.ndarray, Tally]:
@@ -59,7 +83,7 @@ def is_list_column(column: pa.Array) -> bool:
         pa.types.is_fixed_size_list(column.type)
 
 
-def feature_counts(batch: Batch, feature: FeatureSpec, threads: int = 1) -> Tuple[TokenCounts, Tally]:
+def feature_counts(batch: Batch, feature: FeatureSpec, threads: Threads = SERIAL) -> Tuple[TokenCounts, Tally]:
     values, rows, tally = feature_values(batch, feature)
     with_doc_counts = needs_document_frequencies(feature)
     if feature.is_text:
@@ -73,7 +97,7 @@ def feature_counts(batch: Batch, feature: FeatureSpec, threads: int = 1) -> Tupl
     return TokenCounts.from_tokens(doc_ids, values, documents, with_doc_counts), tally
 
 
-def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: int = 1) -> TokenCounts:
+def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: Threads = SERIAL) -> TokenCounts:
     """TextVectorization's token (n-gram) counts for one batch of documents.
 
     The batch is cut into parts of about `PART_BYTES` of text, tokenized and counted in
@@ -83,29 +107,25 @@ def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: i
     else as string counts.
     """
     parts = _parts(docs, PART_BYTES)
-    tokenized = map_in_threads(lambda part: text.unigrams(part, options), parts, threads)
+    tokenized = threads.map(lambda part: text.unigrams(part, options), parts)
     if text.widths_never_collide(options) and any(len(t) for _, t in tokenized):
-        encoded = map_in_threads(lambda item: pc.dictionary_encode(item[1]), tokenized, threads)
+        encoded = threads.map(lambda item: pc.dictionary_encode(item[1]), tokenized)
         # One dictionary for all parts (Arrow remaps each part's indices to it).
         unified = pa.chunked_array(encoded, encoded[0].type).unify_dictionaries().chunks
         dictionary = unified[0].dictionary
         widths = text.ngram_widths(options["ngrams"])
-        keys = map_in_threads(lambda i: NgramKeyCounts.count(
+        keys = threads.map(lambda i: NgramKeyCounts.count(
             tokenized[i][0], unified[i].indices.to_numpy(), len(dictionary), widths, len(parts[i]),
-            with_doc_counts), range(len(parts)), threads)
+            with_doc_counts), range(len(parts)))
         if all(k is not None for k in keys):
             return NgramKeyCounts.merged(keys).to_token_counts(dictionary, text.NGRAM_SEPARATOR)
-    counts = map_in_threads(lambda i: TokenCounts.from_tokens(
+    counts = threads.map(lambda i: TokenCounts.from_tokens(
         *text.ngrams(tokenized[i], options["ngrams"]), len(parts[i]), with_doc_counts),
-        range(len(parts)), threads)
+        range(len(parts)))
     return functools.reduce(TokenCounts.merge, counts)
 
 
 PART_BYTES = 4 << 20  # text per part: enough work per thread task, small enough for caches
-_POOL: Optional[ThreadPoolExecutor] = None
-_POOL_THREADS = 0
-
-
 def _parts(docs: pa.Array, part_bytes: int) -> List[pa.Array]:
     """Consecutive slices of about `part_bytes` of text each (whole documents)."""
     if len(docs) == 0:
@@ -114,18 +134,6 @@ def _parts(docs: pa.Array, part_bytes: int) -> List[pa.Array]:
     targets = np.arange(offsets[0], offsets[-1], part_bytes)[1:]
     cuts = [0, *np.unique(np.searchsorted(offsets, targets)).tolist(), len(docs)]
     return [docs.slice(a, b - a) for a, b in zip(cuts, cuts[1:]) if b > a]
-
-
-def map_in_threads(function, items, threads: int) -> list:
-    """[function(item) for item in items] on up to `threads` threads of one shared pool,
-    results (and the first exception) in item order."""
-    items = list(items)
-    if threads <= 1 or len(items) <= 1:
-        return [function(item) for item in items]
-    global _POOL, _POOL_THREADS
-    if _POOL_THREADS < threads:
-        _POOL, _POOL_THREADS = ThreadPoolExecutor(threads, thread_name_prefix="prepro-extract"), threads
-    return list(_POOL.map(function, items))
 
 
 def _as_utf8(column, rows, path, feature, tally):

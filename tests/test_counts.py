@@ -51,7 +51,11 @@ def test_batch_cut_into_parts_counts_like_one_piece(monkeypatch, split, ngrams, 
     options = {"standardize": "lower_and_strip_punctuation", "split": split, "ngrams": ngrams}
     monkeypatch.setattr(extract, "PART_BYTES", 64)  # ~40 parts of a few documents each
     assert len(extract._parts(docs, extract.PART_BYTES)) > 20
-    counted = extract.text_counts(docs, options, with_doc_counts, threads)
+    pool = extract.Threads(threads)
+    try:
+        counted = extract.text_counts(docs, options, with_doc_counts, pool)
+    finally:
+        pool.close()
     plain = TokenCounts.from_tokens(*text.tokenize(docs, options), len(docs), with_doc_counts)
     assert as_dict(counted) == as_dict(plain)
     assert (counted.documents, counted.occurrences) == (plain.documents, plain.occurrences)
