@@ -28,7 +28,7 @@ from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
 from pipelines.vocabulary import PartRef, VocabularyWriter, merged_ranking, rank_shard, write_parts
-from prepro import artifacts, fs, spec as spec_lib
+from prepro import artifacts, fs, spec as spec_lib, state_files
 from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
 
@@ -187,13 +187,13 @@ def finalize_feature(item, spec: spec_lib.Spec, state_dir: str):
     feature = spec.features[name]
     runs, tallies = grouped["runs"], grouped["tally"]
     tally = tallies[0]
-    relpath = f"{name}/vocabulary.txt"
-    frequencies_relpath = f"{name}/document_frequencies.txt"
+    state_writer = state_files.StateWriter(state_dir, name)
+    relpath, vocabulary_out = state_writer.open(state_files.VOCABULARY)
+    frequencies_relpath, frequencies_out = (state_writer.open(state_files.DOCUMENT_FREQUENCIES)
+                                            if spec_lib.needs_document_frequencies(feature) else (None, None))
     with contextlib.ExitStack() as files:
-        vocabulary_out = files.enter_context(fs.open_write(fs.join(state_dir, relpath)))
-        frequencies_out = (files.enter_context(fs.open_write(fs.join(state_dir, frequencies_relpath)))
-                           if spec_lib.needs_document_frequencies(feature) else None)
-        writer = VocabularyWriter(vocabulary_out, frequencies_out)
+        writer = VocabularyWriter(files.enter_context(vocabulary_out),
+                                  files.enter_context(frequencies_out) if frequencies_out else None)
         token_type = pa.int64() if feature.is_integer else pa.binary()
         for ranked in merged_ranking(runs, spec_lib.max_learned_tokens(feature), token_type):
             writer.add(ranked)

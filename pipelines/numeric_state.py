@@ -11,12 +11,9 @@ import numpy as np
 
 from pipelines import failpoints
 from pipelines.errors import InputError
-from prepro import artifacts, fs, spec as spec_lib
+from prepro import spec as spec_lib, state_files
+from prepro.state_files import float_lines
 from prepro.stats.numeric import ExactQuantiles, NumericStats, merge_in_order
-
-
-def float_lines(values: Iterable[float]) -> bytes:
-    return "".join(f"{float(v)!r}\n" for v in values).encode("ascii")
 
 
 def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, state_dir: str):
@@ -29,20 +26,13 @@ def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, state_dir:
     if c.values == 0 and not (feature.layer == "Discretization" and feature.options["bin_boundaries"]):
         raise InputError(f"no values to learn from: {c.rows} rows, {c.missing} missing, {c.nan} NaN, "
                          f"{c.zero_weight} with weight 0", feature=name)
-    files = {}
-
-    def write(relpath: str, data: bytes) -> str:
-        fs.write_bytes(fs.join(state_dir, relpath), data)
-        failpoints.reach("state")
-        files[relpath] = artifacts.file_entry(data)
-        return relpath
-
+    writer = state_files.StateWriter(state_dir, name, after_write=lambda: failpoints.reach("state"))
     if feature.layer == "Normalization":
         kept = spec_lib.normalization_axes(feature)
         shape = [(1, *feature.element_shape)[a] for a in kept]
         moments = stats.moments
-        state = {"mean_file": write(f"{name}/mean.txt", float_lines(moments.mean)),
-                 "variance_file": write(f"{name}/variance.txt", float_lines(moments.variance)),
+        state = {"mean_file": writer.write(state_files.MEAN, float_lines(moments.mean)),
+                 "variance_file": writer.write(state_files.VARIANCE, float_lines(moments.variance)),
                  "shape": shape, "count": int(moments.count)}
     else:
         num_bins = feature.options["num_bins"]
@@ -51,9 +41,9 @@ def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, state_dir:
         else:
             boundaries = stats.quantiles.boundaries(num_bins) if num_bins > 1 else np.zeros(0)
             exact = isinstance(stats.quantiles, ExactQuantiles)
-            state = {"boundaries_file": write(f"{name}/boundaries.txt", float_lines(boundaries)),
+            state = {"boundaries_file": writer.write(state_files.BOUNDARIES, float_lines(boundaries)),
                      "num_boundaries": int(len(boundaries)),
                      "distinct_boundaries": int(len(np.unique(boundaries))),
                      "quantiles": "exact" if exact else "sketch",
                      "rank_error_bound": 0.0 if exact else feature.rank_error}
-    return name, {**feature.to_dict(), "state": state, "figures": figures}, files
+    return name, {**feature.to_dict(), "state": state, "figures": figures}, writer.files

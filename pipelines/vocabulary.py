@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import failpoints
-from prepro import artifacts, fs, spec as spec_lib, vocab
+from prepro import fs, spec as spec_lib, vocab
+from prepro.state_files import HashedFile
 from prepro.stats import TokenCounts
 
 _RUN_BATCH = 65536
@@ -135,21 +136,6 @@ def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataTyp
         ranked = TokenCounts(token_type, [pa.concat_tables(final)]).ranked(remaining)
         remaining = None if remaining is None else remaining - ranked.num_rows
         yield from (ranked.slice(i, _RUN_BATCH) for i in range(0, ranked.num_rows, _RUN_BATCH))
-
-
-class HashedFile:
-    """A file being written, with its size and SHA-256 computed on the way."""
-
-    def __init__(self, out):
-        self._out = out
-        self._digest = artifacts.Digest()
-
-    def write(self, data: bytes) -> None:
-        self._out.write(data)
-        self._digest.update(data)
-
-    def file_entry(self):
-        return self._digest.entry()
 
 
 class VocabularyWriter:

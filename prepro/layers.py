@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from prepro import artifacts, fs, spec as spec_lib, vocab
+from prepro import artifacts, fs, spec as spec_lib, state_files
 
 OOV_TEXT_TOKEN = "[UNK]"  # TextVectorization's OOV token; its only special token in tf_idf mode
 
@@ -81,9 +81,7 @@ class Artifacts:
         relpath = state["vocabulary_file"]
         data = self.files.read(relpath)
         with self._parsing(relpath):
-            tokens = vocab.read_vocabulary_file(data, integer)
-            tokens = vocab.merge_exceptions(tokens, [(r, vocab.token_from_json(t)) for r, t in state["exceptions"]])
-            _require_count(tokens, state["vocabulary_size"], "tokens (exceptions included)", "vocabulary_size")
+            tokens = state_files.read_vocabulary(data, integer, state["exceptions"], state["vocabulary_size"])
             return tokens if integer else [t.decode("utf-8") for t in tokens]
 
     def layer(self, name: str, in_memory: bool = False, **overrides):
@@ -208,9 +206,7 @@ class Artifacts:
         for key in ("mean_file", "variance_file"):
             data = self.files.read(state[key])
             with self._parsing(state[key]):
-                values = np.array(data.split(), np.float64)
-                _require_count(values, math.prod(shape), "values", f"state shape {list(shape)}")
-                out.append(values.reshape(shape))
+                out.append(state_files.read_floats(data, math.prod(shape), f"state shape {list(shape)}").reshape(shape))
         return tuple(out)
 
     def bin_boundaries(self, name: str) -> List[float]:
@@ -218,11 +214,7 @@ class Artifacts:
         state = self._feature(name)["state"]
         data = self.files.read(state["boundaries_file"])
         with self._parsing(state["boundaries_file"]):
-            boundaries = [float(v) for v in data.split()]
-            _require_count(boundaries, state["num_boundaries"], "boundaries", "num_boundaries")
-            if any(math.isnan(b) for b in boundaries) or boundaries != sorted(boundaries):
-                raise ValueError("boundaries must be sorted numbers")
-            return boundaries
+            return state_files.read_boundaries(data, state["num_boundaries"])
 
     def tf_idf_state(self, name: str):
         """(vocabulary, idf_weights) for a tf_idf layer's constructor or `set_vocabulary`.
@@ -258,11 +250,7 @@ class Artifacts:
                              f"output_mode: tf_idf in its spec and re-run the analyze job")
         data = self.files.read(state["document_frequencies_file"])
         with self._parsing(state["document_frequencies_file"]):
-            frequencies = np.array(data.split(), dtype=np.int64)
-            _require_count(frequencies, state["vocabulary_size"], "frequencies", "vocabulary_size")
-            if (frequencies < 0).any():
-                raise ValueError("negative document frequency")
-            return frequencies
+            return state_files.read_document_frequencies(data, state["vocabulary_size"])
 
     def idf_weights(self, name: str) -> np.ndarray:
         """Keras's IDF weight of each learned token, `log(1 + N / (1 + df))`, as float32.
@@ -323,11 +311,6 @@ def keras_class(layer: str):
                                                           f"({', '.join(sorted(spec_lib.LAYER_DEFAULTS))})"))
     import keras
     return getattr(keras.layers, layer)
-
-
-def _require_count(values, expected: int, what: str, field: str) -> None:
-    if len(values) != expected:
-        raise ValueError(f"{len(values)} {what}, but the manifest's {field} says {expected}")
 
 
 def default_layer_name(feature: str, layer: str) -> str:
