@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import zstandard
 
 from pipelines.errors import InputError
-from prepro.arrow_pickle import table_from_bytes, table_to_bytes
+from pipelines.arrow_pickle import table_from_bytes, table_to_bytes
 
 FORMATS = ("text", "csv", "jsonl", "parquet", "tfrecord")
 TEXT_COLUMN = "text"
@@ -49,7 +49,7 @@ class Batch(NamedTuple):
     table: pa.Table
     part_offset: int = 0    # byte offset of that part (0: rows count from the file's start)
 
-    def __reduce__(self):  # see prepro.arrow_pickle
+    def __reduce__(self):  # see pipelines.arrow_pickle
         return (_restore_batch, (self.path, self.first_row, table_to_bytes(self.table), self.part_offset))
 
 

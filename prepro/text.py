@@ -21,7 +21,7 @@ from prepro import spec as spec_lib
 from prepro.spec import STANDARDIZE_OPTIONS
 
 # Keras's punctuation pattern (text_vectorization.py): the 32 characters of
-# string.punctuation. tests/test_text.py checks it against Keras's source.
+# string.punctuation. tests/test_spec.py checks it against Keras's source.
 STRIP_PUNCTUATION_REGEX = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 NGRAM_SEPARATOR = b" "
 

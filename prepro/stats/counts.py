@@ -144,12 +144,12 @@ class TokenCounts:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the pending tables (Beam's size estimate; see pipelines.coders)."""
+        """Bytes held by the pending tables (what a read task measures against PENDING_COUNT_BYTES)."""
         return sum(t.nbytes for t in self._tables)
 
     def to_bytes(self) -> bytes:
         """One Arrow IPC stream: a record batch per pending table, totals in the schema
-        metadata. IPC writes only the bytes the columns use (see prepro.arrow_pickle)."""
+        metadata. IPC writes only the bytes the columns use (see pipelines.arrow_pickle)."""
         metadata = {b"documents": str(self.documents).encode(), b"occurrences": str(self.occurrences).encode()}
         schema = _schema(self.token_type).with_metadata(metadata)
         sink = pa.BufferOutputStream()
