@@ -302,7 +302,7 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
         raise SpecError(f"{ctx}: {sorted(set(entry) & set(THRESHOLDS))} apply to vocabulary layers only")
     thresholds = {key: entry.get(key, 1) for key in THRESHOLDS}
     for key, value in thresholds.items():
-        if not _is_int(value) or value < 1:
+        if not _is_positive_int(value):
             raise SpecError(f"{ctx}: {key} must be a positive integer, got {_shown(value)}")
     feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds,
                           **_numeric_keys(entry, layer, source, config, ctx))
@@ -327,7 +327,7 @@ def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[s
         raise SpecError(f"{ctx}: {discretization_keys} apply to Discretization only")
     shape = entry.get("shape")
     if shape is not None:
-        if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 1 for d in shape)):
+        if not (isinstance(shape, list) and shape and all(map(_is_positive_int, shape))):
             raise SpecError(f"{ctx}: shape must be a list of positive integers, got {_shown(shape)}")
         if isinstance(source, tuple):
             raise SpecError(f"{ctx}: shape applies to one list column, not to stacked columns")
@@ -469,7 +469,7 @@ def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None
     rank = 1 + len(feature.element_shape)  # (batch, *element_shape)
     if feature.layer == "Normalization":
         axis = o["axis"]
-        axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+        axes = _as_axes(axis)
         if not all(map(_is_int, axes)):
             raise SpecError(f"{ctx}: axis must be null, an integer or a list of integers, got {_shown(axis)}")
         if not all(-rank <= a < rank for a in axes):
@@ -487,7 +487,7 @@ def _validate_numeric(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> None
     if bins is not None and boundaries is not None:
         raise SpecError(f"{ctx}: set only one of num_bins and bin_boundaries "
                         f"(Keras: Both `num_bins` and `bin_boundaries` should not be set)")
-    if bins is not None and (not _is_int(bins) or bins < 1):
+    if bins is not None and not _is_positive_int(bins):
         raise SpecError(f"{ctx}: num_bins must be a positive integer, got {_shown(bins)}")
     if boundaries is not None:
         if not isinstance(boundaries, list) or not all(map(_is_number, boundaries)) \
@@ -505,7 +505,7 @@ def _validate_stateless(feature: FeatureSpec, o: Dict[str, Any], ctx: str) -> No
             raise SpecError(f"{ctx}: CategoryEncoding needs 'num_tokens' in config (values must lie in "
                             f"[0, num_tokens)); to learn the categories, use IntegerLookup (Keras: "
                             f"num_tokens must be set to use this layer)")
-        if not _is_int(size) or size < 1:
+        if not _is_positive_int(size):
             raise SpecError(f"{ctx}: num_tokens must be a positive integer, got {_shown(size)} "
                             f"(Keras: `num_tokens` must be >= 1)")
         return
@@ -619,6 +619,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_positive_int(value: Any) -> bool:
+    return _is_int(value) and value >= 1
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -626,9 +630,12 @@ def _is_number(value: Any) -> bool:
 def normalization_axes(feature: FeatureSpec) -> tuple:
     """Kept axes of (batch, *element_shape), non-negative and sorted, as Keras keeps them."""
     rank = 1 + len(feature.element_shape)
-    axis = feature.options["axis"]
-    axes = () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
-    return tuple(sorted(a % rank for a in axes))
+    return tuple(sorted(a % rank for a in _as_axes(feature.options["axis"])))
+
+
+def _as_axes(axis: Any) -> tuple:
+    """Normalization's `axis` option as a tuple: None keeps no axis, an int one axis."""
+    return () if axis is None else tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
 
 
 def token_start(feature: FeatureSpec) -> int:
