@@ -22,6 +22,8 @@ FEATURES = {
     "thal": {"source": "thal", "layer": "StringLookup"},
     "cp": {"source": "cp", "layer": "IntegerLookup"},
     "age": {"source": "age", "layer": "Normalization"},
+    # Maps ids back to tokens: no golden output (it takes a model's output, not a column).
+    "thal_token": {"source": "thal", "layer": "StringLookup", "config": {"invert": True}},
 }
 COLUMNS = ("note", "thal", "cp", "age")
 
@@ -61,6 +63,11 @@ def feature_lines(out):
 
 
 # ------------------------------------------------------------------ partial models, feature by feature
+
+def test_artifact_with_an_inverse_lookup_verifies_its_other_features(arts, capsys):
+    status, out, _ = verify(capsys, arts)
+    assert status == 0 and feature_lines(out) == {"age": "OK", "cp": "OK", "note": "OK", "thal": "OK"}
+
 
 def test_partial_saved_model_is_checked_feature_by_feature(arts, tmp_path, capsys):
     path = _export(arts.preprocessing(["thal", "age"]).preprocessing_model(), tmp_path / "partial")
@@ -130,6 +137,9 @@ def test_unknown_feature_names_are_a_usage_error(arts, capsys):
     status, out, err = verify(capsys, arts, "--features", "thal,bogus")
     assert status == 2 and out == "" and err.count("\n") == 1
     assert err == f"prepro verify: error: no feature 'bogus' in {arts.root}; its features: age, cp, note, thal\n"
+    status, out, err = verify(capsys, arts, "--features", "thal_token")
+    assert status == 2 and err == ("prepro verify: error: 'thal_token': inverse lookups (invert=True) take a model's "
+                                   "output, not raw columns, so golden rows do not check them\n")
     with pytest.raises(SystemExit) as e:  # argparse's usage error
         cli.main(["verify", arts.root, "--features", ","])
     assert e.value.code == 2 and "expected feature names separated by commas" in capsys.readouterr().err
