@@ -29,6 +29,8 @@ FEATURES = {
     "patient": {"source": "patient", "layer": "Hashing", "config": {"num_bins": 16}},
     "note": {"source": "note", "layer": "TextVectorization", "config": {"output_sequence_length": 6}},
     "note_pairs": {"source": "note", "layer": "TextVectorization", "config": {"ngrams": 2, "output_mode": "multi_hot"}},
+    # The whole string is the token: no string op but the lookup.
+    "note_whole": {"source": "note", "layer": "TextVectorization", "config": {"standardize": None, "split": None}},
 }
 BUILTINS = [tf.lite.OpsSet.TFLITE_BUILTINS]
 SELECT = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
@@ -120,8 +122,10 @@ def test_discretization_and_category_encoding_run_on_builtins_equal_to_golden(ar
     _assert_runs_equal(arts, golden, tmp_path, name, BUILTINS)
 
 
-def test_in_memory_string_lookup_runs_on_builtins_equal_to_golden(arts, golden, tmp_path):
-    _assert_runs_equal(arts, golden, tmp_path, "thal", BUILTINS, in_memory=True)
+@pytest.mark.parametrize("name", ["thal", "note_whole"])
+def test_in_memory_string_lookups_run_on_builtins_equal_to_golden(arts, golden, tmp_path, name):
+    """StringLookup, and TextVectorization without standardize and split."""
+    _assert_runs_equal(arts, golden, tmp_path, name, BUILTINS, in_memory=True)
 
 
 def test_in_memory_inverse_string_lookup_runs_on_builtins(arts, tmp_path):
@@ -217,3 +221,20 @@ def test_mobile_end_to_end_model_of_the_native_layers(arts, golden, tmp_path):
     predicted = _run(_convert(path, BUILTINS), feed)["output_0"]
     np.testing.assert_allclose(predicted, np.asarray(serving({k: tf.constant(v) for k, v in feed.items()})),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_device_half_converts_on_builtins_with_the_host_half_kept_outside(arts, golden, tmp_path):
+    """Every layer, file-backed lookups included: a model that takes the features
+    (`prep.model_inputs()`, what `host_fn` gives) holds only the device layers and an
+    embedding, and converts with builtin ops; the host half runs before it."""
+    features = ["age", "cp", "note", "oldpeak", "patient", "sex", "thal"]
+    prep = arts.preprocessing(features)
+    inputs = prep.model_inputs()
+    encoded = prep.device_outputs(inputs)
+    parts = [keras.ops.cast(encoded[n], "float32") for n in sorted(encoded) if n != "note"]
+    parts.append(keras.ops.mean(keras.layers.Embedding(prep.layers["note"].vocabulary_size(), 4)(encoded["note"]), axis=1))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(parts)))
+    host = prep.host_fn({c: tf.constant(v) for c, v in _golden_feed(arts, golden, features).items()})
+    content = _convert(_saved_model(model, tmp_path, "device_half"), BUILTINS)
+    predicted = _run(content, {n: np.asarray(t) for n, t in host.items()})["output_0"]
+    np.testing.assert_allclose(predicted, np.asarray(model(host)), rtol=1e-5, atol=1e-6)
