@@ -132,6 +132,8 @@ def _saved_model_outputs(prep, raw, path: str) -> Tuple[str, Dict[str, Any]]:
         result = fn(**feed)
     except Exception as e:
         raise _failed(path, f"its {signature!r} signature fails on the golden rows", e) from e
+    if not isinstance(result, Mapping):  # TensorFlow's signatures return dicts; a hand-made object may not
+        raise _error(path, f"its {signature!r} signature returns {type(result).__name__}, not a dict of outputs")
     features = [k for k in result if k in prep.features]
     if not features:
         raise _error(path, f"its {signature!r} signature returns {_describe_outputs(loaded, result)}, not "
@@ -164,7 +166,11 @@ def _serving_signature(loaded, path: str):
 def _signature_feed(fn, raw: Mapping[str, Any], path: str, prep) -> Dict[str, Any]:
     """The golden rows' raw columns the signature takes, by name, shaped as it takes them;
     a ModelError if it takes anything else."""
-    _, wants = fn.structured_input_signature
+    try:
+        _, wants = fn.structured_input_signature
+        wants = dict(wants)
+    except Exception as e:  # not a signature function as TensorFlow writes them
+        raise _failed(path, "cannot read the serving signature's inputs", e) from e
     fits_raw = all(name in raw and spec.dtype == raw[name].dtype for name, spec in wants.items())
     if not fits_raw and _takes_features(wants, prep):
         raise _error(path, f"the model takes the features ({', '.join(sorted(wants))}, as prep.model_inputs() "
@@ -212,10 +218,12 @@ def _describe_outputs(loaded, result: Mapping[str, Any]) -> str:
     """What the model returns, as its `serve` endpoint (Keras's export) structures it
     when there is one: a single tensor is most likely an end-to-end model's predictions."""
     structure = None
-    serve = getattr(loaded, "serve", None)
-    concrete = getattr(serve, "concrete_functions", None) or []
-    if len(concrete) == 1:
-        structure = concrete[0].structured_outputs
+    try:
+        concrete = list(getattr(getattr(loaded, "serve", None), "concrete_functions", None) or [])
+        if len(concrete) == 1:
+            structure = concrete[0].structured_outputs
+    except Exception:  # only a better description is lost
+        pass
     if structure is not None and not isinstance(structure, (dict, list, tuple)):
         return "a single tensor (an end-to-end model's predictions?)"
     if isinstance(structure, (list, tuple)):
