@@ -246,3 +246,22 @@ def test_paths_that_are_not_models(arts, tmp_path, capsys):
     for name, says in cases.items():
         path = str(tmp_path / name)
         assert_one_line_error(*verify(capsys, arts, "--model", path), path, says)
+
+
+def test_cli_process_prints_one_line_not_a_traceback(arts, tmp_path):
+    """The installed entry point in a fresh process: an exported end-to-end model (the
+    most likely mistake) gives exit status 2 and the error as the last line of stderr
+    (TensorFlow's own start-up log lines may come before it), never a traceback."""
+    import os
+    import subprocess
+    import sys
+    prep = arts.preprocessing()
+    path = _export(prep.end_to_end(_head(prep)), tmp_path / "serving")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}, "PYTHONPATH": root}
+    done = subprocess.run([sys.executable, "-m", "prepro.cli", "verify", arts.root, "--model", path],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert done.returncode == 2 and done.stdout == "", done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"prepro verify: error: {path}: its 'serving_default' signature "
+                                                   f"returns a single tensor (an end-to-end model's predictions?)")
