@@ -7,8 +7,9 @@ so training/serving skew is caught in one command (`prepro verify`).
                            computed with Keras when the artifacts were made
 
 `verify` recomputes the outputs with layers built from the artifacts here, with the
-layers inside a saved `.keras` model (found by name), or with an exported model that
-returns the features (`Preprocessing.preprocessing_model`), and compares them exactly.
+layers inside a saved `.keras` model (found by name), or with the outputs named like
+features of an exported SavedModel (`Preprocessing.preprocessing_model`), and compares
+them exactly; a model may cover some of the features (`prepro.model_outputs`).
 
 Example:
 >>> report = prepro.golden.verify(prepro.load("artifacts/"), model="serving.keras")
