@@ -2,7 +2,11 @@
 
     prepro analyze --spec spec.yaml --input 'data/*.csv' --format csv --output artifacts/ [Beam options]
     prepro inspect artifacts/
-    prepro verify artifacts/ [--model serving.keras | --model saved_model_dir]
+    prepro verify artifacts/ [--model serving.keras | --model saved_model_dir] [--features a,b]
+
+Exit status: 0 done (verify: every checked feature equal), 1 an error (verify: a
+feature differs or a named one is missing), 2 a usage error (verify: also a model or
+artifact that cannot be checked), as `diff` and `cmp` do.
 """
 
 import argparse
@@ -28,7 +32,8 @@ def main(argv=None) -> int:
         return _inspect(args)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"prepro {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        # verify's 1 means "the outputs differ": anything that stops the check is 2.
+        return 2 if args.command == "verify" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check layers or a saved model against the artifacts' golden rows",
                        description="Without --model: layers built from the artifacts in this environment. "
                                    "With a .keras model: its layers of the same names. With a SavedModel "
-                                   "directory: its serve() output, which must be the features "
-                                   "(export Preprocessing.preprocessing_model()).")
+                                   "directory: the outputs of its serving signature named like features, "
+                                   "called with the raw columns it names (export "
+                                   "Preprocessing.preprocessing_model()). Features a model lacks are "
+                                   "listed, not checked. Exit 0: all checked features equal; 1: a "
+                                   "feature differs, or one named with --features is not in the model; "
+                                   "2: a usage error, or a model or artifact that cannot be checked.")
     v.add_argument("artifacts")
     v.add_argument("--model", help=".keras file or SavedModel directory")
+    v.add_argument("--features", type=_feature_list, metavar="A,B",
+                   help="check only these features (comma-separated); each must be in the model")
     return parser
 
 
@@ -125,10 +136,26 @@ class _StderrHandler(logging.StreamHandler):
 def _verify(args) -> int:
     import prepro
     from prepro.golden import verify
-    report = verify(prepro.load(args.artifacts), args.model)
+    report = verify(prepro.load(args.artifacts), args.model, args.features)
     print("\n".join(report.lines()))
-    print("verify: OK" if report.ok else "verify: FAILED: outputs differ from the golden rows")
+    print(_verdict(report))
     return 0 if report.ok else 1
+
+
+def _verdict(report) -> str:
+    counts = f"{len(report.differences)} checked" + (f", {len(report.absent)} not in the model" if report.absent else "")
+    if report.ok:
+        return f"verify: OK ({counts})"
+    reasons = (["outputs differ from the golden rows"] if any(report.differences.values()) else []) + \
+        ([f"named features not in the model: {', '.join(report.missing)}"] if report.missing else [])
+    return f"verify: FAILED: {'; '.join(reasons)} ({counts})"
+
+
+def _feature_list(text: str):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected feature names separated by commas")
+    return names
 
 
 def _inspect(args) -> int:

@@ -7,8 +7,9 @@ so training/serving skew is caught in one command (`prepro verify`).
                            computed with Keras when the artifacts were made
 
 `verify` recomputes the outputs with layers built from the artifacts here, with the
-layers inside a saved `.keras` model (found by name), or with an exported model that
-returns the features (`Preprocessing.preprocessing_model`), and compares them exactly.
+layers inside a saved `.keras` model (found by name), or with the outputs named like
+features of an exported SavedModel (`Preprocessing.preprocessing_model`), and compares
+them exactly; a model may cover some of the features (`prepro.model_outputs`).
 
 Example:
 >>> report = prepro.golden.verify(prepro.load("artifacts/"), model="serving.keras")
@@ -17,11 +18,11 @@ Example:
 
 import dataclasses
 import json
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from prepro import artifacts as artifacts_lib, fs
+from prepro import artifacts as artifacts_lib, fs, model_outputs
 
 ROWS_FILE, EXPECTED_FILE = "golden/rows.json", "golden/expected.json"
 
@@ -85,52 +86,81 @@ def raw_tensors(prep, rows: List[Mapping[str, Any]]) -> Dict[str, Any]:
 def feature_outputs(prep, rows: List[Mapping[str, Any]], layers: Optional[Mapping[str, Any]] = None):
     """Each feature's output (host then device half) on `rows`, as NumPy arrays."""
     raw = raw_tensors(prep, rows)
-    return {name: _numpy(v) for name, v in prep.device_outputs(prep.host_fn(raw, layers), layers).items()}
-
-
-def _numpy(value) -> np.ndarray:
-    if hasattr(value, "to_dense"):        # tf.SparseTensor (sparse=True outputs)
-        import tensorflow as tf
-        value = tf.sparse.to_dense(value)
-    if hasattr(value, "to_list"):         # tf.RaggedTensor (ragged=True)
-        return np.array(value.to_list(), dtype=object)
-    return np.asarray(value)
+    return {name: model_outputs.to_numpy(v) for name, v in prep.device_outputs(prep.host_fn(raw, layers), layers).items()}
 
 
 @dataclasses.dataclass
 class Report:
-    """What `verify` found, per feature: None if equal, else the first difference."""
+    """What `verify` found. `differences`: per checked feature, None if equal, else the
+    first difference. `absent`: features the model does not compute (not checked);
+    a failure only for those in `required` (the features the caller named)."""
     checked: str
     rows: int
     differences: Dict[str, Optional[str]]
+    absent: List[str] = dataclasses.field(default_factory=list)
+    required: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def missing(self) -> List[str]:
+        """Named features the model does not compute."""
+        return sorted(set(self.absent) & set(self.required))
 
     @property
     def ok(self) -> bool:
-        return all(d is None for d in self.differences.values())
+        return all(d is None for d in self.differences.values()) and not self.missing
 
     def lines(self) -> List[str]:
         out = [f"{self.checked}: {self.rows} golden rows"]
-        for name, difference in sorted(self.differences.items()):
-            out.append(f"  {name:<24} {'OK' if difference is None else 'DIFFERS: ' + difference}")
+        for name in sorted([*self.differences, *self.absent]):
+            if name in self.differences:
+                difference = self.differences[name]
+                status = "OK" if difference is None else "DIFFERS: " + difference
+            else:
+                status = "MISSING: not in the model" if name in self.required else "not in the model (not checked)"
+            out.append(f"  {name:<24} {status}")
         return out
 
 
-def verify(arts, model: Optional[str] = None) -> Report:
+def verify(arts, model: Optional[str] = None, features: Optional[Sequence[str]] = None) -> Report:
     """Checks layers built here from `arts` (no `model`), the same-named layers of a saved
-    `.keras` model, or an exported SavedModel that returns the features, against the
-    golden outputs. Golden files are read as the manifest lists them and checked
-    (`read_golden`); a model that cannot be loaded or run is a one-line ValueError, a
-    feature it lacks or fails on is reported per feature."""
+    Keras model, or the same-named outputs of a SavedModel's serving signature, against
+    the golden outputs (see `prepro.model_outputs`). `features`: check only these (each
+    must then be in the model). Golden files are read as the manifest lists them and
+    checked (`read_golden`); a model that cannot be checked is a one-line
+    `model_outputs.ModelError`; features it lacks are `absent`, a feature it fails on
+    is reported as a difference."""
     rows, expected = read_golden(arts)
+    wanted = _wanted(arts, expected, features)
     prep = arts.preprocessing()
     raw = _golden_inputs(arts, prep, rows)
     if model is None:
-        checked, got = "layers built from the artifacts", _outputs(prep, raw, prep.layers)
-    elif model.endswith(".keras"):
-        checked, got = model, _keras_model_outputs(prep, raw, model, arts.custom_objects)
+        checked, got = "layers built from the artifacts", model_outputs.layer_outputs(prep, raw, prep.layers)
     else:
-        checked, got = model, _saved_model_outputs(prep, raw, model)
-    return Report(checked, len(rows), {name: _difference(want, got.get(name)) for name, want in expected.items()})
+        checked, got = model_outputs.model_outputs(prep, raw, model, arts.custom_objects)
+    return Report(checked, len(rows), {name: _difference(expected[name], got[name]) for name in wanted if name in got},
+                  absent=[name for name in wanted if name not in got], required=list(features or []))
+
+
+def golden_features(arts) -> List[str]:
+    """The features golden rows have outputs for: all but inverse lookups (invert=True),
+    which map a model's output indices back to tokens and take no raw column."""
+    return [n for n in arts.features if not arts.spec.features[n].is_inverse_lookup]
+
+
+def _wanted(arts, expected: Mapping[str, Any], features: Optional[Sequence[str]]) -> List[str]:
+    """The features to check: all, or those named (each one a feature)."""
+    if features is None:
+        return sorted(expected)
+    inverse = [name for name in features if name in arts.features and name not in expected]
+    if inverse:
+        raise ValueError(f"{', '.join(map(repr, inverse))}: inverse lookups (invert=True) take a model's output, "
+                         f"not raw columns, so golden rows do not check them")
+    unknown = [name for name in features if name not in expected]
+    if unknown or not features:
+        raise ValueError(artifacts_lib.one_line(
+            f"no feature {', '.join(map(repr, unknown)) or 'named'} in {arts.root}; its features: "
+            f"{', '.join(sorted(expected))}"))
+    return sorted(set(features))
 
 
 # Structure of the golden files; their bytes are checked against the manifest first.
@@ -160,9 +190,10 @@ def read_golden(arts):
     if len(rows) != golden["rows"]:
         raise artifacts_lib.ArtifactError(f"{golden['rows_file']}: {len(rows)} rows, the manifest says "
                                           f"{golden['rows']}")
-    if set(expected) != set(arts.features):
+    if set(expected) != set(golden_features(arts)):
         raise artifacts_lib.ArtifactError(artifacts_lib.one_line(
-            f"{golden['expected_file']}: outputs of {sorted(expected)}, but the features are {arts.features}"))
+            f"{golden['expected_file']}: outputs of {sorted(expected)}, but the features with golden outputs "
+            f"are {golden_features(arts)}"))
     return rows, {name: _expected_array(golden["expected_file"], name, entry, len(rows))
                   for name, entry in expected.items()}
 
@@ -197,79 +228,10 @@ def _golden_inputs(arts, prep, rows):
     except Exception as e:  # rows are data from the artifact: any failure is the artifact's
         raise artifacts_lib.ArtifactError(artifacts_lib.one_line(
             f"{arts.manifest['golden']['rows_file']}: the golden rows do not fit the features' raw inputs: "
-            f"{type(e).__name__}: {_first_line(e)}", 600)) from e
-
-
-def _outputs(prep, raw, layers: Mapping[str, Any]) -> Dict[str, Any]:
-    """Each feature's output with `layers[name]` (features without one are left out), or
-    what went wrong, as text, for a layer that fails. A feature's output is its layer
-    applied to its gathered raw columns, whether it runs on the host or the device, as
-    `Preprocessing.host_fn` then `device_outputs` compute it."""
-    out = {}
-    for name in prep.features:
-        if layers.get(name) is None:
-            continue
-        try:
-            out[name] = _numpy(layers[name](prep._gather(name, raw)))
-        except Exception as e:
-            out[name] = f"fails on the golden rows: {type(e).__name__}: {_first_line(e)}"
-    return out
-
-
-def _first_line(e: BaseException) -> str:
-    return artifacts_lib.one_line((str(e).strip().splitlines() or [""])[0], 300)
-
-
-def _model_error(path: str, what: str, e: BaseException) -> ValueError:
-    return ValueError(artifacts_lib.one_line(f"{path}: {what}: {type(e).__name__}: {_first_line(e)}", 600))
-
-
-def _keras_model_outputs(prep, raw, path: str, custom_objects) -> Dict[str, Any]:
-    import keras
-    try:
-        loaded = keras.saving.load_model(path, custom_objects=custom_objects or None)
-    except Exception as e:  # a missing file, not a zip, a class it cannot rebuild...
-        raise _model_error(path, "cannot load the .keras model", e) from e
-    found = {}
-    for layer in _all_layers(loaded):
-        found.setdefault(layer.name, layer)
-    return _outputs(prep, raw, {n: found.get(layer.name) for n, layer in prep.layers.items()})
-
-
-def _all_layers(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)
-
-
-def _saved_model_outputs(prep, raw, path: str) -> Dict[str, Any]:
-    import tensorflow as tf
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:
-        raise _model_error(path, "cannot load the SavedModel", e) from e
-    if not callable(getattr(loaded, "serve", None)):
-        raise ValueError(f"{path}: the SavedModel has no serve() function; export "
-                         f"prep.preprocessing_model() with format='tf_saved_model'")
-    try:
-        result = loaded.serve(raw)
-    except Exception as e:
-        raise _model_error(path, "its serve() fails on the golden rows", e) from e
-    if not isinstance(result, Mapping):
-        raise ValueError(f"{path}: its serve() returns {type(result).__name__}, not the features; export "
-                         f"prep.preprocessing_model(), or verify the .keras model, whose layers are found by name")
-    out = {}
-    for name, value in result.items():
-        try:
-            out[name] = _numpy(value)
-        except Exception as e:
-            out[name] = f"an output that is not an array: {type(e).__name__}: {_first_line(e)}"
-    return out
+            f"{type(e).__name__}: {model_outputs.first_line(e)}", 600)) from e
 
 
 def _difference(want: np.ndarray, got) -> Optional[str]:
-    if got is None:
-        return "not found in the model (layers are matched by name)"
     if isinstance(got, str):
         return got
     if got.shape != want.shape:
