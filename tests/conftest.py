@@ -28,6 +28,13 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running; run with `make test-slow` (--run-slow)")
+    # Third-party warnings the tests trigger through the pinned stack, not prepro's:
+    # Keras 3.15's convert_to_numpy calls np.array on TensorFlow 2.21 objects whose
+    # __array__ predates NumPy 2's `copy` keyword; TF 2.21's tf.lite.Interpreter warns
+    # about its own deprecation (docs/portability.md says why the tests use it).
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword"
+                                              ":DeprecationWarning")
+    config.addinivalue_line("filterwarnings", "ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
 
 def pytest_collection_modifyitems(config, items):
