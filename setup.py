@@ -26,5 +26,5 @@ setup(
                     "bench": ["tensorflow-transform>=1.21,<1.22"],
                     # the other Keras 3 backends (prepro's layers run under each)
                     "backends": ["jax>=0.10,<0.11", "torch>=2.13,<2.14"]},
-    entry_points={"console_scripts": ["prepro=prepro.cli:main"]},
+    entry_points={"console_scripts": ["prepro=pipelines.cli:main"]},
 )

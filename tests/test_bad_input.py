@@ -23,7 +23,7 @@ import zstandard
 import prepro
 from pipelines.analyze import run_analyze
 from pipelines.errors import InputError
-from prepro import cli
+from pipelines import cli
 from prepro.spec import spec_from_dict
 
 

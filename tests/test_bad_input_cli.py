@@ -25,7 +25,7 @@ features:
 
 def run_cli(tmp_path, inputs, fmt):
     spec = write(tmp_path / "spec.yaml", SPEC)
-    argv = [sys.executable, "-m", "prepro.cli", "analyze", "--spec", str(spec), "--format", fmt,
+    argv = [sys.executable, "-m", "pipelines.cli", "analyze", "--spec", str(spec), "--format", fmt,
             "--output", str(tmp_path / "out"), "--golden-rows", "0"]
     for i in inputs:
         argv += ["--input", str(i)]

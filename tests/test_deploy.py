@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleClou
                                                   PortableOptions, SparkRunnerOptions, StandardOptions,
                                                   WorkerOptions)
 
-from prepro import cli
+from pipelines import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")

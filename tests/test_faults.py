@@ -65,7 +65,7 @@ def published(folder):
 
 
 def cli(setup, output, *extra, env=None, golden_rows=0):
-    command = [sys.executable, "-m", "prepro.cli", "analyze", "--spec", setup["spec"], "--input", setup["new"],
+    command = [sys.executable, "-m", "pipelines.cli", "analyze", "--spec", setup["spec"], "--input", setup["new"],
                "--format", "csv", "--output", output, "--golden-rows", str(golden_rows), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
@@ -141,7 +141,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
     import json, os, subprocess, sys
     out, spec, old, new, room = sys.argv[1:6]
     def analyze(inputs):
-        return subprocess.run([sys.executable, "-m", "prepro.cli", "analyze", "--spec", spec, "--input", inputs,
+        return subprocess.run([sys.executable, "-m", "pipelines.cli", "analyze", "--spec", spec, "--input", inputs,
                                "--format", "csv", "--output", out, "--golden-rows", "0"],
                               capture_output=True, text=True)
     def tree():

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import prepro
 from conftest import adapted_layer, state_path, write_jsonl
-from prepro import cli
+from pipelines import cli
 
 ROWS = [{"text": t, "carrier": c, "flight": f} for t, c, f in [
     ("Late again, late!", "AA", 10), ("On time", "DL", 20), ("late LATE crew", "AA", 10),

@@ -14,7 +14,7 @@ import pytest
 
 import prepro
 import prepro.golden
-from prepro import cli
+from pipelines import cli
 from conftest import state_path
 from test_training import FEATURES, _columns, _head, run_job
 
@@ -103,7 +103,7 @@ def test_cli_records_golden_rows_in_a_helper_process(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = str(tmp_path / "arts")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    done = subprocess.run([sys.executable, "-m", "prepro.cli", "analyze", "--spec", f"{root}/examples/spec.yaml",
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "analyze", "--spec", f"{root}/examples/spec.yaml",
                            "--input", f"{root}/examples/data/*.csv", "--format", "csv", "--output", out],
                           capture_output=True, text=True, env=env, cwd=root, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

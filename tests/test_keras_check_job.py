@@ -39,7 +39,7 @@ def test_refused_spec_cancels_the_running_job_and_publishes_nothing(tmp_path):
     before = (out / "manifest.json").read_bytes()
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"features": {"review": REFUSED}}))
-    job = subprocess.Popen([sys.executable, "-m", "prepro.cli", "analyze", "--spec", str(spec), "--input", data,
+    job = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "analyze", "--spec", str(spec), "--input", data,
                             "--format", "text", "--output", str(out)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                            env={**os.environ, "PYTHONPATH": ROOT, "PREPRO_FAILPOINTS": "read:stop"})
@@ -73,7 +73,7 @@ def test_accepted_spec_runs_with_golden_rows_from_the_helper(tmp_path):
     out = tmp_path / "out"
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"features": {"review": GOOD}}))
-    done = subprocess.run([sys.executable, "-m", "prepro.cli", "analyze", "--spec", str(spec), "--input",
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "analyze", "--spec", str(spec), "--input",
                            inputs(tmp_path), "--format", "text", "--output", str(out), "--golden-rows", "3"],
                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
                           timeout=300)

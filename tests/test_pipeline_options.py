@@ -5,7 +5,7 @@ anything runs, naming the option and the closest valid one; Beam alone would log
 import pytest
 
 from pipelines.runners import BeamOptionError, check_pipeline_options
-from prepro import cli
+from pipelines import cli
 
 
 @pytest.mark.parametrize("args, message", [

@@ -40,7 +40,7 @@ def cli(data, out, env=None):
     spec = os.path.join(os.path.dirname(str(out)), "spec.json")
     with open(spec, "w") as f:
         json.dump(SPEC, f)
-    return subprocess.Popen([sys.executable, "-m", "prepro.cli", "analyze", "--spec", spec, "--input", data,
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "analyze", "--spec", spec, "--input", data,
                              "--format", "csv", "--output", str(out), "--golden-rows", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})

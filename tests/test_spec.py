@@ -160,7 +160,7 @@ def test_source_and_weight_columns_must_be_non_empty_strings(entry):
 
 
 def test_cli_refuses_an_unsafe_feature_name_and_writes_nothing(tmp_path, capsys):
-    from prepro import cli
+    from pipelines import cli
     (tmp_path / "data.csv").write_text("c\nx\n")
     (tmp_path / "spec.yaml").write_text("features:\n  ../../escaped: {source: c, layer: StringLookup}\n")
     out = tmp_path / "deep" / "out"

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_job
-from prepro import cli
+from pipelines import cli
 from test_training import _columns, _head
 
 FEATURES = {
@@ -259,7 +259,7 @@ def test_cli_process_prints_one_line_not_a_traceback(arts, tmp_path):
     path = _export(prep.end_to_end(_head(prep)), tmp_path / "serving")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**{k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}, "PYTHONPATH": root}
-    done = subprocess.run([sys.executable, "-m", "prepro.cli", "verify", arts.root, "--model", path],
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "verify", arts.root, "--model", path],
                           capture_output=True, text=True, env=env, cwd=root, timeout=300)
     assert done.returncode == 2 and done.stdout == "", done.stderr[-3000:]
     assert "Traceback" not in done.stderr

@@ -6,7 +6,7 @@ of prepro's own options (spec, input, format, output, shards, golden_rows) goes 
 
 import sys
 
-from prepro import cli
+from pipelines import cli
 
 PREPRO_OPTIONS = {"spec", "input", "format", "output", "shards", "golden_rows"}
 
