@@ -11,7 +11,7 @@ import pytest
 import prepro
 from bench import huge_vocab
 from conftest import state_path
-from pipelines import analyze
+from pipelines import analyze, transforms
 from prepro.spec import spec_from_dict
 
 SPEC = spec_from_dict({"features": {"user": {"source": "user", "layer": "StringLookup"}}})
@@ -27,7 +27,7 @@ def corpus(tmp_path_factory):
 def test_spilled_sharded_counts_equal_an_exact_count_and_adapt(corpus, tmp_path, monkeypatch):
     data, meta = corpus
     # 256 KB batches and of pending counts: each 2.7 MB file is written as ~10 part files.
-    monkeypatch.setattr(analyze, "PENDING_COUNT_BYTES", 256 << 10)
+    monkeypatch.setattr(transforms, "PENDING_COUNT_BYTES", 256 << 10)
     counters = {}
     out = str(tmp_path / "in_process")
     analyze.run_analyze(SPEC, [os.path.join(data, "*.csv")], "csv", out, num_shards=16, golden_rows=0,
@@ -75,7 +75,7 @@ def test_a_tight_budget_spills_the_largest_features_and_changes_no_byte(tmp_path
     inputs = [os.path.join(root, "examples", "data", "*.csv")]
     plain, tight = str(tmp_path / "plain"), str(tmp_path / "tight")
     analyze.run_analyze(spec, inputs, "csv", plain, golden_rows=0)
-    monkeypatch.setattr(analyze, "PENDING_COUNT_BYTES", 4 << 10)
+    monkeypatch.setattr(transforms, "PENDING_COUNT_BYTES", 4 << 10)
     counters = {}
     analyze.run_analyze(spec, inputs, "csv", tight, golden_rows=0, batch_bytes=16 << 10, num_shards=4,
                         counters=counters)

@@ -152,7 +152,7 @@ def test_numeric_state_is_byte_identical_across_workers_and_file_order(analyzed,
 def test_many_parts_merge_in_two_levels(tmp_path, monkeypatch):
     """Parts merge in groups (PARTS_PER_MERGE) and then groups: same counts and exact
     quantiles as one level, moments to float64 rounding, sketch within its bound."""
-    from pipelines import analyze as analyze_mod
+    from pipelines import transforms
     rng = np.random.default_rng(5)
     x = rng.lognormal(2, 1, 20_000)
     path = tmp_path / "x.jsonl"
@@ -163,7 +163,7 @@ def test_many_parts_merge_in_two_levels(tmp_path, monkeypatch):
         "norm": {"source": "x", "layer": "Normalization"}}})
     part_bytes = path.stat().st_size // 20 + 1  # 20 parts
     one = run_analyze(spec, [str(path)], "jsonl", str(tmp_path / "one"), part_bytes=part_bytes)
-    monkeypatch.setattr(analyze_mod, "PARTS_PER_MERGE", 3)
+    monkeypatch.setattr(transforms, "PARTS_PER_MERGE", 3)
     two = run_analyze(spec, [str(path)], "jsonl", str(tmp_path / "two"), part_bytes=part_bytes)
     a, b = prepro.load(str(tmp_path / "one")), prepro.load(str(tmp_path / "two"))
     for name in ("exact", "sketch", "norm"):

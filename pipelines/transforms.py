@@ -1,0 +1,359 @@
+"""The analyze job's stages, as named composite PTransforms (the Dataflow graph shows them):
+
+    ReadAndExtract        files -> per read task: token counts spilled to part files,
+                          numeric statistics, checked figures, row counts, golden candidates
+    RankVocabularies      part files -> per shard a ranked run -> per feature the
+                          vocabulary file (k-way merge) and its manifest entry
+    SummarizeNumeric      per task statistics -> merged in task order -> state files
+    CheckStateless        figures of the layers with nothing to learn
+    CountRows             rows per input file
+    PickGoldenRows        the first candidates by a key every runner computes alike
+    WriteManifestCandidate  everything above -> the manifest candidate in the work directory
+
+`pipelines/analyze.py` composes them (`build_pipeline`) and publishes what they wrote.
+Each is tested on its own with Beam's TestPipeline (tests/test_transforms.py).
+"""
+
+import contextlib
+import json
+import logging
+import platform
+from typing import Dict, List
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+import pyarrow as pa
+
+from pipelines import failpoints, keras_helper
+from pipelines import io as prepro_io
+from pipelines.checks import checked_tally, finalize_stateless
+from pipelines.combiners import MergeTallies
+from pipelines.errors import InputError
+from pipelines.extract import Threads, feature_counts
+from pipelines.golden import candidate_rows
+from pipelines.numeric import add_batch, new_stats
+from pipelines.numeric_state import finalize_numeric
+from pipelines.vocabulary import VocabularyWriter, merged_ranking, rank_shard, write_parts
+from prepro import artifacts, fs, spec as spec_lib, state_files
+from prepro.stats import TokenCounts
+from prepro.stats.numeric import merge_in_order
+
+METRICS = "prepro"  # namespace of the job's Beam counters (Dataflow shows them live)
+PROGRESS = logging.getLogger("prepro.progress")  # one line per read task (the CLI prints them)
+DEFAULT_GOLDEN_ROWS = 16
+GOLDEN_CANDIDATES = 4  # candidates per golden row: a layer may reject some rows
+CANDIDATE, GOLDEN_ROWS = "manifest.candidate.json", "golden_rows.json"
+# Numeric parts merge in two levels, in task order: groups of this many consecutive
+# parts, then a feature's groups. One worker then holds at most this many part
+# statistics (a part's quantile sketch is ~1.4 MB at rank_error 0.001), whatever the
+# number of parts.
+PARTS_PER_MERGE = 64
+# A read task's token counts are merged across its batches (frequent tokens repeat)
+# until all its features' together hold this many bytes, then the largest is written
+# as a part file (pipelines/vocabulary), so a task holds about this much pending count
+# whatever the input and the number of features. (Beam's lifted combine bounds its
+# cache by key count, not size.)
+PENDING_COUNT_BYTES = 128 << 20
+
+
+class ExtractCounts(beam.DoFn):
+    """Per read task (a file, or a part of a big one), its batches in file order.
+    Emits (kind, payload) pairs that `Select` splits by kind: Beam's
+    DaskRunner (2.77) sends tagged outputs to the main output, so none are used.
+    Per task: every token feature's counts, merged over its batches, written as a part
+    file split into shards by token hash (the largest early, when the task's pending
+    counts outgrow PENDING_COUNT_BYTES); a reference per shard.
+    Per task: every numeric feature's statistics, finished and keyed by the task, so
+    parts merge in a canonical order (see prepro.stats.numeric). Per batch, for the
+    features with nothing to learn: their checked input's figures."""
+
+    COUNTS = "counts"
+    TALLY = "tally"
+    ROWS = "rows"
+    NUMERIC = "numeric"
+    CHECKED = "checked"
+    GOLDEN = "golden"
+
+    def __init__(self, spec: spec_lib.Spec, fmt: str, columns: Dict[str, str], batch_bytes: int,
+                 num_shards: int, work_dir: str, threads: int = 1, golden_rows: int = 0):
+        self._spec = spec
+        self._work_dir = work_dir
+        self._golden_rows = golden_rows
+        self._read = (fmt, columns, batch_bytes)
+        self._num_shards = num_shards
+        self._threads = threads
+
+    def setup(self):
+        self._cancellation = keras_helper.Cancellation(self._work_dir)
+        self._pool = Threads(self._threads)
+
+    def teardown(self):
+        self._pool.close()
+
+    def process(self, task: prepro_io.ReadTask):
+        features = sorted(self._spec.features.items())
+        numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
+        pending: Dict[str, TokenCounts] = {}
+        rows = 0
+        batches = prepro_io.read_batches(task, *self._read,
+                                         features_of=prepro_io.features_of_columns(self._spec.features.values()))
+        for number, batch in enumerate(batches):
+            rows += batch.table.num_rows
+            Metrics.counter(METRICS, "rows_read").inc(batch.table.num_rows)
+            Metrics.counter(METRICS, "batches").inc()
+            yield (self.ROWS, (batch.path, batch.table.num_rows))
+            failpoints.reach("read")
+            self._cancellation.raise_if_cancelled()  # the spec refused by Keras meanwhile
+            try:
+                # One thread per numeric feature: each sees its batches in file order, and
+                # NumPy and tfx-bsl's sketch release the GIL (2 threads: ~1.9x on the adds).
+                self._pool.map(lambda item: add_batch(numeric[item[0]], batch, item[1]),
+                               [(n, f) for n, f in features if f.is_numeric])
+            except InputError as e:
+                raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
+            for name, feature in features:
+                if feature.is_numeric:
+                    continue
+                try:
+                    if feature.is_stateless:
+                        yield (self.CHECKED, (name, checked_tally(batch, feature)))
+                        continue
+                    counts, tally = feature_counts(batch, feature, self._pool)
+                except InputError as e:
+                    raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
+                yield (self.TALLY, (name, tally))
+                pending[name] = pending[name].merge(counts) if name in pending else counts
+                while sum(c.nbytes for c in pending.values()) > PENDING_COUNT_BYTES:
+                    largest = max(sorted(pending), key=lambda n: pending[n].nbytes)
+                    yield from self._spill(largest, pending.pop(largest))
+            # After the batch's values passed every feature's checks, so candidates hold
+            # only values the features accept.
+            if number == 0 and self._golden_rows:
+                for candidate in candidate_rows(batch, task.index, self._read[1], self._spec,
+                                                GOLDEN_CANDIDATES * self._golden_rows):
+                    yield (self.GOLDEN, candidate)
+        for name in sorted(pending):
+            yield from self._spill(name, pending[name])
+        Metrics.counter(METRICS, "input_bytes_read").inc(task.size)
+        Metrics.counter(METRICS, "read_tasks_done").inc()
+        PROGRESS.info("read %s bytes %s..%s: %d rows", task.path, task.start, task.end or "end", rows)
+        for name, stats in numeric.items():
+            group = (name, task.index // PARTS_PER_MERGE)
+            yield (self.NUMERIC, (group, (task.index, stats.finish())))
+
+    def _spill(self, name: str, counts: TokenCounts):
+        Metrics.counter(METRICS, "part_files_written").inc()
+        for shard, ref in write_parts(name, counts, self._num_shards, self._work_dir):
+            yield self.COUNTS, ((name, shard), ref)
+        failpoints.reach("count")
+
+
+def _kind(item, kind: str):
+    """The payload of an (kind, payload) pair of `kind`, else nothing."""
+    if item[0] == kind:
+        yield item[1]
+
+class Select(beam.PTransform):
+    """The payloads of ExtractCounts' outputs of one kind."""
+
+    def __init__(self, kind: str, output_type=None):
+        super().__init__()
+        self._kind, self._output_type = kind, output_type
+
+    def expand(self, extracted):
+        select = beam.FlatMap(_kind, self._kind)
+        return extracted | (select.with_output_types(self._output_type) if self._output_type else select)
+
+
+class ReadAndExtract(beam.PTransform):
+    """Read tasks (files, or byte ranges of big ones) -> ExtractCounts' (kind, payload)
+    outputs. The tasks are spread over workers first (a Reshuffle), so one worker does
+    not read every file."""
+
+    def __init__(self, tasks: List[prepro_io.ReadTask], extract: "ExtractCounts"):
+        super().__init__()
+        self._tasks, self._extract = tasks, extract
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ReadTasks" >> beam.Create(self._tasks)
+                | "SpreadTasks" >> beam.Reshuffle()
+                | "Extract" >> beam.ParDo(self._extract))
+
+
+class RankVocabularies(beam.PTransform):
+    """{"counts": ((feature, shard), PartRef), "tally": (feature, Tally)} -> each token
+    feature's (name, manifest entry, files): a shard's part files merged into exact
+    counts and ranked into a run file, the runs merged into the vocabulary file."""
+
+    def __init__(self, spec: spec_lib.Spec, work_dir: str, state_dir: str):
+        super().__init__()
+        self._spec, self._work_dir, self._state_dir = spec, work_dir, state_dir
+
+    def expand(self, inputs):
+        spec, work_dir = self._spec, self._work_dir
+        runs = (inputs["counts"]
+                | "GroupShards" >> beam.GroupByKey()
+                | "RankShards" >> beam.MapTuple(
+                    lambda key, refs: (key[0], rank_shard(spec.features[key[0]], key[1], refs, work_dir))))
+        tallies = inputs["tally"] | "TallyFeature" >> beam.CombinePerKey(MergeTallies())
+        return ({"runs": runs, "tally": tallies}
+                | "JoinFeature" >> beam.CoGroupByKey()
+                | "WriteVocabulary" >> beam.Map(vocabulary_entry, spec, self._state_dir))
+
+
+class SummarizeNumeric(beam.PTransform):
+    """((feature, group), (task index, NumericStats)) -> each numeric feature's (name,
+    manifest entry, files): parts merged in task order, in groups of PARTS_PER_MERGE
+    then per feature, so the result is canonical (see prepro.stats.numeric)."""
+
+    def __init__(self, spec: spec_lib.Spec, state_dir: str):
+        super().__init__()
+        self._spec, self._state_dir = spec, state_dir
+
+    def expand(self, parts):
+        return (parts
+                | "GroupParts" >> beam.GroupByKey()
+                | "MergeParts" >> beam.MapTuple(lambda group, stats: (group[0], (group[1], merge_in_order(stats))))
+                | "GroupMerged" >> beam.GroupByKey()
+                | "WriteNumericState" >> beam.Map(finalize_numeric, self._spec, self._state_dir))
+
+
+class CheckStateless(beam.PTransform):
+    """(feature, Tally) per batch -> each checked feature's (name, manifest entry, {})."""
+
+    def __init__(self, spec: spec_lib.Spec):
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, tallies):
+        return (tallies
+                | "TallyChecked" >> beam.CombinePerKey(MergeTallies())
+                | "FinalizeChecked" >> beam.Map(finalize_stateless, self._spec))
+
+
+class CountRows(beam.PTransform):
+    """(file, rows) per batch -> (file, rows) per file."""
+
+    def expand(self, rows):
+        return rows | "RowsPerFile" >> beam.CombinePerKey(sum)
+
+
+class PickGoldenRows(beam.PTransform):
+    """Golden-row candidates (key, row) -> one list of the `count` smallest by key.
+    Per key, not CombineGlobally: Beam 2.77's DaskRunner gives an empty global combine."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self._count = count
+
+    def expand(self, candidates):
+        return (candidates
+                | "OneKey" >> beam.Map(lambda candidate: (None, candidate))
+                | "Smallest" >> beam.combiners.Top.SmallestPerKey(self._count, key=lambda c: c[0])
+                | "Candidates" >> beam.Values())
+
+
+class WriteManifestCandidate(beam.PTransform):
+    """{"features", "rows", "golden"} -> the manifest candidate, written with the golden
+    rows into the work directory once every feature is done (`write_manifest`)."""
+
+    def __init__(self, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, work_dir: str):
+        super().__init__()
+        self._args = (spec, inputs, fmt, work_dir)
+
+    def expand(self, parts):
+        return (parts["features"].pipeline
+                | "Once" >> beam.Create([None])
+                | "Write" >> beam.FlatMap(write_manifest, beam.pvalue.AsList(parts["features"]),
+                                          beam.pvalue.AsList(parts["rows"]),
+                                          beam.pvalue.AsSingleton(parts["golden"], default_value=[]), *self._args))
+
+
+def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str):
+    """Merges one feature's runs into its vocabulary file in `state_dir`; returns its
+    manifest entry."""
+    Metrics.counter(METRICS, "features_finalized").inc()
+    name, grouped = item
+    feature = spec.features[name]
+    runs, tallies = grouped["runs"], grouped["tally"]
+    tally = tallies[0]
+    state_writer = state_files.StateWriter(state_dir, name)
+    relpath, vocabulary_out = state_writer.open(state_files.VOCABULARY)
+    frequencies_relpath, frequencies_out = (state_writer.open(state_files.DOCUMENT_FREQUENCIES)
+                                            if spec_lib.needs_document_frequencies(feature) else (None, None))
+    with contextlib.ExitStack() as files:
+        writer = VocabularyWriter(files.enter_context(vocabulary_out),
+                                  files.enter_context(frequencies_out) if frequencies_out else None)
+        token_type = pa.int64() if feature.is_integer else pa.binary()
+        for ranked in merged_ranking(runs, spec_lib.max_learned_tokens(feature), token_type):
+            writer.add(ranked)
+            failpoints.reach("state")  # a state file partly written
+    if writer.size == 0:
+        below = sum(r.below_thresholds for r in runs)
+        raise InputError(f"no tokens to learn: {tally.rows} rows, {tally.missing} missing, {tally.values} values"
+                         + (", all empty or mask/OOV tokens" if tally.values else "")
+                         + (f", or below the thresholds ({below} tokens)" if below else ""), feature=name)
+    occurrences = sum(r.occurrences for r in runs)
+    figures = {
+        "rows": tally.rows, "values": tally.values, "missing": tally.missing,
+        "invalid_utf8_replaced": tally.invalid_utf8_replaced,
+        "invalid_utf8_skipped": tally.invalid_utf8_skipped,
+        "documents": sum(r.documents for r in runs),
+        "tokens_seen": sum(r.occurrences_all for r in runs),
+        "special_tokens_seen": sum(r.occurrences_all for r in runs) - occurrences,
+        "distinct_tokens": sum(r.distinct for r in runs),
+        "below_thresholds": sum(r.below_thresholds for r in runs),
+        "tokens_kept": writer.size,
+        "coverage": round(writer.kept_occurrences / occurrences, 6) if occurrences else 0.0,
+        "top_tokens": writer.top,
+    }
+    state = {"vocabulary_file": relpath, "vocabulary_size": writer.size, "documents": figures["documents"],
+             "token_start": spec_lib.token_start(feature), "exceptions": writer.exceptions}
+    files = {relpath: writer.vocabulary.file_entry()}
+    if writer.frequencies is not None:
+        state["document_frequencies_file"] = frequencies_relpath
+        files[frequencies_relpath] = writer.frequencies.file_entry()
+    return name, {**feature.to_dict(), "state": state, "figures": figures}, files
+
+
+def write_manifest(_, features, rows, golden, spec, inputs, fmt, work_dir):
+    """Writes the manifest candidate and the golden rows to the work directory; the
+    driver adds the golden outputs and publishes (`run_analyze`)."""
+    row_counts = dict(rows)
+    total = sum(row_counts.values())
+    if total == 0:
+        raise InputError(f"the inputs hold no rows: {[i['path'] for i in inputs]}")
+    files, feature_entries = {}, {}
+    for name, entry, file_entries in sorted(features, key=lambda f: f[0]):
+        feature_entries[name] = entry
+        files.update(file_entries)
+    missing = sorted(set(spec.features) - set(feature_entries))
+    if missing:
+        raise InputError(f"features {missing} received no values")
+    manifest = {
+        "spec": spec.to_dict(),
+        "features": feature_entries,
+        "files": files,
+        "provenance": {
+            "inputs": [{**i, "rows": row_counts.get(i["path"], 0)} for i in inputs],
+            "input_format": fmt,
+            "rows_read": total,
+            "versions": _versions(),
+        },
+    }
+    fs.write_bytes(fs.join(work_dir, CANDIDATE), artifacts.manifest_bytes(manifest))
+    fs.write_bytes(fs.join(work_dir, GOLDEN_ROWS), json.dumps([row for _, row in golden]).encode("utf-8"))
+    yield manifest
+
+
+def _versions():
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for pkg in ("prepro", "apache-beam", "pyarrow", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
