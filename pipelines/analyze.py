@@ -100,8 +100,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     DEFAULT_SHARDS). `batch_bytes`:
     input bytes per batch (default: 64 MB in-process, else 16 MB). The result never
     depends on either. `part_bytes`: bytes per part of a split text/JSON Lines file
-    (default `io.PART_BYTES`, whatever the runner: quantile sketches merge per part, so
-    their last bits depend on it; token counts and moments never do). `golden_rows`: how many raw
+    (default `io.PART_BYTES`, whatever the runner: numeric statistics merge per part,
+    so their last bits depend on it; token counts never do). `golden_rows`: how many raw
     rows the artifacts carry with their expected outputs (computed with Keras at the end;
     when TensorFlow is not loaded yet, a helper process imports it while the job runs;
     0 skips it). `counters`, if given, is filled with the job's Beam counters (rows and

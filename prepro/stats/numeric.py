@@ -1,13 +1,12 @@
 """Numeric statistics, mergeable: moments for Normalization, quantiles for Discretization.
 
-Determinism. Moments are exact sums (prepro/stats/moments.py): they merge in any order
-to the same bits. A quantile sketch's merges are not associative, so its result would
-depend on how rows were cut into batches and which worker merged what. So a
-`NumericStats` takes values in canonical blocks of `BLOCK_ROWS` consecutive
-observations of one file part, whatever the batch sizes (it carries the remainder of a
-batch over to the next); a part's stats are finished on their own; and parts are
-merged in part order (`merge_in_order`). The same input then gives the same bits on
-any runner and any number of workers.
+Determinism. Floating-point merges are not associative, so a result would depend on
+how rows were cut into batches and which worker merged what. So a `NumericStats`
+takes values in canonical blocks of `BLOCK_ROWS` consecutive observations of one
+file part, whatever the batch sizes (it carries the remainder of a batch over to the
+next); a part's stats are finished on their own; and parts are merged in part order
+(`merge_in_order`). The same input then gives the same bits on any runner and any
+number of workers.
 
 Example:
 >>> s = NumericStats.for_moments(width=2)
@@ -22,12 +21,41 @@ from typing import Iterable, List, Optional, Sequence
 import numpy as np
 
 from prepro.stats.figures import Figures
-from prepro.stats.moments import Moments
 
 BLOCK_ROWS = 1 << 16
 # tfx-bsl sizes its sketch for this many values per stream (TensorFlow Transform's
 # default); a part of a file holds far fewer.
 SKETCH_MAX_ELEMENTS = 1 << 32
+
+
+@dataclasses.dataclass
+class Moments:
+    """Population count, mean and sum of squared deviations per position, in float64."""
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "Moments":
+        """Moments of `values` (observations x positions), two-pass within the block."""
+        mean = values.mean(axis=0)
+        return cls(len(values), mean, ((values - mean) ** 2).sum(axis=0))
+
+    def merge(self, other: "Moments") -> "Moments":
+        """Chan et al.'s parallel combination: stable for any sizes."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / n)
+        m2 = self.m2 + other.m2 + delta ** 2 * (self.count * other.count / n)
+        return Moments(n, mean, m2)
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.m2 / self.count
 
 
 class QuantileSketch:
@@ -119,7 +147,7 @@ class NumericStats:
 
     @classmethod
     def for_moments(cls, width: int) -> "NumericStats":
-        return cls(moments=Moments.empty(width))
+        return cls(moments=Moments(0, np.zeros(width), np.zeros(width)))
 
     @classmethod
     def for_quantiles(cls, epsilon: Optional[float]) -> "NumericStats":
