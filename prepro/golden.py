@@ -70,15 +70,19 @@ def _accepted(prep, candidates: List[Dict[str, Any]], rows: int):
 
 
 def raw_tensors(prep, rows: List[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Golden rows as the raw-column tensors a model takes (`prep.raw_inputs()`)."""
+    """Golden rows as the raw-column tensors a model takes (`prep.raw_specs()`). A list
+    value keeps its length: a lookup's list column needs no declared shape here."""
     import tensorflow as tf
     out = {}
-    for column, spec in prep.raw_inputs().items():
+    for column, spec in prep.raw_specs().items():
         values = [row[column] for row in rows]
-        if spec.dtype == "string":
+        if spec.dtype == tf.string:
             values = np.array(values, dtype=object).astype(str)
-        out[column] = tf.constant(np.asarray(values, dtype=None if spec.dtype == "string" else spec.dtype)
-                                  .reshape((len(rows), *spec.shape[1:])))
+        array = np.asarray(values, dtype=None if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
+        row_shape = tuple(spec.shape[1:])
+        if array.size == len(rows) * int(np.prod(row_shape)):  # a scalar or a flat list of a declared shape
+            array = array.reshape((len(rows), *row_shape))
+        out[column] = tf.constant(array)
     return out
 
 
@@ -89,12 +93,21 @@ def feature_outputs(prep, rows: List[Mapping[str, Any]], layers: Optional[Mappin
 
 
 def _numpy(value) -> np.ndarray:
-    if hasattr(value, "to_dense"):        # tf.SparseTensor (sparse=True outputs)
-        import tensorflow as tf
+    import tensorflow as tf
+    if isinstance(value, tf.SparseTensor):  # sparse=True outputs (a SparseTensor has no to_dense method)
         value = tf.sparse.to_dense(value)
-    if hasattr(value, "to_list"):         # tf.RaggedTensor (ragged=True)
-        return np.array(value.to_list(), dtype=object)
+    if isinstance(value, tf.RaggedTensor):  # ragged=True
+        return _rows(value.to_list())
     return np.asarray(value)
+
+
+def _rows(rows) -> np.ndarray:
+    """One object per row, whatever their lengths (np.array would make a 2-D array of
+    equal-length rows)."""
+    out = np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows):
+        out[i] = row
+    return out
 
 
 @dataclasses.dataclass

@@ -184,11 +184,12 @@ class Artifacts:
         except (ValueError, OverflowError) as e:
             raise artifacts.ArtifactError(artifacts.one_line(f"{relpath}: malformed: {e}", 600)) from None
 
-    def preprocessing(self, features=None, raw_dtypes=None, in_memory: bool = False):
+    def preprocessing(self, features=None, raw_dtypes=None, in_memory: bool = False, raw_shapes=None):
         """The host half (tf.data), the device half (in the model) and the end-to-end
         serving model of `features` (default: all but inverse lookups, which map
         model outputs back to tokens); see `prepro.training`.
-        `in_memory`: lookups hold their vocabularies as lists (see `layer`)."""
+        `in_memory`: lookups hold their vocabularies as lists (see `layer`).
+        `raw_shapes`: one row's shape of fixed-length list columns, e.g. {"tags": (3,)}."""
         from prepro.training import Preprocessing
         inverse = [n for n in self.features if self.spec.features[n].is_inverse_lookup]
         if features is None:
@@ -198,7 +199,7 @@ class Artifacts:
             raise ValueError(f"features {named} are inverse lookups (invert=True): they map model outputs "
                              f"(indices) back to tokens, so they are not preprocessing; build them with "
                              f"arts.layer(name) and apply them to the model's output")
-        return Preprocessing(self, features, raw_dtypes, in_memory)
+        return Preprocessing(self, features, raw_dtypes, in_memory, raw_shapes)
 
     def moments(self, name: str):
         """(mean, variance) of a Normalization feature: float64 arrays of the kept axes' shape."""
