@@ -63,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Without --model: layers built from the artifacts in this environment. "
                                    "With a .keras model: its layers of the same names. With a SavedModel "
                                    "directory: its serve() output, which must be the features "
-                                   "(export Preprocessing.preprocessing_model()).")
+                                   "(export Preprocessing.preprocessing_model() or export_serving()).")
     v.add_argument("artifacts")
     v.add_argument("--model", help=".keras file or SavedModel directory")
+    v.add_argument("--max-ulps", type=int, default=0,
+                   help="float outputs may differ by this many units in the last place (default 0: "
+                        "bit for bit); XLA under JAX rounds Normalization differently by 1")
     return parser
 
 
@@ -125,7 +128,7 @@ class _StderrHandler(logging.StreamHandler):
 def _verify(args) -> int:
     import prepro
     from prepro.golden import verify
-    report = verify(prepro.load(args.artifacts), args.model)
+    report = verify(prepro.load(args.artifacts), args.model, max_ulps=args.max_ulps)
     print("\n".join(report.lines()))
     print("verify: OK" if report.ok else "verify: FAILED: outputs differ from the golden rows")
     return 0 if report.ok else 1

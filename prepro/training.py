@@ -159,6 +159,7 @@ class Preprocessing:
         Keras export writes a SavedModel."""
         import tempfile
         import tensorflow as tf
+        _require_saved_model_export()
         device = model if model is not None else self._device_model()
         with tempfile.TemporaryDirectory() as staging:
             try:
@@ -181,7 +182,9 @@ class Preprocessing:
                 return {**{n: features[n] for n in self.host_layers}, **exported.serve(device_inputs)}
 
             module.serve = tf.function(serve, input_signature=[self.raw_specs()], autograph=False)
-            tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+            # Serving needs no gradients; jax2tf's custom gradients cannot be saved again.
+            options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+            tf.saved_model.save(module, path, signatures={"serving_default": module.serve}, options=options)
 
     def _device_model(self):
         """The device layers alone: their features in, their outputs out."""
@@ -286,6 +289,17 @@ class Preprocessing:
             return ops.reshape(columns[0], (-1, *f.shape))
         columns = [ops.reshape(c, (-1, 1)) for c in columns]
         return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=-1)
+
+
+def _require_saved_model_export() -> None:
+    """Keras 3.15 writes a SavedModel from a torch model through torch_xla's StableHLO
+    (keras/src/backend/torch/export.py); without it, say so rather than fail inside."""
+    import importlib.util
+    import keras
+    if keras.backend.backend() == "torch" and importlib.util.find_spec("torch_xla") is None:
+        raise BackendError("export_serving: Keras exports a torch model as a SavedModel through torch_xla, "
+                           "which is not installed; export with the tensorflow or jax backend (the same "
+                           "artifacts and weights give the same features)")
 
 
 def _size(shape) -> int:
