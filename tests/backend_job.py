@@ -59,6 +59,16 @@ def main(root, work_dir, result_path):
     result["host_eager"] = _lists({n: v for n, v in prep.host_fn(raw).items() if prep.is_host(n)})
     batches = list(tf.data.Dataset.from_tensor_slices(raw).batch(8).map(prep.host_fn))
     result["host_tf_data"] = _lists({n: tf.concat([b[n] for b in batches], 0) for n in prep.host_layers})
+    # Sparse and ragged feature inputs (sparse=True, ragged=True in a spec): where the
+    # backend's keras.Input cannot take them, a BackendError naming feature and reason.
+    result["input_kinds"] = {}
+    for kind, spec in (("sparse", tf.SparseTensorSpec([None, 8], tf.int64)),
+                       ("ragged", tf.RaggedTensorSpec([None, None], tf.int64))):
+        try:
+            prep._keras_input(f"{kind}_feature", spec)  # what model_inputs() does per feature
+            result["input_kinds"][kind] = "ok"
+        except prepro.training.BackendError as e:
+            result["input_kinds"][kind] = str(e)
     result["feature_specs"] = {n: [type(s).__name__, s.shape.as_list(), s.dtype.name]
                                for n, s in prep.feature_specs().items()}
     lap("host_half")

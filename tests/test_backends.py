@@ -86,6 +86,12 @@ def test_backend(backend, arts, reference, tmp_path):
     # The host half is TensorFlow on every backend: eagerly and in tf.data, the same.
     assert got["host_eager"] == got["host_tf_data"] == reference["host"]
     assert got["feature_specs"] == reference["specs"]
+    # Sparse and ragged feature inputs where Keras takes them; else the reason, per feature.
+    for kind, supported in (("sparse", backend != "torch"), ("ragged", backend == "tensorflow")):
+        assert got["input_kinds"][kind] == "ok" if supported else got["input_kinds"][kind] == (
+            f"feature '{kind}_feature' yields {kind} tensors, which the {backend} backend cannot take as a "
+            f"model input (Keras: `{kind}=True` is not supported with the {backend} backend); set "
+            f"{kind}=False in its spec"), (kind, got["input_kinds"][kind])
     # The device half in a model this backend compiles: the golden outputs, bit for bit
     # on TensorFlow (XLA included); JAX's XLA and torch round Normalization's division
     # differently, by the units in the last place measured here.
