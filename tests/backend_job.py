@@ -102,6 +102,8 @@ def main(root, work_dir, result_path):
         result["verify"] = {"ok": report.ok, "lines": report.lines()}
         within_one_ulp = prepro.golden.verify(arts, model=f"{work_dir}/features", max_ulps=1)
         result["verify_max_ulps_1"] = {"ok": within_one_ulp.ok, "lines": within_one_ulp.lines()}
+        from prepro import cli
+        result["cli_verify_exit"] = cli.main(["verify", root, "--model", f"{work_dir}/features", "--max-ulps", "1"])
         prep.export_serving(f"{work_dir}/serving", model)
         serving = tf.saved_model.load(f"{work_dir}/serving")  # keep a reference: it owns the variables
         served = serving.serve(raw)

@@ -111,6 +111,7 @@ def test_backend(backend, arts, reference, tmp_path):
     else:
         assert got["served_equals_predict"] is True
         assert got["verify_max_ulps_1"]["ok"], got["verify_max_ulps_1"]["lines"]
+        assert got["cli_verify_exit"] == 0  # `prepro verify ARTIFACTS --model DIR --max-ulps 1`
         assert got["verify"]["ok"] is (backend == "tensorflow"), got["verify"]["lines"]
     if backend == "tensorflow":
         assert got["end_to_end"] == "built"
