@@ -232,15 +232,21 @@ class Preprocessing:
         return out
 
     def _as_traced(self, name, symbolic, spec):
+        """`symbolic` with the traced shape where a reshape gives it; else as it is (a
+        ragged output: Keras takes TextVectorization one_hot's symbolic (None, 1, None, N)
+        into a ragged (None, None, N) input, tests/test_preprocessing_modes.py)."""
         import keras
+        import tensorflow as tf
         want = tuple(spec.shape[1:])
-        if tuple(symbolic.shape[1:]) == want:
+        if _compatible(tuple(symbolic.shape[1:]), want):  # as Keras checks a model's inputs
             return symbolic
-        if None in want or None in symbolic.shape[1:] or _size(want) != _size(symbolic.shape[1:]):
-            raise ValueError(f"feature {name!r}: Keras gives its output the symbolic shape {symbolic.shape}, "
-                             f"but it produces {tuple(spec.shape)}, which no reshape reconciles; feed the "
-                             f"model `model_inputs()` from tf.data instead of raw columns")
-        return keras.layers.Reshape(want, name=f"{name}_as_produced")(symbolic)
+        if want.count(None) <= 1 and not isinstance(spec, tf.RaggedTensorSpec):
+            try:  # a no-op when run: what runs already has this shape
+                return keras.layers.Reshape(tuple(-1 if d is None else d for d in want),
+                                            name=f"{name}_as_produced")(symbolic)
+            except ValueError:
+                pass
+        return symbolic
 
     def _keras_input(self, name, spec):
         import keras
@@ -300,6 +306,11 @@ def _require_saved_model_export() -> None:
         raise BackendError("export_serving: Keras exports a torch model as a SavedModel through torch_xla, "
                            "which is not installed; export with the tensorflow or jax backend (the same "
                            "artifacts and weights give the same features)")
+
+
+def _compatible(shape, other) -> bool:
+    """Same rank, and each axis equal or unknown on either side."""
+    return len(shape) == len(other) and all(a is None or b is None or a == b for a, b in zip(shape, other))
 
 
 def _size(shape) -> int:
