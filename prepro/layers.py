@@ -167,9 +167,10 @@ class Artifacts:
                 built.build(build)
             return built
         except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            _raise_if_backend_refuses(name, layer, first, e)
             if overrides:
                 raise
-            first = (str(e).strip().splitlines() or [""])[0]
             raise artifacts.ArtifactError(artifacts.one_line(
                 f"{self.root}: feature {name!r}: Keras cannot build {layer} from the artifact: "
                 f"{type(e).__name__}: {first}", 600)) from e
@@ -324,6 +325,18 @@ def keras_class(layer: str):
                                                           f"({', '.join(sorted(spec_lib.LAYER_DEFAULTS))})"))
     import keras
     return getattr(keras.layers, layer)
+
+
+def _raise_if_backend_refuses(feature: str, layer: str, keras_says: str, error: Exception) -> None:
+    """Keras builds some layers only on the TensorFlow backend (sparse=True lookups and
+    text, ragged=True text): not the artifact's fault, so a BackendError saying so."""
+    import keras
+    backend = keras.backend.backend()
+    if backend != "tensorflow" and "backend" in keras_says:
+        from prepro.training import BackendError
+        raise BackendError(f"feature {feature!r}: Keras builds this {layer} only on the TensorFlow backend, not "
+                           f"{backend} (Keras: {keras_says}); build it with KERAS_BACKEND=tensorflow or "
+                           f"change the option in the spec") from error
 
 
 def _require_count(values, expected: int, what: str, field: str) -> None:

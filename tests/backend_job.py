@@ -1,5 +1,6 @@
 """One Keras backend (KERAS_BACKEND, read at import) on artifacts made by the TensorFlow
-backend: `python backend_job.py ARTIFACTS WORK_DIR RESULT.json`.
+backend: `python backend_job.py ARTIFACTS WORK_DIR TF_ONLY_ARTIFACTS RESULT.json`
+(TF_ONLY_ARTIFACTS: features with options Keras builds on TensorFlow only).
 
 Writes what it saw as JSON for tests/test_backends.py, which compares backends.
 """
@@ -30,7 +31,7 @@ def _head(prep, inputs):
     return keras.Model(inputs, keras.layers.Dense(1, name="score")(keras.layers.Concatenate()(parts)))
 
 
-def main(root, work_dir, result_path):
+def main(root, work_dir, tf_only_root, result_path):
     started = time.perf_counter()
     import keras
     import tensorflow as tf
@@ -116,10 +117,18 @@ def main(root, work_dir, result_path):
         result["end_to_end"] = "built"
     except prepro.training.BackendError as e:
         result["end_to_end"] = str(e)
+    result["tf_only_layers"] = {}
+    tf_only = prepro.load(tf_only_root)
+    for name in tf_only.features:
+        try:
+            tf_only.layer(name)
+            result["tf_only_layers"][name] = "built"
+        except prepro.training.BackendError as e:
+            result["tf_only_layers"][name] = str(e)
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     with open(result_path, "w") as f:
         json.dump(result, f)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

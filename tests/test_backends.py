@@ -45,6 +45,19 @@ def arts(tmp_path_factory):
     return run_job(d, FEATURES, [str(d / "train.csv")], "csv")
 
 
+# Options Keras 3.15 builds on the TensorFlow backend only.
+TF_ONLY = {"tags_counts": {"source": "tag", "layer": "StringLookup", "config": {"output_mode": "count", "sparse": True}},
+           "codes_counts": {"source": "code", "layer": "IntegerLookup", "config": {"output_mode": "count", "sparse": True}},
+           "words_ragged": {"source": "text", "layer": "TextVectorization", "config": {"ragged": True}}}
+
+
+@pytest.fixture(scope="module")
+def tf_only_arts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tf_only")
+    (d / "rows.csv").write_text("tag,code,text\n" + "".join(f"t{i % 3},{i % 4},w{i % 5} w{i % 2}\n" for i in range(30)))
+    return run_job(d, TF_ONLY, [str(d / "rows.csv")], "csv", golden_rows=0)
+
+
 def run_backend(script, backend, args, tmp_path, extra_env=None, timeout=300):
     """Runs `script` with KERAS_BACKEND=backend in a fresh process; its JSON result."""
     result = tmp_path / f"{backend}.json"
@@ -78,8 +91,8 @@ NORMALIZATION_ULPS = {"tensorflow": 0, "jax": 1, "torch": 2}  # measured, float3
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_backend(backend, arts, reference, tmp_path):
-    got = run_backend("backend_job.py", backend, [arts.root, str(tmp_path)], tmp_path)
+def test_backend(backend, arts, tf_only_arts, reference, tmp_path):
+    got = run_backend("backend_job.py", backend, [arts.root, str(tmp_path), tf_only_arts.root], tmp_path)
     assert got["backend"] == backend
     # Layers build on every backend and give the adapt()ed lookups' outputs.
     assert got["direct_lookups"] == reference["lookups"]
@@ -92,6 +105,13 @@ def test_backend(backend, arts, reference, tmp_path):
             f"feature '{kind}_feature' yields {kind} tensors, which the {backend} backend cannot take as a "
             f"model input (Keras: `{kind}=True` is not supported with the {backend} backend); set "
             f"{kind}=False in its spec"), (kind, got["input_kinds"][kind])
+    # Layers Keras builds on TensorFlow only: a BackendError naming feature and reason.
+    for name, option in (("tags_counts", "sparse"), ("codes_counts", "sparse"), ("words_ragged", "ragged")):
+        layer = TF_ONLY[name]["layer"]
+        assert got["tf_only_layers"][name] == "built" if backend == "tensorflow" else got["tf_only_layers"][name] == (
+            f"feature '{name}': Keras builds this {layer} only on the TensorFlow backend, not {backend} (Keras: "
+            f"`{option}=True` can only be used with the TensorFlow backend.); build it with "
+            f"KERAS_BACKEND=tensorflow or change the option in the spec"), got["tf_only_layers"][name]
     # The device half in a model this backend compiles: the golden outputs, bit for bit
     # on TensorFlow (XLA included); JAX's XLA and torch round Normalization's division
     # differently, by the units in the last place measured here.
