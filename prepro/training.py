@@ -160,16 +160,9 @@ class Preprocessing:
         import tempfile
         import tensorflow as tf
         _require_saved_model_export()
-        device = model if model is not None else self._device_model()
+        device = model if model is not None else self._device_model() if self.device_layers else None
         with tempfile.TemporaryDirectory() as staging:
-            try:
-                device.export(staging, format="tf_saved_model", verbose=False)
-            except Exception as e:
-                import keras
-                raise BackendError(f"export_serving: Keras cannot export a model as a SavedModel with the "
-                                   f"{keras.backend.backend()} backend: {type(e).__name__}: "
-                                   f"{(str(e).strip().splitlines() or [''])[0]}") from e
-            exported = tf.saved_model.load(staging)
+            exported = _exported(device, staging) if device is not None else None
             module = tf.Module()
             module.device_part = exported
             module.host_resources = self._host_resources()  # lookup tables the host half calls
@@ -178,8 +171,10 @@ class Preprocessing:
                 features = self.host_fn(raw)
                 if model is not None:
                     return exported.serve(features)
-                device_inputs = {n: features[n] for n in self.device_layers}
-                return {**{n: features[n] for n in self.host_layers}, **exported.serve(device_inputs)}
+                out = {n: features[n] for n in self.host_layers}
+                if exported is not None:
+                    out.update(exported.serve({n: features[n] for n in self.device_layers}))
+                return out
 
             module.serve = tf.function(serve, input_signature=[self.raw_specs()], autograph=False)
             # Serving needs no gradients; jax2tf's custom gradients cannot be saved again.
@@ -295,6 +290,19 @@ class Preprocessing:
             return ops.reshape(columns[0], (-1, *f.shape))
         columns = [ops.reshape(c, (-1, 1)) for c in columns]
         return columns[0] if len(columns) == 1 else ops.concatenate(columns, axis=-1)
+
+
+def _exported(model, staging: str):
+    """`model` as the current backend exports it to a SavedModel, loaded back."""
+    import keras
+    import tensorflow as tf
+    try:
+        model.export(staging, format="tf_saved_model", verbose=False)
+    except Exception as e:
+        raise BackendError(f"export_serving: Keras cannot export a model as a SavedModel with the "
+                           f"{keras.backend.backend()} backend: {type(e).__name__}: "
+                           f"{(str(e).strip().splitlines() or [''])[0]}") from e
+    return tf.saved_model.load(staging)
 
 
 def _require_saved_model_export() -> None:

@@ -217,6 +217,22 @@ def test_preprocessing_model_and_golden_rows_for_every_mode(arts, prep):
             np.testing.assert_array_equal(golden[name], want, err_msg=name)
 
 
+def test_serving_savedmodel_of_host_features_sparse_and_ragged_included(arts, tmp_path):
+    """`export_serving` without a model and without device layers: the host features,
+    sparse and ragged ones included, as the SavedModel's serve() returns them."""
+    names = ["tv_int_ragged", "tv_multi_hot_sparse", "sl_tf_idf", "il_one_hot", "hash_int"]
+    prep = arts.preprocessing(names)
+    prep.export_serving(str(tmp_path / "saved"))
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep a reference: it owns the tables
+    raw = {c: v[:, None] for c, v in _raw(_rows(12, 7)).items() if c in prep.raw_specs()}
+    served, want = loaded.serve(raw), prep.host_fn(raw)
+    assert set(served) == set(names)
+    for name in names:
+        assert type(served[name]) is type(want[name]) and served[name].dtype == want[name].dtype, name
+        np.testing.assert_array_equal(np.array(_dense(served[name]), dtype=object),
+                                      np.array(_dense(want[name]), dtype=object), err_msg=name)
+
+
 def test_ragged_one_hot_text_end_to_end(arts):
     prep = arts.preprocessing(list(UNRECONCILED))
     element_spec = tf.data.Dataset.from_tensor_slices(_raw(_rows(8, 6))).batch(4).map(prep.host_fn).element_spec
