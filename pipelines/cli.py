@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", help=".keras file or SavedModel directory")
     v.add_argument("--features", type=_feature_list, metavar="A,B",
                    help="check only these features (comma-separated); each must be in the model")
+    v.add_argument("--max-ulps", type=int, default=0,
+                   help="float outputs may differ by this many units in the last place (default 0: "
+                        "bit for bit); XLA under JAX rounds Normalization differently by 1")
     return parser
 
 
@@ -136,7 +139,7 @@ class _StderrHandler(logging.StreamHandler):
 def _verify(args) -> int:
     import prepro
     from prepro.golden import verify
-    report = verify(prepro.load(args.artifacts), args.model, args.features)
+    report = verify(prepro.load(args.artifacts), args.model, args.features, max_ulps=args.max_ulps)
     print("\n".join(report.lines()))
     print(_verdict(report))
     return 0 if report.ok else 1

@@ -71,15 +71,19 @@ def _accepted(prep, candidates: List[Dict[str, Any]], rows: int):
 
 
 def raw_tensors(prep, rows: List[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Golden rows as the raw-column tensors a model takes (`prep.raw_inputs()`)."""
+    """Golden rows as the raw-column tensors a model takes (`prep.raw_specs()`). A list
+    value keeps its length: a lookup's list column needs no declared shape here."""
     import tensorflow as tf
     out = {}
-    for column, spec in prep.raw_inputs().items():
+    for column, spec in prep.raw_specs().items():
         values = [row[column] for row in rows]
-        if spec.dtype == "string":
+        if spec.dtype == tf.string:
             values = np.array(values, dtype=object).astype(str)
-        out[column] = tf.constant(np.asarray(values, dtype=None if spec.dtype == "string" else spec.dtype)
-                                  .reshape((len(rows), *spec.shape[1:])))
+        array = np.asarray(values, dtype=None if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
+        row_shape = tuple(spec.shape[1:])
+        if array.size == len(rows) * int(np.prod(row_shape)):  # a scalar or a flat list of a declared shape
+            array = array.reshape((len(rows), *row_shape))
+        out[column] = tf.constant(array)
     return out
 
 
@@ -121,14 +125,17 @@ class Report:
         return out
 
 
-def verify(arts, model: Optional[str] = None, features: Optional[Sequence[str]] = None) -> Report:
+def verify(arts, model: Optional[str] = None, features: Optional[Sequence[str]] = None,
+           max_ulps: int = 0) -> Report:
     """Checks layers built here from `arts` (no `model`), the same-named layers of a saved
     Keras model, or the same-named outputs of a SavedModel's serving signature, against
     the golden outputs (see `prepro.model_outputs`). `features`: check only these (each
     must then be in the model). Golden files are read as the manifest lists them and
     checked (`read_golden`); a model that cannot be checked is a one-line
     `model_outputs.ModelError`; features it lacks are `absent`, a feature it fails on
-    is reported as a difference."""
+    is reported as a difference. `max_ulps`: how many units in the last place a float
+    output may differ (0: bit for bit); a model compiled by XLA under JAX rounds
+    Normalization's division differently from TensorFlow by 1."""
     rows, expected = read_golden(arts)
     wanted = _wanted(arts, expected, features)
     prep = arts.preprocessing()
@@ -137,7 +144,8 @@ def verify(arts, model: Optional[str] = None, features: Optional[Sequence[str]] 
         checked, got = "layers built from the artifacts", model_outputs.layer_outputs(prep, raw, prep.layers)
     else:
         checked, got = model_outputs.model_outputs(prep, raw, model, arts.custom_objects)
-    return Report(checked, len(rows), {name: _difference(expected[name], got[name]) for name in wanted if name in got},
+    return Report(checked, len(rows), {name: _difference(expected[name], got[name], max_ulps)
+                                       for name in wanted if name in got},
                   absent=[name for name in wanted if name not in got], required=list(features or []))
 
 
@@ -231,7 +239,7 @@ def _golden_inputs(arts, prep, rows):
             f"{type(e).__name__}: {model_outputs.first_line(e)}", 600)) from e
 
 
-def _difference(want: np.ndarray, got) -> Optional[str]:
+def _difference(want: np.ndarray, got, max_ulps: int = 0) -> Optional[str]:
     if isinstance(got, str):
         return got
     if got.shape != want.shape:
@@ -240,7 +248,12 @@ def _difference(want: np.ndarray, got) -> Optional[str]:
         return f"dtype {got.dtype}, expected {want.dtype}"
     if np.array_equal(got, want):
         return None
-    bad = np.argwhere(got != want)[0]
+    close = got == want
+    if max_ulps and np.issubdtype(want.dtype, np.floating):
+        close = np.abs(got - want) <= max_ulps * np.spacing(np.abs(want))  # spacing: one ulp, in want's dtype
+        if close.all():
+            return None
+    bad = np.argwhere(~close)[0]
     row = int(bad[0])
     detail = f"row {row}: got {got[row].tolist()}, expected {want[row].tolist()}"
     if np.issubdtype(want.dtype, np.floating):

@@ -165,9 +165,10 @@ class Artifacts:
                 built.build(build)
             return built
         except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            _raise_if_backend_refuses(name, layer, first, e)
             if overrides:
                 raise
-            first = (str(e).strip().splitlines() or [""])[0]
             raise artifacts.ArtifactError(artifacts.one_line(
                 f"{self.root}: feature {name!r}: Keras cannot build {layer} from the artifact: "
                 f"{type(e).__name__}: {first}", 600)) from e
@@ -182,11 +183,12 @@ class Artifacts:
         except (ValueError, OverflowError) as e:
             raise artifacts.ArtifactError(artifacts.one_line(f"{relpath}: malformed: {e}", 600)) from None
 
-    def preprocessing(self, features=None, raw_dtypes=None, in_memory: bool = False):
+    def preprocessing(self, features=None, raw_dtypes=None, in_memory: bool = False, raw_shapes=None):
         """The host half (tf.data), the device half (in the model) and the end-to-end
         serving model of `features` (default: all but inverse lookups, which map
         model outputs back to tokens); see `prepro.training`.
-        `in_memory`: lookups hold their vocabularies as lists (see `layer`)."""
+        `in_memory`: lookups hold their vocabularies as lists (see `layer`).
+        `raw_shapes`: one row's shape of fixed-length list columns, e.g. {"tags": (3,)}."""
         from prepro.training import Preprocessing
         inverse = [n for n in self.features if self.spec.features[n].is_inverse_lookup]
         if features is None:
@@ -196,7 +198,7 @@ class Artifacts:
             raise ValueError(f"features {named} are inverse lookups (invert=True): they map model outputs "
                              f"(indices) back to tokens, so they are not preprocessing; build them with "
                              f"arts.layer(name) and apply them to the model's output")
-        return Preprocessing(self, features, raw_dtypes, in_memory)
+        return Preprocessing(self, features, raw_dtypes, in_memory, raw_shapes)
 
     def moments(self, name: str):
         """(mean, variance) of a Normalization feature: float64 arrays of the kept axes' shape."""
@@ -311,6 +313,18 @@ def keras_class(layer: str):
                                                           f"({', '.join(sorted(spec_lib.LAYER_DEFAULTS))})"))
     import keras
     return getattr(keras.layers, layer)
+
+
+def _raise_if_backend_refuses(feature: str, layer: str, keras_says: str, error: Exception) -> None:
+    """Keras builds some layers only on the TensorFlow backend (sparse=True lookups and
+    text, ragged=True text): not the artifact's fault, so a BackendError saying so."""
+    import keras
+    backend = keras.backend.backend()
+    if backend != "tensorflow" and "backend" in keras_says:
+        from prepro.training import BackendError
+        raise BackendError(f"feature {feature!r}: Keras builds this {layer} only on the TensorFlow backend, not "
+                           f"{backend} (Keras: {keras_says}); build it with KERAS_BACKEND=tensorflow or "
+                           f"change the option in the spec") from error
 
 
 def default_layer_name(feature: str, layer: str) -> str:

@@ -45,12 +45,21 @@ def _failed(path: str, what: str, e: BaseException) -> ModelError:
 
 
 def to_numpy(value) -> np.ndarray:
-    if hasattr(value, "to_dense"):        # tf.SparseTensor (sparse=True outputs)
-        import tensorflow as tf
+    import tensorflow as tf
+    if isinstance(value, tf.SparseTensor):  # sparse=True outputs (a SparseTensor has no to_dense method)
         value = tf.sparse.to_dense(value)
-    if hasattr(value, "to_list"):         # tf.RaggedTensor (ragged=True)
-        return np.array(value.to_list(), dtype=object)
+    if isinstance(value, tf.RaggedTensor):  # ragged=True
+        return _rows(value.to_list())
     return np.asarray(value)
+
+
+def _rows(rows) -> np.ndarray:
+    """One object per row, whatever their lengths (np.array would make a 2-D array of
+    equal-length rows)."""
+    out = np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows):
+        out[i] = row
+    return out
 
 
 def layer_outputs(prep, raw, layers: Mapping[str, Any]) -> Dict[str, Any]:

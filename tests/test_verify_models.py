@@ -9,7 +9,6 @@ import csv
 import re
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -148,7 +147,7 @@ def test_unknown_feature_names_are_a_usage_error(arts, capsys):
 # ------------------------------------------------------------------ models verify cannot check: one line, exit 2
 
 def _single_tensor(prep, raw):
-    return keras.Model(raw, prep.layers["age"](prep._gather("age", raw)))
+    return keras.Model(raw, prep.preprocessing_model()(raw)["age"])
 
 
 def _tensor_list(prep, raw):
