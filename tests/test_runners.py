@@ -1,6 +1,7 @@
 """The same job on different engines gives byte-identical artifacts: Beam's FnApiRunner
-in-process and with 2 worker processes, and DaskRunner against a real dask.distributed
-cluster (scheduler and 2 worker processes on loopback) started here."""
+in-process and with 2 worker processes, DaskRunner against a real dask.distributed
+cluster (scheduler and 2 worker processes on loopback) started here, and Beam's
+portable path (an embedded job service, SDK workers from an external worker pool)."""
 
 import os
 
@@ -73,3 +74,56 @@ def test_local_default_is_in_process_below_1_gib_and_worker_processes_above():
     assert direct(["--direct_running_mode=in_memory"], IN_PROCESS_BYTES) == (True, 1, "in_memory")
     assert direct(["--direct_num_workers", "2"], 10) == (False, 2, "multi_processing")
     assert direct(["--direct_num_workers=2", "--direct_running_mode=multi_threading"], 10)[1:] == (2, "multi_threading")
+
+
+@pytest.fixture
+def worker_pool(tmp_path):
+    """Beam's SDK worker pool in its own process group, started away from the checkout:
+    its workers (separate processes, started by the pool as `python`) find prepro only
+    as installed, the way the deploy recipes' worker image has it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    log = open(tmp_path / "pool.log", "w")
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield f"localhost:{port}", tmp_path / "pool.log"
+    os.killpg(pool.pid, signal.SIGTERM)
+    pool.wait(timeout=30)
+    log.close()
+
+
+def test_portable_runner_with_separate_sdk_workers_gives_the_same_bytes(tmp_path, worker_pool):
+    """Beam's portable path, as Flink, Spark and Dataflow run it: the job through an
+    embedded job service (Fn API), the DoFns in SDK worker processes of an external
+    worker pool. The CLI runs in its own process, with a timeout: Beam waits for workers
+    that never start rather than failing."""
+    import subprocess
+    import sys
+    endpoint, pool_log = worker_pool
+    spec, data = os.path.join(ROOT, "examples", "spec.yaml"), os.path.join(ROOT, "examples", "data", "*.csv")
+    base = [sys.executable, "-m", "pipelines.cli", "analyze", "--spec", spec, "--input", data, "--format", "csv"]
+    runs = {"in_process": [], "portable": ["--runner", "PortableRunner", "--job_endpoint", "embed",
+                                           "--environment_type", "EXTERNAL", "--environment_config", endpoint]}
+    for name, args in runs.items():
+        done = subprocess.run(base + ["--output", str(tmp_path / name)] + args, capture_output=True, text=True,
+                              timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "Starting worker" in pool_log.read_text(), "no SDK worker process was started by the pool"
+    reference, portable = snapshot(tmp_path / "in_process"), snapshot(tmp_path / "portable")
+    assert sorted(portable) == sorted(reference) and len(reference) == 9
+    for relpath in reference:
+        assert portable[relpath] == reference[relpath], f"portable: {relpath} differs"
