@@ -8,8 +8,9 @@ built from. `check_against_keras` builds each feature's layer the way
 `prepro.layers.Artifacts`, over an in-memory manifest holding what the job would write)
 from a trivial state: one learned token of the right type in a vocabulary file, IDF
 weights of 1, mean 0 and variance 1, boundaries at 0.0. It then calls the layer on one
-trivial row, eagerly (as golden rows do), in a `tf.data` pipeline (as training does) and on
-symbolic `keras.Input`s (as a model is built), through `prepro.training.Preprocessing`.
+trivial row, eagerly (as golden rows do), in a `tf.data` pipeline (as training does), on
+symbolic `keras.Input`s (as a model is built) and, for the device layers, in a compiled
+model's `predict`, through `prepro.training.Preprocessing`.
 
 Importing this module imports neither Keras nor TensorFlow (about 5 s); calling
 `check_against_keras` does. Standalone:
@@ -94,11 +95,22 @@ def _build_and_call(trivial, name: str) -> None:
         return _call_inverse(trivial.layer(name), spec_lib.token_start(feature))
     dtypes = _raw_dtypes(feature)
     prep = trivial.preprocessing([name], raw_dtypes=dtypes)   # builds the layer from the "artifact"
-    if _eager_elements(feature) <= MAX_EAGER_ELEMENTS:
+    eager = _eager_elements(feature) <= MAX_EAGER_ELEMENTS
+    if eager:
         rows = [trivial_row(feature, dtypes)]
         golden.feature_outputs(prep, rows)  # eager, on one row
-        _in_tf_data(prep, golden.raw_tensors(prep, rows))
-    prep.preprocessing_model()              # symbolic, as in a model
+        raw = golden.raw_tensors(prep, rows)
+        _in_tf_data(prep, raw)
+    model = prep.preprocessing_model()      # symbolic, as in a model
+    if eager:
+        _in_a_model(prep, model, raw)
+
+
+def _in_a_model(prep, model, raw) -> None:
+    """The device half as a compiled model runs it (a graph; Keras 3.15's sparse
+    multi_hot/count CategoryEncoding works eagerly but fails there)."""
+    if prep.device_layers:
+        model.predict(raw, verbose=0)
 
 
 def _in_tf_data(prep, raw) -> None:

@@ -1,12 +1,14 @@
-"""The option matrix: every Keras option of the five adapted layers, from artifacts, against
-real adapt().
+"""The option matrix: every Keras option of the seven layers, from artifacts, against
+real adapt() (Hashing and CategoryEncoding have nothing to adapt: against the stock
+layer with the same options).
 
 For each layer, the options Keras 3.15 takes (and the kind of input column) are axes;
 the cases are a pairwise covering of the combinations prepro's spec accepts: every pair
 of option values that can occur together occurs in some case. Each case is one feature
 of one real job over one file. For each case this test builds the stock layer, adapts it
 on the same values, calls it eagerly and in tf.data on probes (unseen values, the mask,
-out-of-range indices for inverse lookups) and requires:
+out-of-range indices for inverse lookups), device layers also in a compiled model, and
+requires:
 - Keras refuses the case (construction, adapt or either call)  <=>  prepro refuses it
   before the job (`keras_check`), with Keras's words;
 - otherwise the artifact-built layer gives the same vocabulary, IDF weights, and
@@ -30,9 +32,11 @@ import tensorflow as tf
 from pipelines.analyze import run_analyze
 import prepro
 from prepro import keras_check
+from prepro.training import HOST_LAYERS
 from prepro import spec as spec_lib
 
 ROWS = 60
+STATELESS = ("Hashing", "CategoryEncoding")  # nothing to adapt: the stock layer with the same options
 SPECIALS = {"StringLookup": ("", "[UNK]"), "IntegerLookup": (0, -1)}
 
 AXES = {
@@ -78,6 +82,20 @@ AXES = {
         "axis": [-1, None, [1, 2]],
         "invert": [False, True],
     },
+    "Hashing": {
+        "input": ["scalar", "list", "integer"],
+        "num_bins": [1, 5],
+        "mask_value": [None, "a"],
+        "salt": [None, 7],
+        "output_mode": ["int", "one_hot", "multi_hot", "count"],
+        "sparse": [False, True],
+    },
+    "CategoryEncoding": {
+        "input": ["scalar", "list"],
+        "num_tokens": [3, 8],
+        "output_mode": ["one_hot", "multi_hot", "count"],
+        "sparse": [False, True],
+    },
     "Discretization": {
         "input": ["scalar", "shaped"],
         "num_bins": [1, 4],
@@ -108,6 +126,7 @@ def _columns():
             "text": " ".join(pick(words) for _ in range(rng.randint(0, 6))),
             "token": pick(tokens), "tokens": [pick(tokens) for _ in range(rng.randint(0, 3))],
             "code": pick(codes), "codes": [pick(codes) for _ in range(rng.randint(0, 3))],
+            "small": rng.randint(0, 2), "smalls": [rng.randint(0, 2) for _ in range(rng.randint(0, 3))],
             "x": rng.gauss(3, 2), "y": rng.uniform(-1, 1),
             "vec": [rng.gauss(i % 3, 1) for _ in range(6)],  # shape [2, 3], flat as a list column
         })
@@ -117,6 +136,10 @@ def _columns():
 def _source(layer, kind):
     if layer == "TextVectorization":
         return {"source": "text"}
+    if layer == "Hashing":
+        return {"source": {"scalar": "token", "list": "tokens", "integer": "code"}[kind]}
+    if layer == "CategoryEncoding":
+        return {"source": "small" + ("s" if kind == "list" else "")}
     if layer in SPECIALS:
         column = "token" if layer == "StringLookup" else "code"
         return {"source": column + ("s" if kind == "list" else "")}
@@ -212,6 +235,12 @@ def _probe(layer, case, rows, unseen=True):
         values = [1, 55, 0, 7, -1] if unseen else [1, 2, 3, 1, 2]
         return tf.ragged.constant([values[:2], [], values[2:]], dtype=tf.int64) if kind == "list" \
             else np.array([[v] for v in values], np.int64)
+    if layer == "Hashing":
+        return {"scalar": np.array([["a"], ["b"], ["zz"], [""]], dtype=object),
+                "list": tf.ragged.constant([["a", "b"], [], ["zz"]]),
+                "integer": np.array([[1], [7], [55], [0]], np.int64)}[kind]
+    if layer == "CategoryEncoding":  # a list column as Keras takes it: (batch, k) indices
+        return np.array([[0, 1], [1, 1], [2, 0]], np.int64) if kind == "list" else np.array([[0], [1], [2]], np.int64)
     data = _reference_input(layer, kind, rows)
     return np.concatenate([data[:5], data[:1] * 10, data[:1] * -10])
 
@@ -264,10 +293,18 @@ def _reference(layer, case, rows):
     """The adapted Keras layer and its outputs on the probe, or Keras's refusal."""
     try:
         reference = _keras_layer(layer, case)
-        reference.adapt(_reference_input(layer, case["input"], rows))
-        return reference, _outputs(reference, _probe(layer, case, rows, unseen=not _known_only(case))), None
+        if layer not in STATELESS:
+            reference.adapt(_reference_input(layer, case["input"], rows))
+        probe = _probe(layer, case, rows, unseen=not _known_only(case))
+        outputs = _outputs(reference, probe)
+        if layer not in HOST_LAYERS:  # a device layer runs in the user's compiled model
+            inputs = keras.Input(probe.shape[1:], dtype=probe.dtype.name)
+            keras.Model(inputs, reference(inputs)).predict(probe, verbose=0)
     except Exception as e:  # whatever Keras raises (ValueError, TypeError, TF errors)
         return None, None, keras_check.keras_reason(e)
+    if isinstance(outputs[1], str) and layer in HOST_LAYERS:
+        return None, None, outputs[1]  # a host layer runs in tf.data: failing there is a refusal
+    return reference, outputs, None
 
 
 @pytest.fixture(scope="module")

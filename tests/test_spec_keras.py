@@ -129,6 +129,9 @@ KERAS_ONLY = [
     ("Discretization", {"num_bins": 3, "output_mode": "one_hot", "dtype": "string"},
      "Cannot convert 1 to EagerTensor of dtype string"),
     ("CategoryEncoding", {"num_tokens": 3, "dtype": "string"}, "Value for attr 'T' of string is not in the list"),
+    # Works eagerly, fails in a compiled model (a graph), where the device half runs.
+    ("CategoryEncoding", {"num_tokens": 3, "output_mode": "count", "sparse": True},
+     "Value passed to parameter 'values' has DataType float32 not in list of allowed values"),
     ("Hashing", {"num_bins": 3, "output_mode": "count", "dtype": "string"}, "Value for attr 'T' of string"),
     ("TextVectorization", {"standardize": "os.path:join"}, "expected str, bytes or os.PathLike object"),
     ("TextVectorization", {"standardize": "builtins:len"}, "'int' object has no attribute 'shape'"),
