@@ -20,7 +20,8 @@ import prepro
 import prepro.golden
 from artifact_fixtures import (STATE_DIR, copy_artifact, read_manifest_json, real_artifact, state_path,
                                to_version_2, write_manifest_json)
-from prepro import artifacts, cli
+from pipelines import cli
+from prepro import artifacts
 from prepro.artifacts import ArtifactError
 
 TIMEOUT = 20  # seconds; a read that blocks fails the test instead of hanging the suite

@@ -25,7 +25,8 @@ from hypothesis.control import currently_in_test_context
 
 import prepro
 from artifact_fixtures import STATE_DIR, copy_artifact, read_manifest_json, real_artifact, to_version_2
-from prepro import artifacts, cli
+from pipelines import cli
+from prepro import artifacts
 from prepro.artifacts import ArtifactError
 
 _opened = []
