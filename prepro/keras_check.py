@@ -20,6 +20,7 @@ Importing this module imports neither Keras nor TensorFlow (about 5 s); calling
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -70,7 +71,65 @@ def refusals(spec: Spec, custom_objects: Optional[Mapping[str, Any]] = None) -> 
                     _build_and_call(trivial_artifacts(Spec({name: feature}), root, objects), name)
             except Exception as e:  # Keras raises ValueError, TypeError, RuntimeError, TF errors...
                 refused[name] = keras_reason(e)
+        compiled = [n for n, f in sorted(spec.features.items()) if n not in refused and _runs_compiled(f)]
+        refused.update(_refusals_in_a_model(spec, compiled, root, objects))
+    return dict(sorted(refused.items()))
+
+
+def _runs_compiled(feature: FeatureSpec) -> bool:
+    from prepro.training import DEVICE_LAYERS
+    return feature.layer in DEVICE_LAYERS and _eager_elements(feature) <= MAX_EAGER_ELEMENTS
+
+
+def _refusals_in_a_model(spec: Spec, names: List[str], root: str, objects) -> Dict[str, str]:
+    """The device half as a compiled model runs it, in a traced graph (Keras 3.15's
+    sparse multi_hot/count CategoryEncoding works eagerly but fails there). All the
+    features in one model, so one trace; each alone only if that fails, so a reason is
+    the feature's own."""
+    groups = [names] if names else []
+    refused: Dict[str, str] = {}
+    with _tensorflow_warnings_off():  # one graph per feature when it splits: TF warns of retracing
+        while groups:
+            _try_group(spec, groups, refused, root, objects)
     return refused
+
+
+def _try_group(spec: Spec, groups: List[List[str]], refused: Dict[str, str], root: str, objects) -> None:
+    """Runs the next group of `groups`: a failing group of several is split into one per feature."""
+    group = groups.pop()
+    try:
+        with _name_scopes_restored():
+            _predict(trivial_artifacts(Spec({n: spec.features[n] for n in group}), root, objects), group)
+    except Exception as e:  # as in refusals
+        if len(group) == 1:
+            refused[group[0]] = keras_reason(e)
+        else:
+            groups.extend([n] for n in group)
+
+
+@contextlib.contextmanager
+def _tensorflow_warnings_off():
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
+
+
+def _predict(trivial, names: List[str]) -> None:
+    from prepro import golden
+    dtypes: Dict[str, str] = {}
+    row: Dict[str, Any] = {}
+    for name in names:
+        dtypes.update(_raw_dtypes(trivial.spec.features[name]))
+    for name in names:
+        row.update(trivial_row(trivial.spec.features[name], dtypes))
+    import tensorflow as tf
+    prep = trivial.preprocessing(names, raw_dtypes=dtypes)
+    model = prep.preprocessing_model()
+    tf.function(lambda raw: model(raw))(golden.raw_tensors(prep, [row]))  # a graph, as fit and predict trace
 
 
 @contextlib.contextmanager
@@ -95,22 +154,11 @@ def _build_and_call(trivial, name: str) -> None:
         return _call_inverse(trivial.layer(name), spec_lib.token_start(feature))
     dtypes = _raw_dtypes(feature)
     prep = trivial.preprocessing([name], raw_dtypes=dtypes)   # builds the layer from the "artifact"
-    eager = _eager_elements(feature) <= MAX_EAGER_ELEMENTS
-    if eager:
+    if _eager_elements(feature) <= MAX_EAGER_ELEMENTS:
         rows = [trivial_row(feature, dtypes)]
         golden.feature_outputs(prep, rows)  # eager, on one row
-        raw = golden.raw_tensors(prep, rows)
-        _in_tf_data(prep, raw)
-    model = prep.preprocessing_model()      # symbolic, as in a model
-    if eager:
-        _in_a_model(prep, model, raw)
-
-
-def _in_a_model(prep, model, raw) -> None:
-    """The device half as a compiled model runs it (a graph; Keras 3.15's sparse
-    multi_hot/count CategoryEncoding works eagerly but fails there)."""
-    if prep.device_layers:
-        model.predict(raw, verbose=0)
+        _in_tf_data(prep, golden.raw_tensors(prep, rows))
+    prep.preprocessing_model()              # symbolic, as in a model
 
 
 def _in_tf_data(prep, raw) -> None:
