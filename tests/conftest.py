@@ -46,6 +46,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def write_csv_columns(path, columns):
+    """A CSV file of equal-length columns ({name: values}), header first."""
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(columns))
+        w.writerows(zip(*columns.values()))
+    return str(path)
+
+
 def write_jsonl(path, rows):
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:

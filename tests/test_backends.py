@@ -16,7 +16,6 @@ model sharded; features equal to a single-device run bit for bit.
 Real Beam job, real Keras 3 with TensorFlow, JAX and torch (CPU), real processes.
 """
 
-import csv
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 
 import prepro.model_outputs
-from conftest import adapted_layer, run_job
+from conftest import adapted_layer, run_job, write_csv_columns
 from test_training import FEATURES, _columns
 
 N = 600
@@ -38,11 +37,7 @@ ROOT = os.path.dirname(HERE)
 def arts(tmp_path_factory):
     d = tmp_path_factory.mktemp("backends")
     columns = _columns(N, 0)
-    with open(d / "train.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(list(columns))
-        w.writerows(zip(*columns.values()))
-    return run_job(d, FEATURES, [str(d / "train.csv")], "csv")
+    return run_job(d, FEATURES, [write_csv_columns(d / "train.csv", columns)], "csv")
 
 
 # Options Keras 3.15 builds on the TensorFlow backend only.

@@ -7,7 +7,6 @@ error, so a TensorFlow that changes either makes this test fail (docs/portabilit
 is the summary).
 """
 
-import csv
 import warnings
 
 import keras
@@ -16,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import prepro.golden
-from conftest import run_job
+from conftest import run_job, write_csv_columns
 
 FEATURES = {
     "thal": {"source": "thal", "layer": "StringLookup"},
@@ -49,11 +48,7 @@ def arts(tmp_path_factory):
                "age": rng.normal(54, 9, n).round(0), "oldpeak": rng.exponential(1.0, n).round(1),
                "sex": rng.integers(0, 2, n), "patient": np.array([f"P{i}" for i in rng.integers(0, 300, n)]),
                "note": rng.choice(["chest pain", "no pain at rest", "pain on effort", "normal ecg"], n)}
-    with open(d / "train.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(list(columns))
-        w.writerows(zip(*columns.values()))
-    return run_job(d, FEATURES, [str(d / "train.csv")], "csv")
+    return run_job(d, FEATURES, [write_csv_columns(d / "train.csv", columns)], "csv")
 
 
 @pytest.fixture(scope="module")

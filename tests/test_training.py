@@ -5,7 +5,6 @@ SavedModel) and reloaded in a fresh process with identical outputs.
 Real Beam job, real Keras 3 / TensorFlow, real files and a real second process.
 """
 
-import csv
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_job
+from conftest import run_job, write_csv_columns
 
 N = 2000
 FEATURES = {
@@ -59,11 +58,7 @@ def _raw(columns):
 def arts(tmp_path_factory):
     d = tmp_path_factory.mktemp("training")
     columns = _columns(N, 0)
-    with open(d / "train.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(list(columns))
-        w.writerows(zip(*columns.values()))
-    return run_job(d, FEATURES, [str(d / "train.csv")], "csv")
+    return run_job(d, FEATURES, [write_csv_columns(d / "train.csv", columns)], "csv")
 
 
 @pytest.fixture(scope="module")
