@@ -1,12 +1,15 @@
 """Numeric statistics, mergeable: moments for Normalization, quantiles for Discretization.
 
-Determinism. Floating-point merges are not associative, so a result would depend on
-how rows were cut into batches and which worker merged what. So a `NumericStats`
-takes values in canonical blocks of `BLOCK_ROWS` consecutive observations of one
-file part, whatever the batch sizes (it carries the remainder of a batch over to the
-next); a part's stats are finished on their own; and parts are merged in part order
-(`merge_in_order`). The same input then gives the same bits on any runner and any
-number of workers.
+Determinism. Floating-point sums are not associative, so a result would depend on
+how rows were cut into batches and which worker merged what. Moments are therefore
+exact sums (integers), and exact quantiles sort every value with its weight: both
+are functions of the multiset of values alone, whatever the order, batching, runner
+or source. The quantile sketch cannot be: its compactions depend on what arrived
+together, so it takes values in canonical blocks of `BLOCK_ROWS` consecutive values
+of one file part, whatever the batch sizes (it carries the remainder of a batch over
+to the next), a part's sketch is finished on its own, and parts are merged in part
+order (`merge_in_order`); its boundaries are identical for the same files, and
+within the recorded rank-error bound for any other arrival of the same rows.
 
 Example:
 >>> s = NumericStats.for_moments(width=2)
@@ -16,6 +19,8 @@ array([ 2., 20.])
 """
 
 import dataclasses
+import math
+from fractions import Fraction
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -28,34 +33,102 @@ BLOCK_ROWS = 1 << 16
 SKETCH_MAX_ELEMENTS = 1 << 32
 
 
+# Exact sums of float64 values, as integers: a value is +-mantissa * 2**(position - 1075)
+# with its 53-bit mantissa and its position (the biased exponent, at least 1), so
+# sum(x) * 2**1075 and sum(x * x) * 2**2150 are integers. NumPy has no exact sum (and
+# math.fsum rounds, so partial fsums do not merge exactly), hence this: each chunk's
+# mantissas are cut into limbs small enough that np.bincount, which sums in float64,
+# sums them per position without rounding; the per-position sums then become Python
+# integers. Cost: `python -m bench.run --workloads numeric --docs-scale 0.3` (one
+# 8-wide Normalization over 3M rows) takes 7.3-8.4 s, 7.0-7.5 s with float64 merges.
+_POSITIONS = 2047
+_SCALE = 1075
+_CHUNK = 1 << 16  # elements per step: float64 sums of this many limbs below 2**37 stay exact
+_CARRY = 1 << 9   # steps whose limb sums (< 2**53 each) an int64 holds before they become ints
+
+
+def _exact_sums(values: np.ndarray):
+    """(n, width) finite float64 -> (sum(x) * 2**1075, sum(x*x) * 2**2150) per column,
+    as lists of Python ints."""
+    n, width = values.shape
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+    columns = np.arange(width, dtype=np.int64)
+    size1, size2 = width * _POSITIONS, 2 * width * _POSITIONS
+    firsts, seconds = [0] * width, [0] * width
+    linear, square = np.zeros((2, size1), np.int64), np.zeros((5, size2), np.int64)
+    rows, steps = max(1, _CHUNK // width), 0
+    for start in range(0, n, rows):
+        chunk = bits[start:start + rows]
+        biased = (chunk >> 52) & 0x7FF
+        mantissa = (chunk & 0xFFFFFFFFFFFFF) | ((biased != 0).astype(np.int64) << 52)
+        position = np.maximum(biased, 1)
+        at1 = (position + columns * _POSITIONS).ravel()
+        at2 = (2 * position + columns * (2 * _POSITIONS)).ravel()
+        signed = np.where(chunk < 0, -mantissa, mantissa).ravel()
+        linear[0] += np.bincount(at1, (signed & 0x3FFFFFF).astype(np.float64), size1).astype(np.int64)
+        linear[1] += np.bincount(at1, (signed >> 26).astype(np.float64), size1).astype(np.int64)
+        # mantissa = a * 2**36 + b * 2**18 + c, so its square is five limbs 18 bits apart.
+        mantissa = mantissa.ravel()
+        a, b, c = mantissa >> 36, (mantissa >> 18) & 0x3FFFF, mantissa & 0x3FFFF
+        for k, limb in enumerate((c * c, 2 * b * c, b * b + 2 * a * c, 2 * a * b, a * a)):
+            square[k] += np.bincount(at2, limb.astype(np.float64), size2).astype(np.int64)
+        steps += 1
+        if steps == _CARRY or start + rows >= n:
+            _carry(linear, 26, _POSITIONS, firsts)
+            _carry(square, 18, 2 * _POSITIONS, seconds)
+            steps = 0
+    return firsts, seconds
+
+
+def _carry(limb_sums: np.ndarray, limb_bits: int, positions: int, out: list) -> None:
+    """Adds per-(column, position) limb sums to the Python ints `out`, and zeroes them."""
+    for k, sums in enumerate(limb_sums):
+        for i in np.flatnonzero(sums).tolist():
+            out[i // positions] += int(sums[i]) << (i % positions + limb_bits * k)
+        sums[:] = 0
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    """numerator / denominator, correctly rounded (inf beyond float64's range)."""
+    try:
+        return float(Fraction(numerator, denominator))
+    except OverflowError:
+        return math.copysign(math.inf, numerator)
+
+
 @dataclasses.dataclass
 class Moments:
-    """Population count, mean and sum of squared deviations per position, in float64."""
+    """Population count, and the exact sums of the values and of their squares per
+    position (scaled to integers): mean and variance are the float64 nearest the exact
+    ones, whatever the order, batching or merging of the values."""
     count: int
-    mean: np.ndarray
-    m2: np.ndarray
+    sums: List[int]
+    square_sums: List[int]
+
+    @classmethod
+    def zero(cls, width: int) -> "Moments":
+        return cls(0, [0] * width, [0] * width)
 
     @classmethod
     def of(cls, values: np.ndarray) -> "Moments":
-        """Moments of `values` (observations x positions), two-pass within the block."""
-        mean = values.mean(axis=0)
-        return cls(len(values), mean, ((values - mean) ** 2).sum(axis=0))
+        """Moments of `values` (observations x positions, finite)."""
+        sums, square_sums = _exact_sums(values)
+        return cls(len(values), sums, square_sums)
 
     def merge(self, other: "Moments") -> "Moments":
-        """Chan et al.'s parallel combination: stable for any sizes."""
-        if other.count == 0:
-            return self
-        if self.count == 0:
-            return other
-        n = self.count + other.count
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.count / n)
-        m2 = self.m2 + other.m2 + delta ** 2 * (self.count * other.count / n)
-        return Moments(n, mean, m2)
+        return Moments(self.count + other.count, [a + b for a, b in zip(self.sums, other.sums)],
+                       [a + b for a, b in zip(self.square_sums, other.square_sums)])
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.array([_ratio(s, self.count << _SCALE) for s in self.sums])
 
     @property
     def variance(self) -> np.ndarray:
-        return self.m2 / self.count
+        # (n * sum(x^2) - sum(x)^2) / n^2, exactly, then rounded once.
+        n = self.count
+        return np.array([_ratio(q * n - s * s, (n * n) << (2 * _SCALE))
+                         for s, q in zip(self.sums, self.square_sums)])
 
 
 class QuantileSketch:
@@ -115,10 +188,12 @@ class ExactQuantiles:
 
     def boundaries(self, num_bins: int) -> np.ndarray:
         """For q = i / num_bins, the smallest value whose cumulative weight reaches q of
-        the total: with unit weights, the ceil(q * n)-th smallest value (rank error 0)."""
+        the total: with unit weights, the ceil(q * n)-th smallest value (rank error 0).
+        Sorted by value then weight, so the cumulative sums do not depend on the order
+        the values came in."""
         values = np.concatenate(self._values) if self._values else np.zeros(0)
         weights = np.concatenate(self._weights) if self._weights else np.zeros(0)
-        order = np.argsort(values, kind="stable")
+        order = np.lexsort((weights, values))
         values, cumulative = values[order], np.cumsum(weights[order])
         targets = np.arange(1, num_bins) / num_bins * cumulative[-1]
         return values[np.minimum(np.searchsorted(cumulative, targets, side="left"), len(values) - 1)]
@@ -135,19 +210,19 @@ class Counters(Figures):
 
 
 class NumericStats:
-    """One feature's statistics over one file part (then merged over parts)."""
+    """One feature's statistics over some of its values (then merged with the rest)."""
 
     def __init__(self, moments: Optional[Moments] = None, quantiles=None):
         self.moments = moments
         self.quantiles = quantiles
         self.counters = Counters()
-        self._carry: List[np.ndarray] = []
+        self._carry: List[np.ndarray] = []  # sketch values short of a block
         self._carry_weights: List[np.ndarray] = []
         self._carried = 0
 
     @classmethod
     def for_moments(cls, width: int) -> "NumericStats":
-        return cls(moments=Moments(0, np.zeros(width), np.zeros(width)))
+        return cls(moments=Moments.zero(width))
 
     @classmethod
     def for_quantiles(cls, epsilon: Optional[float]) -> "NumericStats":
@@ -155,11 +230,20 @@ class NumericStats:
         return cls(quantiles=ExactQuantiles() if epsilon is None else QuantileSketch(epsilon))
 
     def add(self, observations: np.ndarray, weights: Optional[np.ndarray] = None) -> None:
-        """`observations`: (n, width) float64 rows, in file order."""
-        self._carry.append(observations)
+        """`observations`: (n, width) float64 rows (in file order, for the sketch);
+        every element is one value, a row's weight applies to each."""
+        if self.moments is not None:
+            self.moments = self.moments.merge(Moments.of(observations))
+            return
+        values = observations.reshape(-1)
+        weights = None if weights is None else np.repeat(weights, observations.shape[1])
+        if isinstance(self.quantiles, ExactQuantiles):
+            self.quantiles.add(values, weights)
+            return
+        self._carry.append(values)
         if weights is not None:
             self._carry_weights.append(weights)
-        self._carried += len(observations)
+        self._carried += len(values)
         if self._carried >= BLOCK_ROWS:
             self._flush(final=False)
 
@@ -176,13 +260,8 @@ class NumericStats:
         weights = np.concatenate(self._carry_weights) if self._carry_weights else None
         whole = len(values) if final else len(values) // BLOCK_ROWS * BLOCK_ROWS
         for start in range(0, whole, BLOCK_ROWS):
-            block = values[start:start + BLOCK_ROWS]
-            block_weights = None if weights is None else weights[start:start + BLOCK_ROWS]
-            if self.moments is not None:
-                self.moments = self.moments.merge(Moments.of(block))
-            else:  # every element is one value; a row's weight applies to each
-                self.quantiles.add(block.reshape(-1), None if block_weights is None
-                                   else np.repeat(block_weights, block.shape[1]))
+            self.quantiles.add(values[start:start + BLOCK_ROWS],
+                               None if weights is None else weights[start:start + BLOCK_ROWS])
         self._carry = [values[whole:]] if whole < len(values) else []
         self._carry_weights = [weights[whole:]] if weights is not None and whole < len(values) else []
         self._carried = len(values) - whole
