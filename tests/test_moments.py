@@ -77,3 +77,16 @@ def test_numeric_stats_moments_merge_across_parts_in_any_order():
     assert forward.moments.mean.tobytes() == backward.moments.mean.tobytes()
     assert forward.moments.variance.tobytes() == backward.moments.variance.tobytes()
     assert forward.moments.count == 50_000
+
+
+def test_limb_sums_carried_midway_stay_exact(monkeypatch):
+    # A real job carries the int64 limb sums into Python ints every 512 steps (33M
+    # values); carrying every 2 steps here runs that path on a small input.
+    import prepro.stats.numeric as numeric
+    values = np.random.default_rng(5).normal(-2, 9, (150_000, 1))
+    carried_rarely = Moments.of(values)
+    monkeypatch.setattr(numeric, "_CARRY", 2)
+    carried_often = Moments.of(values)
+    assert carried_often.sums == carried_rarely.sums and carried_often.square_sums == carried_rarely.square_sums
+    mean, variance = exact(values)
+    assert carried_often.mean.tolist() == mean and carried_often.variance.tolist() == variance
