@@ -90,3 +90,14 @@ def test_limb_sums_carried_midway_stay_exact(monkeypatch):
     assert carried_often.sums == carried_rarely.sums and carried_often.square_sums == carried_rarely.square_sums
     mean, variance = exact(values)
     assert carried_often.mean.tolist() == mean and carried_often.variance.tolist() == variance
+
+
+def test_an_empty_batch_adds_nothing():
+    # A batch whose rows were all skipped (missing, NaN) reaches the moments empty.
+    stats = NumericStats.for_moments(3)
+    stats.add(np.zeros((0, 3)))
+    assert Moments.of(np.zeros((0, 3))) == Moments.zero(3)
+    stats.add(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]))
+    stats.add(np.zeros((0, 3)))
+    moments = stats.finish().moments
+    assert moments.count == 2 and moments.mean.tolist() == [2.0, 2.0, 2.0] and moments.variance.tolist() == [1.0, 0.0, 1.0]
