@@ -1,31 +1,38 @@
-"""The analyze job: files -> Arrow batches -> sharded exact counts -> ranked vocabularies
--> artifact files -> manifest (last).
+"""The analyze job, as Beam transforms a pipeline composes:
 
-    prepro analyze --spec spec.yaml --input 'data/*.csv' --format csv --output artifacts/
+    rows | AnalyzeFeatures(spec="spec.yaml", output="gs://bucket/arts/")   # any PCollection
+    p | ReadInputs(["data/*.csv"], "csv") | AnalyzeFeatures(...)            # files: the CLI
 
-The stages are composite transforms (pipelines/transforms.py); this module composes
-them and runs the job: lock the output, run the pipeline, record the golden rows,
-publish.
+`AnalyzeFeatures` is the whole job after reading: extract per feature, count and spill,
+rank shards, merge and write, then publish (pipelines/transforms.py has the stages).
+`run_analyze` is the CLI's and `prepro.adapt`'s driver around the same transforms:
+it locks the output for the whole run, checks the spec against Keras meanwhile,
+records the golden rows and publishes.
 
 Determinism: the inputs are sorted, every statistic merges associatively into a
-canonical result, the ranking is a total order, and the manifest is canonical JSON
-without timestamps, so any worker count or file order gives the same bytes.
+canonical result, the ranking is a total order, golden rows are chosen by content, and
+the manifest is canonical JSON without timestamps, so any worker count, file order,
+batching or element form gives the same bytes (the approximate quantile sketch of
+PCollection elements aside: see `AnalyzeFeatures`).
 """
 
 import json
-from typing import Dict, List, Optional, Tuple
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import MetricsFilter
 
-from pipelines import failpoints, keras_helper, publish
+from pipelines import failpoints, keras_helper
+from pipelines.publish import OutputDirectory, job_work_dir
 from pipelines import io as prepro_io
+from pipelines.elements import MAX_BATCH_ROWS, ToBatches, drops_finish_bundle_outputs
 from pipelines.errors import InputError
 from pipelines.transforms import (CANDIDATE, DEFAULT_GOLDEN_ROWS, GOLDEN_CANDIDATES, GOLDEN_ROWS, METRICS,
-                                  CheckStateless, CountRows, ExtractCounts, PickGoldenRows, RankVocabularies,
-                                  ReadAndExtract, Select, SummarizeNumeric, WriteManifestCandidate)
+                                  CheckStateless, CountRows, ExtractStatistics, PickGoldenRows, RankVocabularies,
+                                  Select, SummarizeNumeric, WriteManifestCandidate, source_columns)
 from pipelines.vocabulary import PartRef
-from prepro import artifacts, fs, spec as spec_lib
+from prepro import artifacts, fs, golden, spec as spec_lib
 
 DEFAULT_SHARDS = 16
 # In-process runs below this much input rank one shard: splitting costs more than it
@@ -33,6 +40,156 @@ DEFAULT_SHARDS = 16
 # shards rank one at a time in less memory (609 MB, 10.9M distinct tokens: 42.0 s and
 # 1.4 GB with 16, 52.3 s and 4.2 GB with 1).
 SINGLE_SHARD_BYTES = 256 << 20
+
+
+class ReadInputs(beam.PTransform):
+    """Input files (paths or globs, local or gs://) -> read tasks: a file, or a byte
+    range of a big text / JSON Lines file (`io.plan_reads`), spread over workers by a
+    Reshuffle. The files are read in AnalyzeFeatures' extract step, each task in file
+    order, fused with its summaries, so rows never travel between workers."""
+
+    def __init__(self, patterns: Sequence[str], fmt: str, part_bytes: int = prepro_io.PART_BYTES):
+        super().__init__()
+        if fmt not in prepro_io.FORMATS:
+            raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        self.inputs = prepro_io.match_inputs(list(patterns))  # sorted: task indices never depend on their order
+        self._tasks = prepro_io.plan_reads(self.inputs, fmt, part_bytes)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "ReadTasks" >> beam.Create(self._tasks).with_output_types(prepro_io.ReadTask)
+                | "SpreadTasks" >> beam.Reshuffle().with_output_types(prepro_io.ReadTask))
+
+
+class AnalyzeResult(dict):
+    """What AnalyzeFeatures returns: `result.manifest`, a PCollection of one element,
+    the published artifact's manifest (a dict: its features, files and figures), once
+    it is in place; for later steps of the pipeline."""
+
+    @property
+    def manifest(self) -> beam.PCollection:
+        return self["manifest"]
+
+
+class AnalyzeFeatures(beam.PTransform):
+    """A PCollection of rows -> the artifacts of `spec` published at `output`.
+
+    Elements: dicts (column -> value), Beam Rows, NamedTuples, dataclasses or pyarrow
+    RecordBatches (see pipelines/elements.py for how values map to columns), or the
+    read tasks of `ReadInputs`. `spec`: a path to a spec file, a dict, or a `Spec`.
+    `output`: a local directory or gs:// prefix; the artifact there is replaced only
+    once the new one is complete (pipelines/publish.py), and `result.manifest` then
+    holds its manifest.
+
+    On the same rows, the artifacts are byte-identical to the CLI's whatever the element
+    form or batching, with two exceptions, both recorded in the manifest: its
+    provenance (files and their row counts, or "elements"), and Discretization's
+    approximate quantile sketch (the default `quantiles: sketch`), which depends on the
+    order values meet: PCollection elements have none, so its boundaries are within
+    the recorded rank-error bound of the CLI's, not identical. `quantiles: exact` is
+    identical.
+
+    While the pipeline runs it writes only under `output/.prepro-job-<id>/`; it takes
+    the output's lock (the CLI's) only to publish, so a CLI job running into the same
+    output makes it fail then, naming the holder, and the last one to publish wins.
+    Keras checks the spec when the transform is applied (it imports TensorFlow there),
+    and a worker computes the golden rows' outputs with Keras before publishing.
+
+    `golden_rows`: raw rows the artifacts carry with their expected outputs (0: none).
+    `num_shards`: slices each feature's distinct tokens are counted and ranked in.
+    `max_batch_rows`: elements per batch at most; `batch_bytes`: input bytes per batch
+    of a text or CSV file; `threads`: per worker, for the numeric features and long
+    texts. None of them changes the result.
+    `publish=False` and `work_dir` are for a driver that locks and publishes itself
+    (`run_analyze`): `result.manifest` is then the candidate in `work_dir`.
+    """
+
+    def __init__(self, spec: Union[str, Dict[str, Any], spec_lib.Spec], output: str, *,
+                 golden_rows: int = DEFAULT_GOLDEN_ROWS, num_shards: int = DEFAULT_SHARDS,
+                 max_batch_rows: int = MAX_BATCH_ROWS, batch_bytes: int = prepro_io.BATCH_BYTES,
+                 threads: int = 1, publish: bool = True,
+                 work_dir: Optional[str] = None):
+        super().__init__()
+        self.spec = _as_spec(spec)
+        spec_lib.check_callables(self.spec)
+        self._columns = source_columns(self.spec)  # a SpecError now, not on a worker
+        if not fs.is_remote(output):
+            output = os.path.abspath(output)  # workers may run elsewhere on this machine
+        if not isinstance(golden_rows, int) or isinstance(golden_rows, bool) or golden_rows < 0:
+            raise ValueError(f"golden_rows must be an integer >= 0, got {golden_rows!r}")
+        if not isinstance(num_shards, int) or isinstance(num_shards, bool) or num_shards < 1:
+            raise ValueError(f"num_shards must be an integer >= 1, got {num_shards!r}")
+        self.output, self._publish = output, publish
+        self.work_dir = work_dir or job_work_dir(output)
+        self._golden_rows, self._num_shards = golden_rows, num_shards
+        self._max_batch_rows, self._batch_bytes, self._threads = max_batch_rows, batch_bytes, threads
+
+    def expand(self, rows):
+        if not rows.is_bounded:
+            raise ValueError("AnalyzeFeatures needs a bounded PCollection (a batch pipeline): its statistics are "
+                             "over all the rows")
+        spec, work_dir, state_dir = self.spec, self.work_dir, fs.join(self.work_dir, artifacts.STAGING_STATE_DIR)
+        if self._publish:
+            from prepro.keras_check import check_against_keras
+            check_against_keras(spec, spec_lib.custom_objects(spec))  # a SpecError before the pipeline runs
+        if rows.element_type is not prepro_io.ReadTask:
+            rows = rows | "ToBatches" >> ToBatches(self._columns, self._max_batch_rows,
+                                                   prepro_io.features_of_columns(spec.features.values()))
+        extracted = rows | "Extract" >> beam.ParDo(
+            ExtractStatistics(spec, self._num_shards, work_dir, self._batch_bytes, self._threads, self._golden_rows,
+                              per_batch=drops_finish_bundle_outputs(rows.pipeline)))
+
+        def select(kind: str, output_type=None):
+            return extracted | f"Select{kind.title()}" >> Select(kind, output_type)
+
+        token_features = ({"counts": select(ExtractStatistics.COUNTS, Tuple[Tuple[str, int], PartRef]),
+                           "tally": select(ExtractStatistics.TALLY)}
+                          | "RankVocabularies" >> RankVocabularies(spec, work_dir, state_dir))
+        numeric_features = (select(ExtractStatistics.NUMERIC)
+                            | "SummarizeNumeric" >> SummarizeNumeric(spec, state_dir))
+        checked_features = select(ExtractStatistics.CHECKED) | "CheckStateless" >> CheckStateless(spec)
+        features = (token_features, numeric_features, checked_features) | "AllFeatures" >> beam.Flatten()
+        candidate = ({"features": features,
+                      "rows": select(ExtractStatistics.ROWS) | "CountRows" >> CountRows(),
+                      "golden": select(ExtractStatistics.GOLDEN) | "PickGoldenRows" >> PickGoldenRows(
+                          GOLDEN_CANDIDATES * (self._golden_rows or 1))}
+                     | "Manifest" >> WriteManifestCandidate(spec, work_dir))
+        if not self._publish:
+            return AnalyzeResult(manifest=candidate)
+        return AnalyzeResult(manifest=candidate | "Publish" >> beam.ParDo(
+            PublishArtifact(spec, self.output, work_dir, self._golden_rows)))
+
+
+class PublishArtifact(beam.DoFn):
+    """The manifest candidate -> the published manifest: golden rows recorded with
+    Keras beside the staged state files, then, under the output's lock, the state
+    directory moved into place and the manifest committed (pipelines/publish.py)."""
+
+    def __init__(self, spec: spec_lib.Spec, output: str, work_dir: str, golden_rows: int):
+        self._spec, self._output, self._work_dir, self._golden_rows = spec, output, work_dir, golden_rows
+
+    def process(self, manifest):
+        rows = json.loads(fs.read_bytes(fs.join(self._work_dir, GOLDEN_ROWS)))
+        if rows and self._golden_rows:
+            staged = {**manifest, "state_dir": artifacts.STAGING_STATE_DIR}
+            manifest = golden.record(self._work_dir, staged, rows, self._golden_rows,
+                                     spec_lib.custom_objects(self._spec))
+            failpoints.reach("golden")
+        with OutputDirectory(self._output, work_dir=self._work_dir) as out:
+            out.publish(manifest)
+        yield artifacts.read_manifest(self._output)
+
+
+def _as_spec(spec) -> spec_lib.Spec:
+    if isinstance(spec, spec_lib.Spec):
+        return spec
+    if isinstance(spec, dict):
+        return spec_lib.spec_from_dict(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        return spec_lib.load_spec(os.fspath(spec))
+    raise TypeError(f"spec must be a path, a dict or a prepro.Spec, not {type(spec).__name__}")
 
 
 def _counters(result) -> Dict[str, int]:
@@ -46,43 +203,6 @@ def _counters(result) -> Dict[str, int]:
         value = counter.committed if counter.committed is not None else counter.attempted
         out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
     return out
-
-
-def _source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
-    columns = {}
-    for f in sorted(spec.features.values(), key=lambda f: f.value_kind == "hashable"):
-        kind = f.value_kind
-        for source in f.sources + ((f.weight,) if f.is_numeric and f.weight else ()):
-            known = columns.setdefault(source, kind)
-            if known != kind and not (kind == "hashable" and known in ("string", "int")):
-                raise spec_lib.SpecError(f"column '{source}' feeds features of different kinds "
-                                         f"({known} and {kind})")
-    return columns
-
-
-def build_pipeline(p: beam.Pipeline, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, state_dir: str,
-                   work_dir: str, num_shards: int = DEFAULT_SHARDS,
-                   batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1,
-                   part_bytes: int = prepro_io.PART_BYTES, golden_rows: int = 0):
-    """The job as the Dataflow graph shows it (pipelines/transforms.py): read and
-    extract, then one branch per kind of statistic, then the manifest candidate."""
-    extract = ExtractCounts(spec, fmt, _source_columns(spec), batch_bytes, num_shards, work_dir, threads, golden_rows)
-    extracted = p | "ReadAndExtract" >> ReadAndExtract(prepro_io.plan_reads(inputs, fmt, part_bytes), extract)
-
-    def select(kind: str, output_type=None):
-        return extracted | f"Select{kind.title()}" >> Select(kind, output_type)
-
-    token_features = ({"counts": select(ExtractCounts.COUNTS, Tuple[Tuple[str, int], PartRef]),
-                       "tally": select(ExtractCounts.TALLY)}
-                      | "RankVocabularies" >> RankVocabularies(spec, work_dir, state_dir))
-    numeric_features = select(ExtractCounts.NUMERIC) | "SummarizeNumeric" >> SummarizeNumeric(spec, state_dir)
-    checked_features = select(ExtractCounts.CHECKED) | "CheckStateless" >> CheckStateless(spec)
-    features = (token_features, numeric_features, checked_features) | "AllFeatures" >> beam.Flatten()
-    return ({"features": features,
-             "rows": select(ExtractCounts.ROWS) | "CountRows" >> CountRows(),
-             "golden": select(ExtractCounts.GOLDEN) | "PickGoldenRows" >> PickGoldenRows(
-                 GOLDEN_CANDIDATES * (golden_rows or 1))}
-            | "Manifest" >> WriteManifestCandidate(spec, inputs, fmt, work_dir))
 
 
 def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
@@ -114,6 +234,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     if fmt not in prepro_io.FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {prepro_io.FORMATS}")
     spec_lib.check_callables(spec)
+    source_columns(spec)
     inputs = prepro_io.match_inputs(patterns)
     plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs),
                                allow_unknown_options=allow_unknown_beam_options)
@@ -122,13 +243,16 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
         num_shards = 1 if plan.single_process and small else DEFAULT_SHARDS
     helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
     try:
-        with publish.OutputDirectory(output) as out:
+        with OutputDirectory(output) as out:
             helper.cancel_into(keras_helper.Cancellation(out.work_dir))
             try:
                 p = beam.Pipeline(runner=plan.runner, options=plan.options)
-                build_pipeline(p, spec, inputs, fmt, out.staging, out.work_dir, num_shards,
-                               batch_bytes or plan.batch_bytes, plan.extract_threads,
-                               part_bytes or prepro_io.PART_BYTES, golden_rows)
+                _ = (p
+                     | "ReadInputs" >> ReadInputs(patterns, fmt, part_bytes or prepro_io.PART_BYTES)
+                     | "AnalyzeFeatures" >> AnalyzeFeatures(
+                         spec, output, golden_rows=golden_rows, num_shards=num_shards,
+                         batch_bytes=batch_bytes or plan.batch_bytes, threads=plan.extract_threads,
+                         publish=False, work_dir=out.work_dir))
                 result = p.run()
                 result.wait_until_finish()
                 if counters is not None:

@@ -20,8 +20,9 @@ class InputError(ValueError):
         where = ", ".join(p for p in (
             (f"feature '{names[0]}'" if len(names) == 1 else
              "features " + ", ".join(f"'{n}'" for n in names) if names else None),
-            f"file {path}" if path else None,
-            f"row {row}" if row is not None else None) if p)
+            (f"file {path}" if path != "<elements>" else "a batch of the PCollection's elements") if path else None,
+            (f"row {row}" if path != "<elements>" else f"element {row} of the batch") if row is not None else None)
+            if p)
         super().__init__(f"{where}: {message}" if where else message)
         self.detail, self.path, self.row, self.feature, self.column = message, path, row, feature, column
 

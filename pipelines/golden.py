@@ -1,34 +1,161 @@
-"""Golden rows: a few raw input rows, chosen the same way on every runner, that the
-artifacts carry with their expected outputs (see prepro.golden).
+"""Golden rows: a few raw input rows that the artifacts carry with their expected outputs
+(see prepro.golden), chosen by their content alone, so the same rows give the same
+golden rows whatever the runner, the file order, the batching or the element form
+(files read by the CLI, or dicts, Rows or RecordBatches fed to `AnalyzeFeatures`).
 
-Each read task offers the first rows of its first batch in which every source column
-holds a value that JSON can carry (a list only where a shape is declared); the job keeps
-the `n` with the smallest (task index, row), so the choice depends only on the sorted
-inputs.
+A row is a candidate when every source column holds a value JSON can carry (a list
+only where a numeric feature declares a shape); repeated rows are one candidate. Its key is a 64-bit hash of its values
+as JSON carries them (text as UTF-8, numbers by kind), then its canonical JSON; the job
+keeps the rows with the smallest keys. Each batch offers its own smallest `limit` rows
+and every row tied with the last of them, so the global choice never depends on how
+rows were batched. A hash rather than the values themselves, so golden rows are
+typical rows, not the alphabetically first or the most negative ones.
 """
 
-from typing import Dict, List, Tuple
+import json
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.io import Batch
 from prepro.spec import Spec
 
-ROWS_PER_TASK = 64
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_WORDS = 1 << 20  # rows per step of the byte gathering (64 bytes of scratch per row)
 
 
-def candidate_rows(batch: Batch, task_index: int, columns: Dict[str, str], spec: Spec,
-                   limit: int) -> List[Tuple]:
-    """((task index, row), {column: value}) for the batch's first complete rows: every
-    source value present, and a list only where a numeric feature declares a shape."""
+def candidate_rows(batch: Batch, columns: Dict[str, str], spec: Spec, limit: int) -> List[Tuple[int, str]]:
+    """(key, canonical JSON) of the batch's `limit` distinct candidate rows of smallest
+    key, and of any row tied with the last of them."""
+    names = sorted(columns)
     shaped = {f.source for f in spec.features.values() if f.shape}
-    head = batch.table.slice(0, max(ROWS_PER_TASK, limit)).select(sorted(columns)).to_pylist()
-    out = []
-    for offset, raw in enumerate(head):
-        row = {c: _plain(raw[c], columns[c]) for c in sorted(columns)}
-        if all(v is not None and isinstance(v, list) == (c in shaped) for c, v in row.items()):
-            out.append(((task_index, batch.first_row + offset), row))
-        if len(out) == limit:
-            break
+    table = batch.table.select(names)
+    keys, usable = _row_keys(table, names, columns, shaped)
+    order = np.flatnonzero(usable)
+    order = order[np.argsort(keys[order], kind="stable")]
+    out: List[Tuple[int, str]] = []
+    seen = set()
+    step = max(2 * limit, 64)
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        for index, raw in zip(chunk, table.take(pa.array(chunk, pa.int64())).to_pylist()):
+            key = int(keys[index])
+            if len(out) >= limit and key != out[-1][0]:
+                return out
+            row = {c: _plain(raw[c], columns[c]) for c in names}
+            if all(v is not None and isinstance(v, list) == (c in shaped) for c, v in row.items()):
+                text = canonical_json(row)
+                if text not in seen:  # a repeated row is one candidate
+                    seen.add(text)
+                    out.append((key, text))
     return out
+
+
+def canonical_json(row: Dict) -> str:
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _row_keys(table: pa.Table, names: List[str], columns: Dict[str, str], shaped) -> Tuple[np.ndarray, np.ndarray]:
+    """Per row: a hash of its values as JSON carries them, and whether it can be a
+    candidate at all (every value present, lists exactly where shaped)."""
+    n = table.num_rows
+    keys = np.full(n, 0x9E3779B97F4A7C15, np.uint64)
+    usable = np.ones(n, bool)
+    for name in names:
+        column = table.column(name).combine_chunks() if n else pa.array([], pa.null())
+        words, present = _column_words(column, columns[name], name in shaped)
+        usable &= present
+        for word in words:
+            keys = _mix(keys ^ word)
+    return keys, usable
+
+
+def _column_words(column: pa.Array, kind: str, shaped: bool) -> Tuple[List[np.ndarray], np.ndarray]:
+    """A column's values as uint64 words that decide its part of the key, and where
+    they are present. Lists: their length and first element."""
+    n = len(column)
+    present = ~np.asarray(column.is_null(), bool) if n else np.zeros(0, bool)
+    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    if is_list != shaped:
+        return [], np.zeros(n, bool)
+    if is_list:
+        lengths = np.asarray(pc.fill_null(pc.list_value_length(column), 0), np.int64)
+        present &= lengths > 0
+        if not present.any():
+            return [], present
+        offsets = np.asarray(column.offsets)[:-1]
+        first = column.values.take(pa.array(np.where(present, offsets, 0), pa.int64()))
+        words, present_first = _scalar_words(first, kind)
+        return [lengths.astype(np.uint64)] + words, present & present_first
+    words, present_values = _scalar_words(column, kind)
+    return words, present & present_values
+
+
+def _scalar_words(values: pa.Array, kind: str) -> Tuple[List[np.ndarray], np.ndarray]:
+    n = len(values)
+    text = pa.types.is_binary(values.type) or pa.types.is_string(values.type) or \
+        pa.types.is_large_binary(values.type) or pa.types.is_large_string(values.type)
+    if kind == "string" or (kind == "hashable" and text):
+        as_bytes = values.cast(pa.large_binary())
+        present = np.ones(n, bool) if kind == "string" else \
+            np.asarray(pc.fill_null(pc.greater(pc.binary_length(as_bytes), 0), False), bool)
+        return _byte_words(as_bytes), present
+    if kind == "hashable":
+        if not pa.types.is_integer(values.type):
+            return [], np.zeros(n, bool)
+        return [np.asarray(values.cast(pa.int64()).fill_null(0), np.int64).view(np.uint64)], np.ones(n, bool)
+    target = pa.int64() if kind == "int" else pa.float64()
+    numbers = _as_numbers(values, target, text)
+    if numbers is None:  # not all parse the way pyarrow parses: Python's rules, per value
+        scalar = int if kind == "int" else float
+        parsed = [_plain(v, kind) for v in values.to_pylist()]
+        present = np.array([isinstance(v, scalar) and not isinstance(v, bool) for v in parsed], bool)
+        numbers = pa.array([v if ok else 0 for v, ok in zip(parsed, present)], target)
+    else:
+        present = ~np.asarray(numbers.is_null(), bool) if n else np.zeros(0, bool)
+    data = np.asarray(numbers.fill_null(0), np.int64 if kind == "int" else np.float64)
+    return [data.view(np.uint64)], present
+
+
+def _as_numbers(values: pa.Array, target: pa.DataType, text: bool) -> Optional[pa.Array]:
+    try:
+        if not text:
+            return values.cast(target)
+        strings = pc.utf8_trim_whitespace(values.cast(pa.large_binary()).cast(pa.large_string()))
+        strings = pc.if_else(pc.equal(pc.utf8_length(strings), 0), pa.scalar(None, pa.large_string()), strings)
+        return strings.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _byte_words(values: pa.Array) -> List[np.ndarray]:
+    """Length, first 8 and last 8 bytes of each value (of a large_binary array): a
+    key costs O(rows), not a pass over every byte; rows that tie on it are ordered by
+    their canonical JSON."""
+    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
+    data_buffer = values.buffers()[2]
+    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None and data_buffer.size else np.zeros(1, np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    lengths = (ends - starts).astype(np.uint64)
+    heads, tails = np.empty(len(starts), np.uint64), np.empty(len(starts), np.uint64)
+    lanes = np.arange(8, dtype=np.int64)
+    shifts = (lanes * 8).astype(np.uint64)
+    for a in range(0, len(starts), _WORDS):
+        s, e = starts[a:a + _WORDS, None], ends[a:a + _WORDS, None]
+        for out, index in ((heads, s + lanes), (tails, e - 8 + lanes)):
+            inside = (index >= s) & (index < e)
+            picked = data[np.clip(index, 0, len(data) - 1)].astype(np.uint64) * inside
+            out[a:a + _WORDS] = (picked << shifts).sum(axis=1, dtype=np.uint64)
+    return [lengths, heads, tails]
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
 
 
 def _plain(value, kind: str):

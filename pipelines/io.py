@@ -41,6 +41,7 @@ BATCH_ROWS = 65536          # rows per batch for row-by-row formats (JSON Lines,
 BATCH_BYTES = 16 << 20      # input bytes per batch for text and CSV
 PART_BYTES = 64 << 20       # bytes per part of a split text / JSON Lines file, on every runner
 INT64_RANGE = range(-(1 << 63), 1 << 63)  # what integer features take (Keras's int64)
+ELEMENTS = "<elements>"  # the "file" of batches made from a PCollection's elements (pipelines/elements.py)
 
 
 class Batch(NamedTuple):
@@ -65,6 +66,7 @@ class ReadTask(NamedTuple):
     end: Optional[int] = None
     index: int = 0
     size: int = 0   # input bytes the task reads (for progress counters)
+    fmt: str = "text"
 
 
 SPLITTABLE = ("text", "jsonl")  # one row per line, so a byte range maps to whole rows
@@ -85,7 +87,7 @@ def plan_reads(inputs: List[Dict], fmt: str, part_bytes: int) -> List[ReadTask]:
             continue
         bounds = list(range(0, size, part_bytes)) + [size]
         tasks.extend(ReadTask(path, a, b, size=b - a) for a, b in zip(bounds, bounds[1:]))
-    return [task._replace(index=i) for i, task in enumerate(tasks)]
+    return [task._replace(index=i, fmt=fmt) for i, task in enumerate(tasks)]
 
 
 def match_inputs(patterns: List[str]) -> List[Dict]:
@@ -188,7 +190,7 @@ def read_batches(task, fmt: str, columns: Dict[str, str], batch_bytes: int = BAT
     is one, and the features reading the column, given `features_of`: see
     `features_of_columns`); nothing else escapes.
     """
-    task = ReadTask(task) if isinstance(task, str) else task
+    task = ReadTask(task, fmt=fmt) if isinstance(task, str) else task
     path, reader, offset = task.path, _READERS[fmt], 0
     try:
         with open_input(path) as f:
@@ -582,7 +584,7 @@ def _python_column(values, kind, name, path, first):
     if kind == "hashable":  # Keras's Hashing takes strings or integers: the column's first value decides
         items = (i for v in values for i in (v if isinstance(v, list) else [v]) if i is not None)
         kind = "int" if isinstance(next(items, ""), int) else "string"
-    scalar = str if kind == "string" else (int, float) if kind == "float" else int
+    scalar = (str, bytes) if kind == "string" else (int, float) if kind == "float" else int
     arrow_type = pa.binary() if kind == "string" else pa.float64() if kind == "float" else pa.int64()
     for i, v in enumerate(values):
         for item in v if isinstance(v, list) else [v]:
@@ -604,7 +606,9 @@ def _python_column(values, kind, name, path, first):
     return pa.array(values, arrow_type)
 
 
-def _utf8(value: str) -> bytes:
+def _utf8(value) -> bytes:
+    if isinstance(value, bytes):  # BYTES values of a PCollection's elements, as they are
+        return value
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError:

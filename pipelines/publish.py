@@ -39,10 +39,20 @@ from prepro import artifacts, fs
 
 LOCK = ".prepro-lock"
 WORK_PREFIX = ".prepro-work-"
+JOB_PREFIX = ".prepro-job-"
 _WORK_DIR = re.compile(r"^\.prepro-work-[0-9a-f]{32}$")
 _STATE_DIR = re.compile(r"^state-[0-9a-f]{16}$")
 _TEMP_FILE = re.compile(r"^" + re.escape(fs.TEMP_PREFIX) + r"[0-9a-f]{16}$")
 LOG = logging.getLogger("prepro.progress")
+
+
+def job_work_dir(output: str) -> str:
+    """The work directory of a pipeline that holds the lock only while it publishes
+    (`AnalyzeFeatures`): named so that no other job's clean-up takes it for a leftover
+    (`.prepro-job-<id>`; a killed pipeline's stays: delete it, as Beam's own temporary
+    directories)."""
+    output = output.rstrip("/") if fs.is_remote(output) else output
+    return fs.join(output, JOB_PREFIX + uuid.uuid4().hex)
 
 
 class OutputError(RuntimeError):
@@ -56,9 +66,11 @@ class OutputBusy(OutputError):
 class OutputDirectory:
     """The output directory of one job: locked while the job runs, published once."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, work_dir: Optional[str] = None):
+        """`work_dir`: a work directory the job already wrote (an `AnalyzeFeatures`
+        pipeline's, locked only to publish: see `job_work_dir`); default a new one."""
         self.output = output.rstrip("/") if fs.is_remote(output) else output
-        self.work_dir = fs.join(self.output, WORK_PREFIX + uuid.uuid4().hex)
+        self.work_dir = work_dir or fs.join(self.output, WORK_PREFIX + uuid.uuid4().hex)
         self.staging = fs.join(self.work_dir, artifacts.STAGING_STATE_DIR)
         self._lock = _lock_for(self.output)
         self._current: Optional[Dict[str, Any]] = None

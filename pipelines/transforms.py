@@ -1,16 +1,17 @@
 """The analyze job's stages, as named composite PTransforms (the Dataflow graph shows them):
 
-    ReadAndExtract        files -> per read task: token counts spilled to part files,
-                          numeric statistics, checked figures, row counts, golden candidates
+    Extract (ExtractStatistics)  read tasks or batches of rows -> token counts spilled
+                          to part files, numeric statistics, checked figures, row
+                          counts, golden-row candidates
     RankVocabularies      part files -> per shard a ranked run -> per feature the
                           vocabulary file (k-way merge) and its manifest entry
     SummarizeNumeric      per task statistics -> merged in task order -> state files
     CheckStateless        figures of the layers with nothing to learn
-    CountRows             rows per input file
-    PickGoldenRows        the first candidates by a key every runner computes alike
+    CountRows             rows (and bytes) per input file
+    PickGoldenRows        the candidates of smallest content key
     WriteManifestCandidate  everything above -> the manifest candidate in the work directory
 
-`pipelines/analyze.py` composes them (`build_pipeline`) and publishes what they wrote.
+`pipelines/analyze.py` composes them (`AnalyzeFeatures`) and publishes what they wrote.
 Each is tested on its own with Beam's TestPipeline (tests/test_transforms.py).
 """
 
@@ -18,7 +19,7 @@ import contextlib
 import json
 import logging
 import platform
-from typing import Dict, List
+from typing import Dict
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -56,16 +57,18 @@ PARTS_PER_MERGE = 64
 PENDING_COUNT_BYTES = 128 << 20
 
 
-class ExtractCounts(beam.DoFn):
-    """Per read task (a file, or a part of a big one), its batches in file order.
-    Emits (kind, payload) pairs that `Select` splits by kind: Beam's
+class ExtractStatistics(beam.DoFn):
+    """Read tasks (a file, or a part of a big one: `ReadInputs`) or batches of rows
+    (`ToBatches`) -> (kind, payload) pairs that `Select` splits by kind: Beam's
     DaskRunner (2.77) sends tagged outputs to the main output, so none are used.
-    Per task: every token feature's counts, merged over its batches, written as a part
-    file split into shards by token hash (the largest early, when the task's pending
-    counts outgrow PENDING_COUNT_BYTES); a reference per shard.
-    Per task: every numeric feature's statistics, finished and keyed by the task, so
-    parts merge in a canonical order (see prepro.stats.numeric). Per batch, for the
-    features with nothing to learn: their checked input's figures."""
+
+    A read task is read and summarized on its own, its batches in file order; batches
+    are summarized per bundle. Per task or bundle: every token feature's counts, merged
+    over its batches, written as a part file split into shards by token hash (the
+    largest early, when the pending counts outgrow PENDING_COUNT_BYTES), a reference per
+    shard; every numeric feature's statistics, keyed so parts merge in a canonical
+    order (see prepro.stats.numeric); rows read per source. Per batch: the checked
+    input's figures of the features with nothing to learn, and golden-row candidates."""
 
     COUNTS = "counts"
     TALLY = "tally"
@@ -74,12 +77,17 @@ class ExtractCounts(beam.DoFn):
     CHECKED = "checked"
     GOLDEN = "golden"
 
-    def __init__(self, spec: spec_lib.Spec, fmt: str, columns: Dict[str, str], batch_bytes: int,
-                 num_shards: int, work_dir: str, threads: int = 1, golden_rows: int = 0):
+    def __init__(self, spec: spec_lib.Spec, num_shards: int, work_dir: str,
+                 batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1, golden_rows: int = 0,
+                 per_batch: bool = False):
+        """`per_batch`: summarize each batch on its own rather than per bundle, for a
+        runner that loses finish_bundle's outputs (pipelines/elements.py)."""
+        self._per_batch = per_batch
         self._spec = spec
+        self._batch_bytes = batch_bytes
+        self._columns = source_columns(spec)
         self._work_dir = work_dir
         self._golden_rows = golden_rows
-        self._read = (fmt, columns, batch_bytes)
         self._num_shards = num_shards
         self._threads = threads
 
@@ -90,62 +98,128 @@ class ExtractCounts(beam.DoFn):
     def teardown(self):
         self._pool.close()
 
-    def process(self, task: prepro_io.ReadTask):
-        features = sorted(self._spec.features.items())
-        numeric = {name: new_stats(f) for name, f in features if f.is_numeric}
-        pending: Dict[str, TokenCounts] = {}
-        rows = 0
-        batches = prepro_io.read_batches(task, *self._read,
+    def start_bundle(self):
+        self._bundle = None
+
+    def process(self, element):
+        if not isinstance(element, prepro_io.ReadTask):
+            if self._per_batch:
+                summary = _Summary(self, _bundle_index(), None)
+                yield from summary.add(element)
+                yield from summary.finish()
+                return
+            if self._bundle is None:
+                self._bundle = _Summary(self, _bundle_index(), None)
+            yield from self._bundle.add(element)
+            return
+        summary = _Summary(self, element.index, element)
+        batches = prepro_io.read_batches(element, element.fmt, self._columns, self._batch_bytes,
                                          features_of=prepro_io.features_of_columns(self._spec.features.values()))
-        for number, batch in enumerate(batches):
-            rows += batch.table.num_rows
-            Metrics.counter(METRICS, "rows_read").inc(batch.table.num_rows)
-            Metrics.counter(METRICS, "batches").inc()
-            yield (self.ROWS, (batch.path, batch.table.num_rows))
-            failpoints.reach("read")
-            self._cancellation.raise_if_cancelled()  # the spec refused by Keras meanwhile
+        for batch in batches:
+            yield from summary.add(batch)
+        yield from summary.finish()
+        PROGRESS.info("read %s bytes %s..%s: %d rows", element.path, element.start, element.end or "end",
+                      summary.rows)
+
+    def finish_bundle(self):
+        if self._bundle is not None:
+            for output in self._bundle.finish():
+                yield beam.transforms.window.GlobalWindows.windowed_value(output)
+            self._bundle = None
+
+
+def _bundle_index() -> int:
+    """A bundle's place among the parts of a numeric feature: batches of rows have no
+    canonical order, so any will do (see AnalyzeFeatures on what that means)."""
+    import uuid
+    return uuid.uuid4().int >> 66
+
+
+class _Summary:
+    """The statistics of one read task or one bundle of batches, batch by batch."""
+
+    def __init__(self, owner: ExtractStatistics, index: int, task: "prepro_io.ReadTask | None"):
+        self._owner, self._index, self._task = owner, index, task
+        self._features = sorted(owner._spec.features.items())
+        self._numeric = {name: new_stats(f) for name, f in self._features if f.is_numeric}
+        self._pending: Dict[str, TokenCounts] = {}
+        self._rows: Dict[tuple, int] = {}
+        if task is not None:
+            self._rows[(task.fmt, task.path)] = 0
+        self.rows = 0
+
+    def add(self, batch: prepro_io.Batch):
+        owner, features = self._owner, self._features
+        self.rows += batch.table.num_rows
+        source = (self._task.fmt, self._task.path) if self._task is not None else ("elements", None)
+        self._rows[source] = self._rows.get(source, 0) + batch.table.num_rows
+        Metrics.counter(METRICS, "rows_read").inc(batch.table.num_rows)
+        Metrics.counter(METRICS, "batches").inc()
+        failpoints.reach("read")
+        owner._cancellation.raise_if_cancelled()  # the spec refused by Keras meanwhile
+        try:
+            # One thread per numeric feature: each sees its batches in file order, and
+            # NumPy and tfx-bsl's sketch release the GIL (2 threads: ~1.9x on the adds).
+            owner._pool.map(lambda item: add_batch(self._numeric[item[0]], batch, item[1]),
+                            [(n, f) for n, f in features if f.is_numeric])
+        except InputError as e:
+            raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
+        for name, feature in features:
+            if feature.is_numeric:
+                continue
             try:
-                # One thread per numeric feature: each sees its batches in file order, and
-                # NumPy and tfx-bsl's sketch release the GIL (2 threads: ~1.9x on the adds).
-                self._pool.map(lambda item: add_batch(numeric[item[0]], batch, item[1]),
-                               [(n, f) for n, f in features if f.is_numeric])
+                if feature.is_stateless:
+                    yield (owner.CHECKED, (name, checked_tally(batch, feature)))
+                    continue
+                counts, tally = feature_counts(batch, feature, owner._pool)
             except InputError as e:
                 raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
-            for name, feature in features:
-                if feature.is_numeric:
-                    continue
-                try:
-                    if feature.is_stateless:
-                        yield (self.CHECKED, (name, checked_tally(batch, feature)))
-                        continue
-                    counts, tally = feature_counts(batch, feature, self._pool)
-                except InputError as e:
-                    raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
-                yield (self.TALLY, (name, tally))
-                pending[name] = pending[name].merge(counts) if name in pending else counts
-                while sum(c.nbytes for c in pending.values()) > PENDING_COUNT_BYTES:
-                    largest = max(sorted(pending), key=lambda n: pending[n].nbytes)
-                    yield from self._spill(largest, pending.pop(largest))
-            # After the batch's values passed every feature's checks, so candidates hold
-            # only values the features accept.
-            if number == 0 and self._golden_rows:
-                for candidate in candidate_rows(batch, task.index, self._read[1], self._spec,
-                                                GOLDEN_CANDIDATES * self._golden_rows):
-                    yield (self.GOLDEN, candidate)
-        for name in sorted(pending):
-            yield from self._spill(name, pending[name])
-        Metrics.counter(METRICS, "input_bytes_read").inc(task.size)
-        Metrics.counter(METRICS, "read_tasks_done").inc()
-        PROGRESS.info("read %s bytes %s..%s: %d rows", task.path, task.start, task.end or "end", rows)
-        for name, stats in numeric.items():
-            group = (name, task.index // PARTS_PER_MERGE)
-            yield (self.NUMERIC, (group, (task.index, stats.finish())))
+            yield (owner.TALLY, (name, tally))
+            pending = self._pending
+            pending[name] = pending[name].merge(counts) if name in pending else counts
+            while sum(c.nbytes for c in pending.values()) > PENDING_COUNT_BYTES:
+                largest = max(sorted(pending), key=lambda n: pending[n].nbytes)
+                yield from self._spill(largest, pending.pop(largest))
+        # After the batch's values passed every feature's checks, so candidates hold
+        # only values the features accept.
+        if owner._golden_rows:
+            for candidate in candidate_rows(batch, owner._columns, owner._spec,
+                                            GOLDEN_CANDIDATES * owner._golden_rows):
+                yield (owner.GOLDEN, candidate)
+
+    def finish(self):
+        for name in sorted(self._pending):
+            yield from self._spill(name, self._pending[name])
+        self._pending = {}
+        task = self._task
+        if task is not None:
+            Metrics.counter(METRICS, "input_bytes_read").inc(task.size)
+            Metrics.counter(METRICS, "read_tasks_done").inc()
+        for source, rows in sorted(self._rows.items(), key=repr):
+            yield (self._owner.ROWS, (source, (rows, task.size if task is not None else 0)))
+        for name, stats in self._numeric.items():
+            group = (name, self._index // PARTS_PER_MERGE if task is not None else self._index % PARTS_PER_MERGE)
+            yield (self._owner.NUMERIC, (group, (self._index, stats.finish())))
 
     def _spill(self, name: str, counts: TokenCounts):
         Metrics.counter(METRICS, "part_files_written").inc()
-        for shard, ref in write_parts(name, counts, self._num_shards, self._work_dir):
-            yield self.COUNTS, ((name, shard), ref)
+        for shard, ref in write_parts(name, counts, self._owner._num_shards, self._owner._work_dir):
+            yield self._owner.COUNTS, ((name, shard), ref)
         failpoints.reach("count")
+
+
+def source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
+    """Each source column the spec reads -> the kind of values its features take
+    ("string", "int", "float", "hashable")."""
+    columns = {}
+    for f in sorted(spec.features.values(), key=lambda f: f.value_kind == "hashable"):
+        kind = f.value_kind
+        for source in f.sources + ((f.weight,) if f.is_numeric and f.weight else ()):
+            known = columns.setdefault(source, kind)
+            if known != kind and not (kind == "hashable" and known in ("string", "int")):
+                raise spec_lib.SpecError(f"column '{source}' feeds features of different kinds "
+                                         f"({known} and {kind})")
+    return columns
 
 
 def _kind(item, kind: str):
@@ -163,22 +237,6 @@ class Select(beam.PTransform):
     def expand(self, extracted):
         select = beam.FlatMap(_kind, self._kind)
         return extracted | (select.with_output_types(self._output_type) if self._output_type else select)
-
-
-class ReadAndExtract(beam.PTransform):
-    """Read tasks (files, or byte ranges of big ones) -> ExtractCounts' (kind, payload)
-    outputs. The tasks are spread over workers first (a Reshuffle), so one worker does
-    not read every file."""
-
-    def __init__(self, tasks: List[prepro_io.ReadTask], extract: "ExtractCounts"):
-        super().__init__()
-        self._tasks, self._extract = tasks, extract
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "ReadTasks" >> beam.Create(self._tasks)
-                | "SpreadTasks" >> beam.Reshuffle()
-                | "Extract" >> beam.ParDo(self._extract))
 
 
 class RankVocabularies(beam.PTransform):
@@ -233,15 +291,24 @@ class CheckStateless(beam.PTransform):
 
 
 class CountRows(beam.PTransform):
-    """(file, rows) per batch -> (file, rows) per file."""
+    """((format, file), (rows, bytes)) per read task or bundle -> the same per file
+    (("elements", None) for a PCollection's elements)."""
 
     def expand(self, rows):
-        return rows | "RowsPerFile" >> beam.CombinePerKey(sum)
+        return rows | "RowsPerFile" >> beam.CombinePerKey(_sum_pairs)
+
+
+def _sum_pairs(pairs):
+    rows = size = 0
+    for r, b in pairs:
+        rows, size = rows + r, size + b
+    return rows, size
 
 
 class PickGoldenRows(beam.PTransform):
-    """Golden-row candidates (key, row) -> one list of the `count` smallest by key.
-    Per key, not CombineGlobally: Beam 2.77's DaskRunner gives an empty global combine."""
+    """Golden-row candidates (key, canonical JSON) -> one list of the `count` distinct
+    rows of smallest key (pipelines/golden.py), in key order. Per key, not
+    CombineGlobally: Beam 2.77's DaskRunner gives an empty global combine."""
 
     def __init__(self, count: int):
         super().__init__()
@@ -249,18 +316,19 @@ class PickGoldenRows(beam.PTransform):
 
     def expand(self, candidates):
         return (candidates
+                | "Distinct" >> beam.Distinct()
                 | "OneKey" >> beam.Map(lambda candidate: (None, candidate))
-                | "Smallest" >> beam.combiners.Top.SmallestPerKey(self._count, key=lambda c: c[0])
-                | "Candidates" >> beam.Values())
+                | "Smallest" >> beam.combiners.Top.SmallestPerKey(self._count)
+                | "Rows" >> beam.MapTuple(lambda _, smallest: [json.loads(text) for _, text in smallest]))
 
 
 class WriteManifestCandidate(beam.PTransform):
     """{"features", "rows", "golden"} -> the manifest candidate, written with the golden
     rows into the work directory once every feature is done (`write_manifest`)."""
 
-    def __init__(self, spec: spec_lib.Spec, inputs: List[Dict], fmt: str, work_dir: str):
+    def __init__(self, spec: spec_lib.Spec, work_dir: str):
         super().__init__()
-        self._args = (spec, inputs, fmt, work_dir)
+        self._args = (spec, work_dir)
 
     def expand(self, parts):
         return (parts["features"].pipeline
@@ -317,34 +385,38 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str):
     return name, {**feature.to_dict(), "state": state, "figures": figures}, files
 
 
-def write_manifest(_, features, rows, golden, spec, inputs, fmt, work_dir):
+def write_manifest(_, features, rows, golden, spec, work_dir):
     """Writes the manifest candidate and the golden rows to the work directory; the
-    driver adds the golden outputs and publishes (`run_analyze`)."""
-    row_counts = dict(rows)
-    total = sum(row_counts.values())
+    publish step adds the golden outputs and publishes (`AnalyzeFeatures`)."""
+    sources = dict(rows)  # (format, file) -> (rows, bytes)
+    total = sum(count for count, _ in sources.values())
+    files = sorted((path, count, size) for (fmt, path), (count, size) in sources.items() if path is not None)
+    formats = sorted({fmt for fmt, _ in sources})
     if total == 0:
-        raise InputError(f"the inputs hold no rows: {[i['path'] for i in inputs]}")
-    files, feature_entries = {}, {}
-    for name, entry, file_entries in sorted(features, key=lambda f: f[0]):
-        feature_entries[name] = entry
-        files.update(file_entries)
-    missing = sorted(set(spec.features) - set(feature_entries))
+        raise InputError(f"the inputs hold no rows: {[path for path, _, _ in files]}" if files else
+                         "the PCollection holds no rows")
+    features_entries, file_entries = {}, {}
+    for name, entry, state in sorted(features, key=lambda f: f[0]):
+        features_entries[name] = entry
+        file_entries.update(state)
+    missing = sorted(set(spec.features) - set(features_entries))
     if missing:
         raise InputError(f"features {missing} received no values")
     manifest = {
         "spec": spec.to_dict(),
-        "features": feature_entries,
-        "files": files,
+        "features": features_entries,
+        "files": file_entries,
         "provenance": {
-            "inputs": [{**i, "rows": row_counts.get(i["path"], 0)} for i in inputs],
-            "input_format": fmt,
+            "inputs": [{"path": path, "bytes": size, "rows": count} for path, count, size in files],
+            "input_format": formats[0] if len(formats) == 1 else formats,
             "rows_read": total,
             "versions": _versions(),
         },
     }
-    fs.write_bytes(fs.join(work_dir, CANDIDATE), artifacts.manifest_bytes(manifest))
-    fs.write_bytes(fs.join(work_dir, GOLDEN_ROWS), json.dumps([row for _, row in golden]).encode("utf-8"))
-    yield manifest
+    data = artifacts.manifest_bytes(manifest)
+    fs.write_bytes(fs.join(work_dir, CANDIDATE), data)
+    fs.write_bytes(fs.join(work_dir, GOLDEN_ROWS), json.dumps(golden).encode("utf-8"))
+    yield json.loads(data)  # as a reader of the file sees it
 
 
 def _versions():

@@ -107,3 +107,44 @@ def assert_same_layer(built, reference, probe):
     got, want = np.asarray(built(probe)), np.asarray(reference(probe))
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.fixture(scope="module")  # closed with its module: its monitor reads /proc, which file audits see
+def dask_cluster():
+    import distributed  # apache-beam[dask], pinned in requirements.lock: never skipped
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield cluster
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture
+def worker_pool(tmp_path):
+    """Beam's SDK worker pool in its own process group, started away from the checkout:
+    its workers (separate processes, started by the pool as `python`) find prepro only
+    as installed, the way the deploy recipes' worker image has it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    log = open(tmp_path / "pool.log", "w")
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield f"localhost:{port}", tmp_path / "pool.log"
+    os.killpg(pool.pid, signal.SIGTERM)
+    pool.wait(timeout=30)
+    log.close()

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pipelines.analyze import _source_columns
+from pipelines.transforms import source_columns
 from pipelines.checks import checked_tally
 from pipelines.errors import InputError
 from pipelines.extract import feature_counts
@@ -86,10 +86,9 @@ def read_everything(path, fmt, spec, batch_bytes, part_bytes):
 
 
 def _read_task(task, fmt, spec, batch_bytes):
-    columns = _source_columns(spec)
+    columns = source_columns(spec)
     stats = {n: new_stats(f) for n, f in spec.features.items() if f.is_numeric}
-    for number, batch in enumerate(read_batches(task, fmt, columns, batch_bytes,
-                                                features_of_columns(spec.features.values()))):
+    for batch in read_batches(task, fmt, columns, batch_bytes, features_of_columns(spec.features.values())):
         for name, feature in sorted(spec.features.items()):
             if feature.is_numeric:
                 add_batch(stats[name], batch, feature)
@@ -97,7 +96,7 @@ def _read_task(task, fmt, spec, batch_bytes):
                 checked_tally(batch, feature)
             else:
                 feature_counts(batch, feature)
-        json.dumps(candidate_rows(batch, number, columns, spec, 8))
+        json.dumps(candidate_rows(batch, columns, spec, 8))
     for name, s in stats.items():
         s.finish()
         if s.counters.values and s.moments is not None:

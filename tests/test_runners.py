@@ -14,17 +14,6 @@ from prepro.spec import load_spec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def dask_cluster():
-    import distributed  # apache-beam[dask], pinned in requirements.lock: never skipped
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield cluster
-    client.close()
-    cluster.close()
-
-
 def test_fnapi_one_and_two_workers_and_dask_give_the_same_bytes(tmp_path, dask_cluster):
     spec = load_spec(os.path.join(ROOT, "examples", "spec.yaml"))
     inputs = [os.path.join(ROOT, "examples", "data", "*.csv")]
@@ -74,36 +63,6 @@ def test_local_default_is_in_process_below_1_gib_and_worker_processes_above():
     assert direct(["--direct_running_mode=in_memory"], IN_PROCESS_BYTES) == (True, 1, "in_memory")
     assert direct(["--direct_num_workers", "2"], 10) == (False, 2, "multi_processing")
     assert direct(["--direct_num_workers=2", "--direct_running_mode=multi_threading"], 10)[1:] == (2, "multi_threading")
-
-
-@pytest.fixture
-def worker_pool(tmp_path):
-    """Beam's SDK worker pool in its own process group, started away from the checkout:
-    its workers (separate processes, started by the pool as `python`) find prepro only
-    as installed, the way the deploy recipes' worker image has it."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    log = open(tmp_path / "pool.log", "w")
-    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                             f"--service_port={port}"], cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield f"localhost:{port}", tmp_path / "pool.log"
-    os.killpg(pool.pid, signal.SIGTERM)
-    pool.wait(timeout=30)
-    log.close()
 
 
 def test_portable_runner_with_separate_sdk_workers_gives_the_same_bytes(tmp_path, worker_pool):

@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import io as prepro_io
-from pipelines.analyze import _source_columns
+from pipelines.analyze import ReadInputs
+from pipelines.elements import ToBatches
 from pipelines.extract import Tally
-from pipelines.transforms import (CANDIDATE, CheckStateless, CountRows, ExtractCounts, PickGoldenRows,
-                                  RankVocabularies, ReadAndExtract, Select, SummarizeNumeric,
-                                  WriteManifestCandidate)
+from pipelines.transforms import (CANDIDATE, CheckStateless, CountRows, ExtractStatistics, PickGoldenRows,
+                                  RankVocabularies, Select, SummarizeNumeric, WriteManifestCandidate,
+                                  source_columns)
 from pipelines.vocabulary import write_parts
 from prepro import fs, spec as spec_lib, state_files
 from prepro.stats import TokenCounts
@@ -32,26 +33,67 @@ def pipeline():
     return test_pipeline.TestPipeline(runner=FnApiRunner())
 
 
-def test_read_and_extract_emits_each_kind_of_output(tmp_path):
+def test_read_inputs_plans_sorted_tasks_spread_over_workers(tmp_path):
+    for name in ("b.csv", "a.csv"):
+        (tmp_path / name).write_text("word,fare\na,1\n")
+    with pipeline() as p:
+        tasks = p | ReadInputs([str(tmp_path / "*.csv")], "csv")
+        assert tasks.element_type is prepro_io.ReadTask
+        assert_that(tasks | beam.Map(lambda t: (t.path.rsplit("/", 1)[1], t.index, t.fmt)),
+                    equal_to([("a.csv", 0, "csv"), ("b.csv", 1, "csv")]))
+
+
+def _select_all(extracted):
+    rows = extracted | "Rows" >> Select(ExtractStatistics.ROWS)
+    tallies = (extracted | "Tally" >> Select(ExtractStatistics.TALLY)
+               | "TallyFigures" >> beam.MapTuple(lambda name, t: (name, (t.rows, t.values, t.missing)))
+               | "SumTallies" >> beam.CombinePerKey(lambda ts: tuple(map(sum, zip(*ts))))
+               | "Flat" >> beam.MapTuple(lambda name, t: (name, *t)))
+    checked = (extracted | "Checked" >> Select(ExtractStatistics.CHECKED)
+               | "CheckedValues" >> beam.MapTuple(lambda n, t: (n, t.values)) | "SumChecked" >> beam.CombinePerKey(sum))
+    numeric = (extracted | "Numeric" >> Select(ExtractStatistics.NUMERIC)
+               | "NumericFigures" >> beam.MapTuple(lambda group, part: (group[0], part[1].counters.values,
+                                                                        part[1].counters.missing)))
+    shards = extracted | "Counts" >> Select(ExtractStatistics.COUNTS) | "Shard" >> beam.Map(lambda kv: kv[0])
+    return rows, tallies, checked, numeric, shards
+
+
+def test_extract_statistics_of_a_read_task_emits_each_kind_of_output(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("word,fare\na,1.5\nb,2.5\na,\n")
-    inputs = [{"path": str(path), "bytes": path.stat().st_size}]
-    tasks = prepro_io.plan_reads(inputs, "csv", prepro_io.PART_BYTES)
-    extract = ExtractCounts(SPEC, "csv", _source_columns(SPEC), prepro_io.BATCH_BYTES, 1, str(tmp_path), 1, 0)
     with pipeline() as p:
-        extracted = p | ReadAndExtract(tasks, extract)
-        rows = extracted | "Rows" >> Select(ExtractCounts.ROWS)
-        tallies = (extracted | "Tally" >> Select(ExtractCounts.TALLY)
-                   | beam.MapTuple(lambda name, t: (name, t.rows, t.values, t.missing)))
-        checked = extracted | "Checked" >> Select(ExtractCounts.CHECKED) | beam.MapTuple(lambda n, t: (n, t.values))
-        numeric = (extracted | "Numeric" >> Select(ExtractCounts.NUMERIC)
-                   | beam.MapTuple(lambda group, part: (group, part[1].counters.values, part[1].counters.missing)))
-        shards = extracted | "Counts" >> Select(ExtractCounts.COUNTS) | beam.Map(lambda kv: kv[0])
-        assert_that(rows, equal_to([(str(path), 3)]), label="rows")
+        extracted = p | ReadInputs([str(path)], "csv") | beam.ParDo(ExtractStatistics(SPEC, 1, str(tmp_path)))
+        rows, tallies, checked, numeric, shards = _select_all(extracted)
+        assert_that(rows, equal_to([(("csv", str(path)), (3, path.stat().st_size))]), label="rows")
         assert_that(tallies, equal_to([("word", 3, 3, 0)]), label="tallies")
         assert_that(checked, equal_to([("bucket", 3)]), label="checked")
-        assert_that(numeric, equal_to([(("fare", 0), 2, 1)]), label="numeric")
+        assert_that(numeric, equal_to([("fare", 2, 1)]), label="numeric")
         assert_that(shards, equal_to([("word", 0)]), label="shards")
+
+
+def test_extract_statistics_of_elements_summarizes_per_bundle(tmp_path):
+    elements = [{"word": "a", "fare": 1.5}, {"word": "b", "fare": 2.5}, {"word": "a"}]
+    with pipeline() as p:
+        extracted = (p | beam.Create(elements) | ToBatches(source_columns(SPEC), max_batch_rows=2)
+                     | beam.ParDo(ExtractStatistics(SPEC, 1, str(tmp_path))))
+        rows, tallies, checked, numeric, shards = _select_all(extracted)
+        total = (rows | "Values" >> beam.Map(lambda kv: (kv[0], kv[1][0])) | "Total" >> beam.CombinePerKey(sum))
+        assert_that(total, equal_to([(("elements", None), 3)]), label="rows")
+        assert_that(tallies, equal_to([("word", 3, 3, 0)]), label="tallies")
+        assert_that(checked, equal_to([("bucket", 3)]), label="checked")
+        numbers = (numeric | "Pairs" >> beam.MapTuple(lambda n, v, m: (n, (v, m)))
+                   | "SumNumbers" >> beam.CombinePerKey(lambda vs: tuple(map(sum, zip(*vs)))))
+        assert_that(numbers, equal_to([("fare", (2, 1))]), label="numeric")
+
+
+def test_to_batches_makes_arrow_batches_of_dicts_rows_and_record_batches():
+    elements = [{"word": "a", "fare": 1}, beam.Row(word="b", fare=2.5),
+                pa.RecordBatch.from_pydict({"word": ["c"], "fare": [3.0], "extra": [1]})]
+    with pipeline() as p:
+        batches = p | beam.Create(elements, reshuffle=False) | ToBatches(source_columns(SPEC))
+        values = batches | beam.FlatMap(lambda b: zip(b.table.column("word").to_pylist(),
+                                                      b.table.column("fare").to_pylist()))
+        assert_that(values, equal_to([(b"a", 1.0), (b"b", 2.5), ("c", 3.0)]))
 
 
 def _part_refs(name, tokens, work_dir, num_shards):
@@ -102,26 +144,27 @@ def test_check_stateless_adds_up_the_figures_of_every_batch():
 
 def test_count_rows_sums_per_file():
     with pipeline() as p:
-        rows = p | beam.Create([("a.csv", 2), ("b.csv", 5), ("a.csv", 3)]) | CountRows()
-        assert_that(rows, equal_to([("a.csv", 5), ("b.csv", 5)]))
+        rows = p | beam.Create([("a.csv", (2, 10)), ("b.csv", (5, 7)), ("a.csv", (3, 20))]) | CountRows()
+        assert_that(rows, equal_to([("a.csv", (5, 30)), ("b.csv", (5, 7))]))
 
 
-def test_pick_golden_rows_keeps_the_smallest_keys_whatever_the_order():
-    candidates = [((7, 1), {"w": "g"}), ((1, 4), {"w": "a"}), ((3, 0), {"w": "c"}), ((1, 2), {"w": "b"})]
+def test_pick_golden_rows_keeps_the_smallest_distinct_keys_whatever_the_order():
+    rows = [{"w": w} for w in "gabc"]
+    candidates = [(7, json.dumps(rows[0])), (1, json.dumps(rows[1])), (3, json.dumps(rows[3])),
+                  (1, json.dumps(rows[2])), (1, json.dumps(rows[1]))]
     with pipeline() as p:
         picked = p | beam.Create(candidates[::-1]) | PickGoldenRows(3)
-        assert_that(picked, equal_to([[((1, 2), {"w": "b"}), ((1, 4), {"w": "a"}), ((3, 0), {"w": "c"})]]))
+        assert_that(picked, equal_to([[{"w": "a"}, {"w": "b"}, {"w": "c"}]]))
 
 
 def test_write_manifest_candidate_waits_for_every_part(tmp_path):
     spec = spec_lib.spec_from_dict({"features": {"bucket": SPEC.features["bucket"].to_dict()}})
     entry = ("bucket", {**spec.features["bucket"].to_dict(), "state": {}, "figures": {"rows": 3}}, {})
-    inputs = [{"path": "a.csv", "bytes": 10}, {"path": "b.csv", "bytes": 0}]
     with pipeline() as p:
         manifest = ({"features": p | "Features" >> beam.Create([entry]),
-                     "rows": p | "Rows" >> beam.Create([("a.csv", 3)]),
-                     "golden": p | "Golden" >> beam.Create([[((0, 0), {"word": "a"})]])}
-                    | WriteManifestCandidate(spec, inputs, "csv", str(tmp_path)))
+                     "rows": p | "Rows" >> beam.Create([(("csv", "a.csv"), (3, 10)), (("csv", "b.csv"), (0, 0))]),
+                     "golden": p | "Golden" >> beam.Create([[{"word": "a"}]])}
+                    | WriteManifestCandidate(spec, str(tmp_path)))
         assert_that(manifest | beam.Map(lambda m: [i["rows"] for i in m["provenance"]["inputs"]]),
                     equal_to([[3, 0]]))
     written = json.loads((tmp_path / CANDIDATE).read_text())
