@@ -34,6 +34,7 @@ import zstandard
 
 from pipelines.errors import InputError
 from pipelines.arrow_pickle import table_from_bytes, table_to_bytes
+from prepro import fs
 
 FORMATS = ("text", "csv", "jsonl", "parquet", "tfrecord")
 TEXT_COLUMN = "text"
@@ -94,7 +95,7 @@ def match_inputs(patterns: List[str]) -> List[Dict]:
     """Expands paths and globs into input files with their sizes; sorted, so file order
     never changes the result. Local inputs are checked here, before the job runs (see
     `_local_inputs`); remote ones are objects Beam's file systems list."""
-    from apache_beam.io.filesystems import FileSystems
+    FileSystems = fs.beam_filesystems()
     from apache_beam.io.localfilesystem import LocalFileSystem
     found = {}
     for pattern in patterns:
@@ -294,7 +295,7 @@ def open_input(path: str) -> io.BufferedIOBase:
     """Opens `path` through Beam's file systems as a plain buffered binary stream of its
     content: compressed files (by extension, as Beam detects them) are decompressed."""
     from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+    FileSystems = fs.beam_filesystems()
     kind = CompressionTypes.detect_compression_type(path)
     raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if kind == CompressionTypes.UNCOMPRESSED:

@@ -193,6 +193,38 @@ class StateFiles:
         self._entry(relpath)
         return fs.join(self.dir, relpath)
 
+    def local_path(self, relpath: str) -> str:
+        """A local path holding the file's checked bytes, for a reader that takes a path
+        (TensorFlow's TextFileInitializer): the file itself in a local artifact; for a
+        remote one (gs://...) a copy in the local cache, `$PREPRO_CACHE_DIR` (default
+        ~/.cache/prepro), named by its SHA-256, copied once and checked on every call.
+        So TensorFlow reads local disk, and the bucket is read through the same client as
+        the manifest (TensorFlow's own GCS client ignores STORAGE_EMULATOR_HOST)."""
+        expected = dict(self._entry(relpath))
+        if self._real_root is not None:
+            return self.path(relpath)
+        cache = os.environ.get("PREPRO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "prepro")
+        target = os.path.join(cache, expected["sha256"], os.path.basename(relpath))
+        if os.path.isfile(target):
+            with open(target, "rb") as f:
+                digest = Digest()
+                for chunk in _chunks(f, expected["bytes"]):
+                    digest.update(chunk)
+            if digest.entry() == expected:
+                return target
+        source = fs.join(self.dir, relpath)
+        digest = Digest()
+        try:
+            with self._open(source, expected["bytes"]) as f, fs.open_write(target) as out:
+                for chunk in _chunks(f, expected["bytes"]):
+                    digest.update(chunk)
+                    out.write(chunk)
+                if digest.entry() != expected:  # the copy is never put in place
+                    raise _mismatch(source, expected, digest.entry())
+        except FileNotFoundError:
+            raise ArtifactError(f"{source}: listed in the manifest but missing") from None
+        return target
+
     def read(self, relpath: str) -> bytes:
         """The file's bytes, checked against the manifest: exactly the bytes returned."""
         return self._checked(relpath, whole=True)

