@@ -33,8 +33,7 @@ def candidate_rows(batch: Batch, columns: Dict[str, str], spec: Spec, limit: int
     shaped = {f.source for f in spec.features.values() if f.shape}
     table = batch.table.select(names)
     keys, usable = _row_keys(table, names, columns, shaped)
-    order = np.flatnonzero(usable)
-    order = order[np.argsort(keys[order], kind="stable")]
+    order = _smallest_first(keys, np.flatnonzero(usable), 4 * limit)
     out: List[Tuple[int, str]] = []
     seen = set()
     step = max(2 * limit, 64)
@@ -51,6 +50,35 @@ def candidate_rows(batch: Batch, columns: Dict[str, str], spec: Spec, limit: int
                     seen.add(text)
                     out.append((key, text))
     return out
+
+
+def _smallest_first(keys: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """`rows` ordered by key: the k smallest (and their ties) sorted first, the rest
+    after them, sorted only if asked for (a full sort costs ~5 ms per 65,536 rows)."""
+    if len(rows) <= k:
+        return rows[np.argsort(keys[rows], kind="stable")]
+    threshold = np.partition(keys[rows], k - 1)[k - 1]
+    low = keys[rows] <= threshold
+    head, tail = rows[low], rows[~low]
+    head = head[np.argsort(keys[head], kind="stable")]
+    return _LazyTail(head, tail, keys)
+
+
+class _LazyTail:
+    """A row order whose sorted tail is computed on first use past the head."""
+
+    def __init__(self, head, tail, keys):
+        self._head, self._tail, self._keys, self._sorted = head, tail, keys, None
+
+    def __len__(self):
+        return len(self._head) + len(self._tail)
+
+    def __getitem__(self, part: slice):
+        if part.stop <= len(self._head):
+            return self._head[part]
+        if self._sorted is None:
+            self._sorted = np.concatenate([self._head, self._tail[np.argsort(self._keys[self._tail], kind="stable")]])
+        return self._sorted[part]
 
 
 def canonical_json(row: Dict) -> str:

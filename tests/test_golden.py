@@ -121,3 +121,33 @@ def test_cli_records_golden_rows_in_a_helper_process(tmp_path):
     assert arts.manifest["golden"]["rows"] == 16
     report = prepro.golden.verify(arts)
     assert report.ok and len(report.differences) == 7
+
+
+def test_golden_candidates_do_not_depend_on_batching_or_value_types():
+    """The rows picked from a whole table equal those picked from any cut of it into
+    batches, even where many rows tie on the hash (same length, first and last 8 bytes),
+    and text numbers (CSV) key like typed ones (Parquet)."""
+    import pyarrow as pa
+    from pipelines.golden import candidate_rows
+    from pipelines.io import Batch
+    from prepro.spec import spec_from_dict
+    spec = spec_from_dict({"features": {"w": {"source": "w", "layer": "StringLookup"},
+                                        "x": {"source": "x", "layer": "Normalization"}}})
+    columns = {"w": "string", "x": "float"}
+    rng = np.random.default_rng(5)
+    words = [f"prefix00{chr(97 + i % 26)}{i % 7}suffix00" for i in rng.integers(0, 400, 3000)]  # collide on the key
+    xs = rng.normal(size=3000).round(2)
+    typed = pa.table({"w": pa.array(words, pa.string()), "x": pa.array(xs)})
+    as_text = pa.table({"w": pa.array([w.encode() for w in words], pa.binary()),
+                        "x": pa.array([repr(float(x)).encode() for x in xs], pa.binary())})
+
+    def pick(table, cuts):
+        found = set()
+        for a, b in zip([0] + cuts, cuts + [table.num_rows]):
+            found.update(candidate_rows(Batch("f", a + 1, table.slice(a, b - a)), columns, spec, 8))
+        return sorted(found)[:8]
+
+    whole = pick(typed, [])
+    assert len(whole) == 8
+    for cuts in ([1], [100, 101, 2000], list(range(7, 3000, 97))):
+        assert pick(typed, cuts) == whole and pick(as_text, cuts) == whole, cuts
