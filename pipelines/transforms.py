@@ -403,8 +403,7 @@ def write_manifest(_, features, rows, golden, spec, work_dir):
     if missing:
         raise InputError(f"features {missing} received no values")
     manifest = {
-        "spec": spec.to_dict(),
-        "features": features_entries,
+        "features": features_entries,  # each holds its spec entry: spec.to_dict() is their union
         "files": file_entries,
         "provenance": {
             "inputs": [{"path": path, "bytes": size, "rows": count} for path, count, size in files],

@@ -2,14 +2,17 @@
 
 Layout (see docs/artifact-format.md):
 
-    manifest.json                          format, spec, figures, file checksums, provenance
+    manifest.json                          format, each feature's config, state and figures,
+                                           file checksums, provenance
     state-<hash>/<feature>/vocabulary.txt  Keras vocabulary file: one token per line, UTF-8
 
 Every published state lives in its own directory named by a hash of its files
 (`state_dir_name`), and the manifest naming it is written last, in one atomic write
 (pipelines/publish.py), so a reader sees the previous artifact or the new one, never a
-mix. A directory without a manifest is not an artifact. Version-1 artifacts kept their
-files directly under the root and stay readable.
+mix. A directory without a manifest is not an artifact. Older versions stay readable:
+version 1 kept its files directly under the root; versions 1 and 2 also held a
+top-level copy of the spec, which version 3 keeps once, in each feature's entry
+(`spec_dict` reads either).
 
 Reading trusts nothing in the directory: `read_manifest` refuses a manifest that is not
 a regular file of at most `MAX_MANIFEST_BYTES`, that is not UTF-8 JSON, or whose
@@ -30,8 +33,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 from prepro import fs, spec as spec_lib
 
 FORMAT = "prepro.artifacts"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+# What a feature's manifest entry holds besides its spec entry (source, layer, config, ...).
+RESULT_KEYS = ("state", "figures")
 MANIFEST = "manifest.json"
 STATE_DIR_PREFIX = "state-"
 # The state directory's name while a job writes it (in its work directory): its final
@@ -87,9 +92,18 @@ def read_manifest(root: str, verify: bool = True) -> Dict[str, Any]:
     return manifest
 
 
+def spec_dict(manifest: Mapping[str, Any]) -> Dict[str, Any]:
+    """The spec the artifact was made from, as `Spec.to_dict` writes it: gathered from
+    the feature entries (version 3), or the top-level copy versions 1 and 2 kept."""
+    if manifest["format_version"] < 3:
+        return manifest["spec"]
+    return {"features": {name: {k: v for k, v in entry.items() if k not in RESULT_KEYS}
+                         for name, entry in sorted(manifest["features"].items())}}
+
+
 def state_root(root: str, manifest: Mapping[str, Any]) -> str:
     """The directory the manifest's file paths are relative to: the root (version 1)
-    or `<root>/<state_dir>` (version 2)."""
+    or `<root>/<state_dir>` (versions 2 and 3)."""
     return fs.join(root, manifest["state_dir"]) if manifest.get("state_dir") else root
 
 
@@ -464,24 +478,30 @@ PROVENANCE = _object(["inputs", "input_format", "rows_read"], {
         "path": {"type": "string"}, "bytes": COUNT, "rows": COUNT}, extra=True)},
     "input_format": {"type": "string", "maxLength": 64}, "rows_read": COUNT,
     "versions": {"type": "object", "additionalProperties": {"type": ["string", "null"]}}}, extra=True)
+_NOT_ALLOWED = {"not": {}}  # (not `false`: jsonschema reports a `false` schema's error without its path)
+_VERSION_RULES = {
+    # Version 1 keeps its files directly under the root, later ones under `state_dir`;
+    # versions 1 and 2 also kept a copy of the spec, version 3 each config once.
+    1: {"required": ["spec"], "properties": {"state_dir": _NOT_ALLOWED}},
+    2: {"required": ["spec", "state_dir"]},
+    3: {"required": ["state_dir"], "properties": {"spec": _NOT_ALLOWED}},
+}
+assert set(_VERSION_RULES) == set(READABLE_VERSIONS)
 MANIFEST_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "prepro artifact manifest, format versions 1 and 2",
-    **_object(["format", "format_version", "spec", "features", "files", "provenance"], {
+    "title": "prepro artifact manifest, format versions 1 to 3",
+    **_object(["format", "format_version", "features", "files", "provenance"], {
         "format": {"const": FORMAT},
         "format_version": {"type": "integer", "enum": list(READABLE_VERSIONS)},
         "state_dir": {"type": "string", "pattern": STATE_DIR_PATTERN},
         "spec": SPEC,
-        "features": {"type": "object", "propertyNames": {"pattern": FEATURE_NAME_PATTERN},
+        "features": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": FEATURE_NAME_PATTERN},
                      "additionalProperties": FEATURE},
         "files": FILES,
         "golden": GOLDEN,
         "provenance": PROVENANCE}),
-    # Version 2 keeps its files under `state_dir`; version 1 directly under the root.
-    "if": {"properties": {"format_version": {"const": 2}}},
-    "then": {"required": ["state_dir"]},
-    # (`{"not": {}}`, not `false`: jsonschema reports a `false` schema's error without its path.)
-    "else": {"properties": {"state_dir": {"not": {}}}},
+    "allOf": [{"if": {"properties": {"format_version": {"const": version}}}, "then": rules}
+              for version, rules in sorted(_VERSION_RULES.items())],
 }
 
 _validators: Dict[int, Any] = {}
@@ -539,7 +559,7 @@ def _schema_message(error) -> str:
         extra = sorted(set(instance) - set(error.schema.get("properties", {})))
         return f"unexpected key(s) {_short(extra)}"
     if kind == "not" and value == {}:
-        return "not allowed here" + (" (state_dir is for format version 2)" if error.json_path == "$.state_dir" else "")
+        return "not allowed here" + _NOT_ALLOWED_WHY.get(error.json_path, "")
     if kind in ("maxItems", "maxProperties", "maxLength"):
         return f"longer than {value}"
     if kind in ("minItems", "minProperties", "minLength"):
@@ -550,6 +570,8 @@ def _schema_message(error) -> str:
     return error.message
 
 
+_NOT_ALLOWED_WHY = {"$.state_dir": " (state_dir is for format versions 2 and 3)",
+                    "$.spec": " (format version 3 keeps each feature's config in its entry, not in a spec copy)"}
 _JSON_TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string", "integer": "an integer",
                     "number": "a number", "boolean": "a boolean", "null": "null"}
 
@@ -575,27 +597,34 @@ def one_line(text: str, limit: int = 1000) -> str:
 
 
 def _check_consistency(manifest: Dict[str, Any], where: str) -> None:
-    """What a schema cannot say: the spec parses, the features are the spec's (same
-    layer, source and config), each state fits its feature's spec, and every file a
-    state or the golden rows name is listed in `files` (so it has a checksum)."""
+    """What a schema cannot say: the spec parses, each state fits its feature's spec,
+    and every file a state or the golden rows name is listed in `files` (so it has a
+    checksum). In versions 1 and 2, the feature entries must also be the spec copy's."""
+    at_spec = "$.spec" if manifest["format_version"] < 3 else "$.features"
     try:
-        spec = spec_lib.spec_from_dict(manifest["spec"], where="$.spec")
+        spec = spec_lib.spec_from_dict(spec_dict(manifest), where=at_spec)
     except spec_lib.SpecError as e:
         raise ArtifactError(one_line(f"{where}: {e}")) from None
+    if manifest["format_version"] < 3:
+        _check_spec_copy(manifest, spec, where)
+    for name, entry in sorted(manifest["features"].items()):
+        _check_state(spec.features[name], entry["state"], f"{where}: $.features.{name}")
+    listed = manifest["files"]
+    for at, relpath in _file_references(manifest):
+        if relpath not in listed:
+            raise ArtifactError(f"{where}: {at}: {relpath!r} is not listed in files (so it has no checksum)")
+
+
+def _check_spec_copy(manifest: Dict[str, Any], spec: spec_lib.Spec, where: str) -> None:
     if set(manifest["features"]) != set(spec.features):
         raise ArtifactError(one_line(
             f"{where}: $.features: features {sorted(manifest['features'])} are not the spec's "
             f"{sorted(spec.features)}"))
     for name, entry in sorted(manifest["features"].items()):
-        at = f"{where}: $.features.{name}"
-        described = {k: v for k, v in entry.items() if k not in ("state", "figures")}
+        described = {k: v for k, v in entry.items() if k not in RESULT_KEYS}
         if _canonical(described) != _canonical(manifest["spec"]["features"][name]):
-            raise ArtifactError(f"{at}: its source, layer and options differ from the spec's entry for {name!r}")
-        _check_state(spec.features[name], entry["state"], at)
-    listed = manifest["files"]
-    for at, relpath in _file_references(manifest):
-        if relpath not in listed:
-            raise ArtifactError(f"{where}: {at}: {relpath!r} is not listed in files (so it has no checksum)")
+            raise ArtifactError(f"{where}: $.features.{name}: its source, layer and options differ from the "
+                                f"spec's entry for {name!r}")
 
 
 def _canonical(value: Any) -> str:

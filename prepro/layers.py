@@ -64,7 +64,7 @@ class Artifacts:
     @functools.cached_property
     def spec(self) -> spec_lib.Spec:
         """The spec the artifacts were made from (callables by name)."""
-        return spec_lib.spec_from_dict(self.manifest["spec"])
+        return spec_lib.spec_from_dict(artifacts.spec_dict(self.manifest))
 
     @property
     def features(self) -> List[str]:

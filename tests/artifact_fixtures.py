@@ -69,10 +69,18 @@ def write_manifest_json(root: str, manifest) -> None:
         f.write(data)
 
 
+def with_spec_copy(manifest: dict) -> dict:
+    """A version-3 manifest with the top-level spec copy versions 1 and 2 kept."""
+    from prepro import artifacts
+    assert manifest["format_version"] == 3 and "spec" not in manifest
+    manifest["spec"] = artifacts.spec_dict(manifest)
+    return manifest
+
+
 def to_version_1(root: str) -> str:
-    """Rewrites the job's (version 2) artifact as version 1: every listed file moved from
-    its state directory to the root, no `state_dir`, `format_version: 1`."""
-    manifest = read_manifest_json(root)
+    """Rewrites the job's (version 3) artifact as version 1: every listed file moved from
+    its state directory to the root, no `state_dir`, a spec copy, `format_version: 1`."""
+    manifest = with_spec_copy(read_manifest_json(root))
     state_dir = manifest.pop("state_dir")
     for relpath in manifest["files"]:
         os.renames(os.path.join(root, state_dir, relpath), os.path.join(root, relpath))
@@ -102,7 +110,18 @@ def to_version_2(root: str) -> str:
     return root
 
 
+def to_version_3(root: str) -> str:
+    """Rewrites a version-1 artifact as version 3, the current one: as `to_version_2`,
+    without the spec copy (each feature's entry holds its config)."""
+    to_version_2(root)
+    manifest = read_manifest_json(root)
+    del manifest["spec"]
+    manifest["format_version"] = 3
+    write_manifest_json(root, manifest)
+    return root
+
+
 def state_path(root: str, relpath: str) -> str:
-    """Where a listed file of the artifact at `root` is (version 1 or 2)."""
+    """Where a listed file of the artifact at `root` is (any version)."""
     manifest = read_manifest_json(root)
     return os.path.join(root, manifest.get("state_dir", ""), relpath)

@@ -19,7 +19,7 @@ import pytest
 import prepro
 import prepro.golden
 from artifact_fixtures import (STATE_DIR, copy_artifact, read_manifest_json, real_artifact, state_path,
-                               to_version_2, write_manifest_json)
+                               to_version_2, to_version_3, write_manifest_json)
 from pipelines import cli
 from prepro import artifacts
 from prepro.artifacts import ArtifactError
@@ -32,11 +32,11 @@ def original(tmp_path_factory):
     return real_artifact(tmp_path_factory)
 
 
-@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
+@pytest.fixture(params=[1, 2, 3], ids=["v1", "v2", "v3"])
 def arts_dir(request, original, tmp_path):
-    """A fresh copy of the real artifact, as format version 1 and as version 2."""
+    """A fresh copy of the real artifact, as format version 1, 2 and 3."""
     root = copy_artifact(original, tmp_path / "artifact")
-    return to_version_2(root) if request.param == 2 else root
+    return {1: lambda r: r, 2: to_version_2, 3: to_version_3}[request.param](root)
 
 
 @pytest.fixture
@@ -336,11 +336,12 @@ MALFORMED = {
     "exception beyond the vocabulary": (lambda m: m["features"]["carrier"]["state"]["exceptions"][0].__setitem__(0, 99), "ranks must be distinct"),
     "golden rows without files": (_set(["golden"], {"rows": 3}), "'rows_file' is a required property"),
     "unknown format": (_set(["format"], "other.format"), "not a prepro manifest (format='other.format')"),
-    "format version 99": (_set(["format_version"], 99), "format version 99; this prepro reads versions 1, 2"),
+    "format version 99": (_set(["format_version"], 99), "format version 99; this prepro reads versions 1, 2, 3"),
     "format version as a string": (_set(["format_version"], "1"), "format version '1'"),
     "format version true": (_set(["format_version"], True), "format version True"),
     "format version 1.0": (_set(["format_version"], 1.0), "$.format_version: expected an integer"),
     "version 2 without state_dir": (_set(["format_version"], 2), "'state_dir' is a required property"),
+    "version 3 with its files at the root": (_set(["format_version"], 3), "'state_dir' is a required property"),
 }
 
 
@@ -349,6 +350,30 @@ def test_a_malformed_manifest_is_one_artifact_error(v1_dir, edit, message):
     edit_manifest(v1_dir, edit)
     error = str(load_error(v1_dir))
     assert error.startswith(os.path.join(v1_dir, "manifest.json") + ": ") and message in error, error
+
+
+# Version 3 holds each feature's config once, in its entry: what the spec copy checked
+# in versions 1 and 2, the entry itself must pass.
+MALFORMED_V3 = {
+    "a spec copy": (lambda m: m.update(spec={"features": {}}), "$.spec: not allowed here (format version 3 keeps"),
+    "config rejected by the spec parser": (_set(["features", "flight", "config"], {"max_tokens": 0}),
+                                           "$.features: feature 'flight': max_tokens must be greater than 1"),
+    "layer Lambda": (_set(["features", "flight", "layer"], "Lambda"), "$.features.flight.layer: 'Lambda' is not one of"),
+    "no source": (_delete(["features", "flight", "source"]), "$.features.flight: 'source' is a required property"),
+    "an unknown option": (_set(["features", "flight", "loader"], "pickle"), "unexpected key(s) ['loader']"),
+    "no state_dir": (_delete(["state_dir"]), "'state_dir' is a required property"),
+    "no features": (_set(["features"], {}), "$.features: shorter than 1"),
+    "an option the layer does not take": (_set(["features", "flight", "config", "split"], "whitespace"),
+                                          "feature 'flight'"),
+}
+
+
+@pytest.mark.parametrize("edit,message", list(MALFORMED_V3.values()), ids=list(MALFORMED_V3))
+def test_a_malformed_version_3_manifest_is_one_artifact_error(original, tmp_path, edit, message):
+    root = to_version_3(copy_artifact(original, tmp_path / "artifact"))
+    edit_manifest(root, edit)
+    error = str(load_error(root))
+    assert error.startswith(os.path.join(root, "manifest.json") + ": ") and message in error, error
 
 
 RAW_MANIFESTS = {
@@ -535,7 +560,7 @@ def test_inspect_of_a_malformed_manifest_is_one_line(v1_dir, capsys):
 def test_inspect_prints_hostile_text_escaped(v1_dir, capsys):
     """A column name with a terminal escape is printed as text."""
     edit_manifest(v1_dir, lambda m: [entry["flight"].update(source="fl\x1b[2Jight")
-                                     for entry in (m["spec"]["features"], m["features"])])
+                                     for entry in (m["spec"]["features"], m["features"])])  # (a version 1 copy)
     assert cli.main(["inspect", v1_dir]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "fl\\x1b[2Jight" in out

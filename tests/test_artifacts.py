@@ -40,9 +40,10 @@ def artifact(tmp_path):
 
 def test_manifest_records_format_spec_figures_files_and_provenance(artifact):
     manifest = json.loads((artifact / "manifest.json").read_text())
-    assert manifest["format"] == "prepro.artifacts" and manifest["format_version"] == 2
+    assert manifest["format"] == "prepro.artifacts" and manifest["format_version"] == 3
     assert re.fullmatch(r"state-[0-9a-f]{16}", manifest["state_dir"])
-    assert manifest["spec"]["features"]["flight"]["config"]["max_tokens"] == 3
+    # Each feature's config is written once, in its entry (format version 3).
+    assert "spec" not in manifest and manifest["features"]["flight"]["config"]["max_tokens"] == 3
     figures = manifest["features"]["carrier"]["figures"]
     assert figures["rows"] == 5 and figures["tokens_kept"] == 3
     # Document frequencies are written only for tf_idf or a df threshold.
@@ -128,7 +129,7 @@ def test_callable_is_recorded_by_name_and_must_be_passed_back(tmp_path):
     out = tmp_path / "out"
     run_analyze(spec, [str(data)], "text", str(out))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["spec"]["features"]["review"]["config"]["standardize"] == \
+    assert manifest["features"]["review"]["config"]["standardize"] == \
         "tests.helpers_callables:my_standardize"
     with pytest.raises(ValueError, match="custom_objects"):
         prepro.load(str(out)).layer("review")

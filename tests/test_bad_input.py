@@ -313,7 +313,7 @@ def test_invalid_utf8_replace(tmp_path):
     vocabulary = prepro.load(str(tmp_path / "out")).vocabulary("review")
     assert "alpha" in vocabulary and "omega" in vocabulary
     assert "\ufffd\ufffd" in vocabulary and "\ufffd" in vocabulary
-    assert manifest["spec"]["features"]["review"]["invalid_utf8"] == "replace"
+    assert manifest["features"]["review"]["invalid_utf8"] == "replace"
 
 
 def test_invalid_utf8_skip(tmp_path):

@@ -24,7 +24,8 @@ from hypothesis import event, given, note, settings, strategies as st
 from hypothesis.control import currently_in_test_context
 
 import prepro
-from artifact_fixtures import STATE_DIR, copy_artifact, read_manifest_json, real_artifact, to_version_2
+from artifact_fixtures import (STATE_DIR, copy_artifact, read_manifest_json, real_artifact, to_version_2,
+                               to_version_3)
 from pipelines import cli
 from prepro import artifacts
 from prepro.artifacts import ArtifactError
@@ -63,10 +64,11 @@ class Fuzz:
         os.symlink(self.canary, os.path.join(self.base, "outside", "canary.txt"))
         self.canary_entry = artifacts.file_entry(flight)
         self.roots = {1: copy_artifact(original, os.path.join(self.base, "v1")),
-                      2: to_version_2(copy_artifact(original, os.path.join(self.base, "v2")))}
+                      2: to_version_2(copy_artifact(original, os.path.join(self.base, "v2"))),
+                      3: to_version_3(copy_artifact(original, os.path.join(self.base, "v3")))}
         self.manifests = {}
         for version, root in self.roots.items():
-            state = os.path.join(root, STATE_DIR) if version == 2 else root
+            state = os.path.join(root, STATE_DIR) if version > 1 else root
             os.symlink(self.canary, os.path.join(state, "flight", "link_out.txt"))
             os.symlink(os.path.join(self.base, "outside"), os.path.join(state, "link_dir"))
             os.symlink("vocabulary.txt", os.path.join(state, "flight", "link_in.txt"))
@@ -235,14 +237,15 @@ def _obeys_the_rules(manifest):
     references += [manifest["golden"][k] for k in ("rows_file", "expected_file") if k in manifest.get("golden", {})]
     assert all(safe(p) for p in list(manifest["files"]) + references)
     assert set(references) <= set(manifest["files"])
-    assert set(manifest["features"]) == set(manifest["spec"]["features"])
-    assert manifest["format_version"] in (1, 2) and ("state_dir" in manifest) == (manifest["format_version"] == 2)
+    version = manifest["format_version"]
+    assert version in (1, 2, 3) and ("state_dir" in manifest) == (version > 1) and ("spec" in manifest) == (version < 3)
+    assert version == 3 or set(manifest["features"]) == set(manifest["spec"]["features"])
     assert all(e["layer"] in prepro.spec.LAYER_DEFAULTS for e in manifest["features"].values())
 
 
 @given(data=st.data())
 def test_fuzz_mutated_manifest(fuzz, data):
-    version = data.draw(st.sampled_from([1, 2]), label="version")
+    version = data.draw(st.sampled_from([1, 2, 3]), label="version")
     manifest = mutate(data, fuzz, copy.deepcopy(fuzz.manifests[version]))
     _write(fuzz.roots[version], json.dumps(manifest).encode("utf-8"))
     _check(fuzz, fuzz.roots[version])
@@ -251,7 +254,7 @@ def test_fuzz_mutated_manifest(fuzz, data):
 @given(data=st.data())
 def test_fuzz_injected_paths(fuzz, data):
     """Only path injections, several at once: the canary is never read."""
-    version = data.draw(st.sampled_from([1, 2]), label="version")
+    version = data.draw(st.sampled_from([1, 2, 3]), label="version")
     manifest = copy.deepcopy(fuzz.manifests[version])
     references = [p for p in _nodes(manifest) if p and isinstance(p[-1], str) and p[-1].endswith("_file")]
     for target in data.draw(st.lists(st.sampled_from(references), min_size=1, max_size=3)):
@@ -269,7 +272,7 @@ def test_fuzz_injected_paths(fuzz, data):
 def test_fuzz_manifest_bytes(fuzz, data):
     """Random byte edits of the canonical manifest: mostly unreadable JSON, sometimes a
     changed value; either way, a clean outcome."""
-    version = data.draw(st.sampled_from([1, 2]), label="version")
+    version = data.draw(st.sampled_from([1, 2, 3]), label="version")
     raw = bytearray(fuzz.manifest_bytes[version])
     for _ in range(data.draw(st.integers(1, 6), label="edits")):
         at = data.draw(st.integers(0, len(raw)))
@@ -288,7 +291,7 @@ def test_fuzz_manifest_bytes(fuzz, data):
 
 
 def _same_option_in_spec_and_feature(data, manifest):
-    """A layer option changed (or removed) alike in the spec and the feature, so the
+    """A layer option changed (or removed) alike in the spec copy and the feature, so the
     manifest stays self-consistent and the value reaches the spec parser, the state
     checks and Keras."""
     name = data.draw(st.sampled_from(sorted(manifest["features"])), label="feature")
@@ -298,7 +301,8 @@ def _same_option_in_spec_and_feature(data, manifest):
     current = manifest["features"][name]["config"].get(key)
     value = data.draw(st.just(None) | JSON_VALUES | st.sampled_from(_retyped(current)), label="value")
     delete = data.draw(st.booleans(), label="delete")
-    for entry in (manifest["spec"]["features"][name], manifest["features"][name]):
+    copies = [manifest["spec"]["features"][name]] if "spec" in manifest else []  # versions 1 and 2
+    for entry in copies + [manifest["features"][name]]:
         config = entry.setdefault("config", {})
         if delete:
             config.pop(key, None)
@@ -311,7 +315,7 @@ def _same_option_in_spec_and_feature(data, manifest):
 @given(data=st.data())
 def test_fuzz_layer_options(fuzz, data):
     """Options the spec parser accepts reach Keras: a layer, or an ArtifactError."""
-    version = data.draw(st.sampled_from([1, 2]), label="version")
+    version = data.draw(st.sampled_from([1, 2, 3]), label="version")
     manifest = copy.deepcopy(fuzz.manifests[version])
     name = _same_option_in_spec_and_feature(data, manifest)
     _write(fuzz.roots[version], json.dumps(manifest).encode("utf-8"))

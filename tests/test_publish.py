@@ -16,6 +16,7 @@ import pytest
 
 import object_store
 import prepro
+from artifact_fixtures import to_version_1
 from conftest import state_path
 from pipelines import publish
 from pipelines.analyze import run_analyze
@@ -179,12 +180,7 @@ def test_a_version_1_artifact_is_read_and_replaced_cleanly(tmp_path):
     data = write_csv(tmp_path / "a.csv", ["AA", "UA", "UA"])
     out = tmp_path / "out"
     analyze(data, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    state = out / manifest.pop("state_dir")
-    for relpath in manifest["files"]:
-        os.renames(state / relpath, out / relpath)
-    manifest["format_version"] = 1
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    to_version_1(str(out))
     (out / "carrier" / "notes.txt").write_text("mine")
     assert prepro.load(str(out)).vocabulary("carrier") == ["UA", "AA"]
     analyze(write_csv(tmp_path / "b.csv", ["DL"]), out)
