@@ -30,6 +30,11 @@ def main(argv=None) -> int:
         if args.command == "verify":
             return _verify(args)
         return _inspect(args)
+    except BrokenPipeError:
+        # The reader went away (`prepro inspect ... | head`): stop quietly, as a shell tool
+        # killed by SIGPIPE would (status 128 + 13), and keep Python's flush at exit silent.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, RuntimeError, OSError) as e:
         print(f"prepro {args.command}: error: {e}", file=sys.stderr)
         # verify's 1 means "the outputs differ": anything that stops the check is 2.

@@ -616,3 +616,18 @@ def test_verify_with_golden_rows_that_do_not_fit_is_an_artifact_error(v1_dir):
     edit_manifest(v1_dir, lambda m: m["files"].update({"golden/rows.json": artifacts.file_entry(data)}))
     with pytest.raises(ArtifactError, match="the golden rows do not fit the features' raw inputs: KeyError"):
         prepro.golden.verify(prepro.load(v1_dir))
+
+
+def test_inspect_piped_into_a_reader_that_stops_early_exits_quietly(v1_dir):
+    """`prepro inspect ... | head -1`: no traceback and no error line when the pipe closes
+    (here closed before the first write, so every write fails)."""
+    import subprocess
+    import sys
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        inspect = subprocess.run([sys.executable, "-m", "pipelines.cli", "inspect", v1_dir], stdout=write_end,
+                                 stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    assert inspect.stderr == b"" and inspect.returncode == 141
