@@ -169,3 +169,23 @@ def test_write_manifest_candidate_waits_for_every_part(tmp_path):
                     equal_to([[3, 0]]))
     written = json.loads((tmp_path / CANDIDATE).read_text())
     assert sorted(written["features"]) == ["bucket"] and written["provenance"]["rows_read"] == 3
+
+
+def test_publish_artifact_records_golden_rows_and_publishes_the_candidate(tmp_path):
+    import prepro
+    from pipelines.analyze import AnalyzeFeatures, PublishArtifact
+    rows = [{"word": w, "fare": float(i)} for i, w in enumerate("abacaba")]
+    work_dir, out = str(tmp_path / "work"), str(tmp_path / "out")
+    with pipeline() as p:
+        staged = (p | beam.Create(rows)
+                  | AnalyzeFeatures(SPEC, out, golden_rows=2, publish=False, work_dir=work_dir))
+        assert_that(staged.manifest | beam.Map(lambda m: "state_dir" in m), equal_to([False]))
+    candidate = json.loads((tmp_path / "work" / CANDIDATE).read_text())
+    assert not (tmp_path / "out").exists()  # a candidate is not an artifact
+    with pipeline() as p:
+        published = p | beam.Create([candidate]) | beam.ParDo(PublishArtifact(SPEC, out, work_dir, 2))
+        assert_that(published | beam.Map(lambda m: (m["format_version"], m["golden"]["rows"],
+                                                    m["features"]["word"]["state"]["vocabulary_size"])),
+                    equal_to([(3, 2, 3)]))
+    arts = prepro.load(out)
+    assert arts.vocabulary("word") == ["a", "b", "c"] and prepro.golden.verify(arts).ok
