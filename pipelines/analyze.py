@@ -101,7 +101,8 @@ class AnalyzeFeatures(beam.PTransform):
     `num_shards`: slices each feature's distinct tokens are counted and ranked in.
     `max_batch_rows`: elements per batch at most; `batch_bytes`: input bytes per batch
     of a text or CSV file; `threads`: per worker, for the numeric features and long
-    texts. None of them changes the result.
+    texts. None of them changes the result. `keep_state`: also write each vocabulary
+    feature's mergeable state (every distinct token with its counts, `token_state.arrow`).
     `publish=False` and `work_dir` are for a driver that locks and publishes itself
     (`run_analyze`): `result.manifest` is then the candidate in `work_dir`.
     """
@@ -109,7 +110,7 @@ class AnalyzeFeatures(beam.PTransform):
     def __init__(self, spec: Union[str, Dict[str, Any], spec_lib.Spec], output: str, *,
                  golden_rows: int = DEFAULT_GOLDEN_ROWS, num_shards: int = DEFAULT_SHARDS,
                  max_batch_rows: int = MAX_BATCH_ROWS, batch_bytes: int = prepro_io.BATCH_BYTES,
-                 threads: int = 1, publish: bool = True,
+                 threads: int = 1, keep_state: bool = False, publish: bool = True,
                  work_dir: Optional[str] = None):
         super().__init__()
         self.spec = _as_spec(spec)
@@ -125,6 +126,7 @@ class AnalyzeFeatures(beam.PTransform):
         self.work_dir = work_dir or job_work_dir(output)
         self._golden_rows, self._num_shards = golden_rows, num_shards
         self._max_batch_rows, self._batch_bytes, self._threads = max_batch_rows, batch_bytes, threads
+        self._keep_state = bool(keep_state)
 
     def expand(self, rows):
         if not rows.is_bounded:
@@ -146,7 +148,7 @@ class AnalyzeFeatures(beam.PTransform):
 
         token_features = ({"counts": select(ExtractStatistics.COUNTS, Tuple[Tuple[str, int], PartRef]),
                            "tally": select(ExtractStatistics.TALLY)}
-                          | "RankVocabularies" >> RankVocabularies(spec, work_dir, state_dir))
+                          | "RankVocabularies" >> RankVocabularies(spec, work_dir, state_dir, self._keep_state))
         numeric_features = (select(ExtractStatistics.NUMERIC)
                             | "SummarizeNumeric" >> SummarizeNumeric(spec, state_dir))
         checked_features = select(ExtractStatistics.CHECKED) | "CheckStateless" >> CheckStateless(spec)
@@ -209,7 +211,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
                 batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None,
                 golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None,
-                allow_unknown_beam_options: bool = False) -> Dict:
+                allow_unknown_beam_options: bool = False, keep_state: bool = False) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `output` is locked while the job runs (a second job into it fails at once), and the
@@ -228,7 +230,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     input bytes read, batches, read tasks, part files of partial counts written,
     features finalized) where the runner reports them. A pipeline option Beam does not
     know is an error before anything is written unless `allow_unknown_beam_options`
-    (`runners.check_pipeline_options`).
+    (`runners.check_pipeline_options`). `keep_state`: see `AnalyzeFeatures`.
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -252,7 +254,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                      | "AnalyzeFeatures" >> AnalyzeFeatures(
                          spec, output, golden_rows=golden_rows, num_shards=num_shards,
                          batch_bytes=batch_bytes or plan.batch_bytes, threads=plan.extract_threads,
-                         publish=False, work_dir=out.work_dir))
+                         keep_state=keep_state, publish=False, work_dir=out.work_dir))
                 result = p.run()
                 result.wait_until_finish()
                 if counters is not None:

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--golden-rows", type=int, default=16,
                    help="raw rows the artifacts carry with their expected outputs (0: none; "
                         "computing them imports TensorFlow, ~5 s)")
+    a.add_argument("--keep-state", action="store_true",
+                   help="also write each vocabulary feature's mergeable state: every distinct token with "
+                        "its counts (<feature>/token_state.arrow), for later updates")
     i = sub.add_parser("inspect", help="print the figures to check before training")
     i.add_argument("artifacts")
     i.add_argument("--top", type=int, default=10, help="top tokens to show per feature")
@@ -109,7 +112,7 @@ def _analyze(args, beam_args) -> int:
     counters = {}
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
                            num_shards=args.shards, golden_rows=args.golden_rows, counters=counters,
-                           allow_unknown_beam_options=args.allow_unknown_beam_options)
+                           allow_unknown_beam_options=args.allow_unknown_beam_options, keep_state=args.keep_state)
     from pipelines.runners import runner_name
     prov = manifest["provenance"]
     size = sum(i["bytes"] for i in prov["inputs"])
@@ -119,6 +122,12 @@ def _analyze(args, beam_args) -> int:
           + (f" in {counters['read_tasks_done']} read tasks" if "read_tasks_done" in counters else "")
           + f", {len(manifest['features'])} feature(s), {golden} golden rows; {seconds:.1f} s "
           f"({size / 1e6 / max(seconds, 1e-9):.1f} MB/s) on {runner_name(beam_args)} -> {args.output}")
+    if args.keep_state:
+        kept = [(name, entry["state"]) for name, entry in sorted(manifest["features"].items())
+                if "token_state_file" in entry["state"]]
+        kept_bytes = sum(manifest["files"][state["token_state_file"]]["bytes"] for _, state in kept)
+        print(f"prepro analyze: kept state {kept_bytes / 1e6:.1f} MB: "
+              + ", ".join(f"{name} {state['token_state_rows']} tokens" for name, state in kept))
     return 0
 
 

@@ -34,7 +34,7 @@ from pipelines.extract import Threads, feature_counts
 from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
-from pipelines.vocabulary import VocabularyWriter, merged_ranking, rank_shard, write_parts
+from pipelines.vocabulary import VocabularyWriter, merged_by_token, merged_ranking, rank_shard, write_parts
 from prepro import artifacts, fs, spec as spec_lib, state_files
 from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
@@ -244,20 +244,20 @@ class RankVocabularies(beam.PTransform):
     feature's (name, manifest entry, files): a shard's part files merged into exact
     counts and ranked into a run file, the runs merged into the vocabulary file."""
 
-    def __init__(self, spec: spec_lib.Spec, work_dir: str, state_dir: str):
+    def __init__(self, spec: spec_lib.Spec, work_dir: str, state_dir: str, keep_state: bool = False):
         super().__init__()
-        self._spec, self._work_dir, self._state_dir = spec, work_dir, state_dir
+        self._spec, self._work_dir, self._state_dir, self._keep_state = spec, work_dir, state_dir, keep_state
 
     def expand(self, inputs):
-        spec, work_dir = self._spec, self._work_dir
+        spec, work_dir, keep_state = self._spec, self._work_dir, self._keep_state
         runs = (inputs["counts"]
                 | "GroupShards" >> beam.GroupByKey()
-                | "RankShards" >> beam.MapTuple(
-                    lambda key, refs: (key[0], rank_shard(spec.features[key[0]], key[1], refs, work_dir))))
+                | "RankShards" >> beam.MapTuple(lambda key, refs: (
+                    key[0], rank_shard(spec.features[key[0]], key[1], refs, work_dir, keep_state))))
         tallies = inputs["tally"] | "TallyFeature" >> beam.CombinePerKey(MergeTallies())
         return ({"runs": runs, "tally": tallies}
                 | "JoinFeature" >> beam.CoGroupByKey()
-                | "WriteVocabulary" >> beam.Map(vocabulary_entry, spec, self._state_dir))
+                | "WriteVocabulary" >> beam.Map(vocabulary_entry, spec, self._state_dir, keep_state))
 
 
 class SummarizeNumeric(beam.PTransform):
@@ -338,9 +338,9 @@ class WriteManifestCandidate(beam.PTransform):
                                           beam.pvalue.AsSingleton(parts["golden"], default_value=[]), *self._args))
 
 
-def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str):
-    """Merges one feature's runs into its vocabulary file in `state_dir`; returns its
-    manifest entry."""
+def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool = False):
+    """Merges one feature's runs into its vocabulary file in `state_dir` (and their state
+    runs into its kept token state); returns its manifest entry."""
     Metrics.counter(METRICS, "features_finalized").inc()
     name, grouped = item
     feature = spec.features[name]
@@ -382,6 +382,14 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str):
     if writer.frequencies is not None:
         state["document_frequencies_file"] = frequencies_relpath
         files[frequencies_relpath] = writer.frequencies.file_entry()
+    if keep_state:
+        state_relpath, state_out = state_writer.open(state_files.TOKEN_STATE)
+        with state_out as out:
+            kept = state_files.TokenStateWriter(out, token_type)
+            for table in merged_by_token(runs):
+                kept.add(table)
+            files[state_relpath] = kept.close()
+        state.update(token_state_file=state_relpath, token_state_rows=kept.rows)
     return name, {**feature.to_dict(), "state": state, "figures": figures}, files
 
 

@@ -11,6 +11,9 @@ for large elements: store the blobs, pass their metadata.
    its first `max_tokens` can make the global cut, so a shard keeps no more.
 3. The vocabulary (`merged_ranking`, `VocabularyWriter`): the runs merged by batches
    (about one batch per run in memory), written once, in order.
+With `keep_state`, a shard also writes all its distinct tokens sorted by token (a
+state run), and the finalizer merges those by token into the kept state
+(`merged_by_token`, `state_files.TokenStateWriter`), by batches too.
 """
 
 import dataclasses
@@ -19,6 +22,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines import failpoints
 from prepro import fs, spec as spec_lib, vocab
@@ -60,13 +64,15 @@ def read_part(ref: PartRef, shard: int, token_type: pa.DataType) -> TokenCounts:
     return TokenCounts(token_type, [table] if table.num_rows else [], ref.documents, ref.occurrences)
 
 
-def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef], work_dir: str) -> "Run":
-    """Merges every part of one shard into exact counts and writes its ranked run."""
+def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef], work_dir: str,
+               keep_state: bool = False) -> "Run":
+    """Merges every part of one shard into exact counts and writes its ranked run (and,
+    with `keep_state`, its state run)."""
     token_type = pa.int64() if feature.is_integer else pa.binary()
     merged = TokenCounts.empty(token_type)
     for ref in refs:  # lazily: compaction keeps about a shard's distinct tokens in memory
         merged = merged.merge(read_part(ref, shard, token_type))
-    run = write_run(feature, merged, work_dir, shard)
+    run = write_run(feature, merged, work_dir, shard, keep_state)
     failpoints.reach("rank")
     return run
 
@@ -79,11 +85,14 @@ class Run:
     documents: int
     occurrences_all: int  # occurrences including mask/OOV tokens
     below_thresholds: int = 0  # distinct tokens dropped by min_count / min_document_frequency
+    state_path: Optional[str] = None  # the state run: all `distinct` tokens, sorted by token
 
 
-def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str, shard: int) -> Run:
+def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str, shard: int,
+              keep_state: bool = False) -> Run:
     kept = counts.without(spec_lib.special_tokens(feature))
     table = kept.table()
+    state_path = _write_state_run(table, work_dir, feature.name, shard) if keep_state else None
     # Thresholds are exact here: a shard holds the complete counts of its tokens.
     eligible = kept.at_least(feature.min_count, feature.min_document_frequency)
     ranked = eligible.ranked(spec_lib.max_learned_tokens(feature)).select(["token", "count", "doc_count"])
@@ -92,7 +101,41 @@ def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str,
         writer.write_table(ranked, max_chunksize=_RUN_BATCH)
     occurrences = int(pa.compute.sum(table["count"]).as_py() or 0)
     return Run(path, table.num_rows, occurrences, counts.documents, counts.occurrences,
-               table.num_rows - eligible.table().num_rows)
+               table.num_rows - eligible.table().num_rows, state_path)
+
+
+def _write_state_run(table: pa.Table, work_dir: str, name: str, shard: int) -> str:
+    ordered = table.select(["token", "count", "doc_count"]).sort_by("token")
+    path = fs.join(work_dir, name, f"state-{shard:05d}-{uuid.uuid4().hex}.arrow")
+    with fs.open_write(path) as f, pa.ipc.new_stream(f, ordered.schema) as writer:
+        writer.write_table(ordered, max_chunksize=_RUN_BATCH)
+    return path
+
+
+def merged_by_token(runs: List[Run]) -> Iterator[pa.Table]:
+    """The state runs' rows in token order, by batches (about one per run in memory):
+    rows up to the smallest last buffered token of the runs not read to the end are
+    final (shards hold disjoint tokens, so there are no ties to aggregate)."""
+    streams = [_stream_run(r.state_path) for r in sorted(runs, key=lambda r: r.state_path)]
+    buffers: List[Optional[pa.Table]] = [None] * len(streams)
+    while True:
+        for i, stream in enumerate(streams):
+            while stream is not None and (buffers[i] is None or buffers[i].num_rows == 0):
+                buffers[i] = next(stream, None)
+                if buffers[i] is None:
+                    streams[i] = stream = None
+        live = [i for i, b in enumerate(buffers) if b is not None and b.num_rows]
+        if not live:
+            return
+        lasts = [buffers[i]["token"][-1] for i in live if streams[i] is not None]
+        bound = min(lasts, key=lambda scalar: scalar.as_py()) if lasts else None
+        final = []
+        for i in live:
+            n = buffers[i].num_rows if bound is None else \
+                pc.sum(pc.less_equal(buffers[i]["token"], bound)).as_py() or 0
+            final.append(buffers[i].slice(0, n))
+            buffers[i] = buffers[i].slice(n)
+        yield pa.concat_tables(final).sort_by("token")
 
 
 def _stream_run(path: str) -> Iterator[pa.Table]:

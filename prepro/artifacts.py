@@ -413,6 +413,7 @@ def _object(required: List[str], properties: Dict[str, Any], extra: Any = False)
 def _vocabulary_state(token: Dict[str, Any]) -> Dict[str, Any]:
     return _object(["vocabulary_file", "vocabulary_size", "documents", "token_start", "exceptions"], {
         "vocabulary_file": PATH, "document_frequencies_file": PATH, "vocabulary_size": INDEX,
+        "token_state_file": PATH, "token_state_rows": INDEX,
         "documents": COUNT, "token_start": INDEX,
         "exceptions": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                                   "prefixItems": [INDEX, token]}}})
@@ -643,6 +644,11 @@ def _check_state(feature: spec_lib.FeatureSpec, state: Dict[str, Any], at: str) 
                                 f"max_tokens leaves room for ({limit})")
         if spec_lib.needs_document_frequencies(feature) and "document_frequencies_file" not in state:
             raise ArtifactError(f"{at}.state: no document_frequencies_file, which the spec's options need")
+        if ("token_state_file" in state) != ("token_state_rows" in state):
+            raise ArtifactError(f"{at}.state: token_state_file and token_state_rows go together")
+        if state.get("token_state_rows", state["vocabulary_size"]) < state["vocabulary_size"]:
+            raise ArtifactError(f"{at}.state.token_state_rows: {state['token_state_rows']}, fewer than the "
+                                f"{state['vocabulary_size']} tokens of the vocabulary it holds")
         ranks = [rank for rank, _ in state["exceptions"]]
         if ranks != sorted(set(ranks)) or any(r >= state["vocabulary_size"] for r in ranks):
             raise ArtifactError(f"{at}.state.exceptions: ranks must be distinct, increasing and below "

@@ -84,6 +84,22 @@ class Artifacts:
             tokens = state_files.read_vocabulary(data, integer, state["exceptions"], state["vocabulary_size"])
             return tokens if integer else [t.decode("utf-8") for t in tokens]
 
+    def token_state(self, name: str):
+        """The kept state of a vocabulary feature (`prepro analyze --keep-state`): a
+        pyarrow Table of every distinct token seen (bytes, or int64 for IntegerLookup),
+        mask and OOV tokens aside, with its `count` and `doc_count` (0 unless the spec
+        counts document frequencies), sorted by token."""
+        entry = self._feature(name)
+        if "token_state_file" not in entry.get("state", {}):
+            raise ValueError(f"feature {name!r} has no kept state; re-run the analyze job with --keep-state"
+                             if entry["layer"] not in spec_lib.NUMERIC_LAYERS + spec_lib.STATELESS_LAYERS else
+                             f"feature {name!r} ({entry['layer']}) keeps no token state")
+        relpath = entry["state"]["token_state_file"]
+        data = self.files.read(relpath)
+        with self._parsing(relpath):
+            return state_files.read_token_state(data, entry["layer"] == "IntegerLookup",
+                                                entry["state"]["token_state_rows"])
+
     def layer(self, name: str, in_memory: bool = False, **overrides):
         """A new stock `keras.layers` object for feature `name`, ready to call.
 

@@ -6,6 +6,9 @@ entry) and how `prepro.load` reads it back, side by side, as Keras keeps a layer
     <feature>/document_frequencies.txt  one decimal integer per learned token
     <feature>/mean.txt, variance.txt    one float64 per line, row-major over the kept axes
     <feature>/boundaries.txt            one float32-exact float per line, sorted
+    <feature>/token_state.arrow         (--keep-state) every distinct token with its counts,
+                                        sorted by token: Arrow IPC file, TOKEN_STATE_BATCH rows
+                                        per record batch, so its bytes depend only on its rows
 
 Readers take bytes that passed their checksum (`artifacts.StateFiles.read`) and still
 trust nothing: a malformed file is a ValueError naming what is wrong, which the caller
@@ -13,9 +16,11 @@ reports as the artifact's error naming the file.
 """
 
 import math
-from typing import Any, Callable, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from prepro import artifacts, fs, vocab
 
@@ -24,6 +29,15 @@ DOCUMENT_FREQUENCIES = "document_frequencies.txt"
 MEAN = "mean.txt"
 VARIANCE = "variance.txt"
 BOUNDARIES = "boundaries.txt"
+TOKEN_STATE = "token_state.arrow"
+TOKEN_STATE_BATCH = 65536
+
+
+def token_state_schema(token_type: pa.DataType) -> pa.Schema:
+    """(token, count, doc_count): binary tokens (UTF-8 bytes) or int64 (IntegerLookup).
+    `doc_count` is 0 throughout unless the feature counts document frequencies."""
+    return pa.schema([pa.field("token", token_type, nullable=False), pa.field("count", pa.int64(), nullable=False),
+                      pa.field("doc_count", pa.int64(), nullable=False)])
 
 
 def relpath(feature: str, file: str) -> str:
@@ -40,9 +54,16 @@ class HashedFile:
         self._out = out
         self._digest = artifacts.Digest()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data) -> int:
         self._out.write(data)
         self._digest.update(data)
+        return len(data)
+
+    # What pyarrow asks of a Python sink it writes Arrow IPC into.
+    closed = False
+
+    def flush(self) -> None:
+        pass
 
     def file_entry(self) -> Dict[str, Any]:
         return self._digest.entry()
@@ -67,6 +88,46 @@ class StateWriter:
         """(relpath, a writable stream) for a file written in pieces; enter the stream."""
         path = relpath(self._feature, file)
         return path, fs.open_write(fs.join(self._state_dir, path))
+
+
+class TokenStateWriter:
+    """Writes a feature's kept token state from tables already sorted by token, cut into
+    record batches of exactly TOKEN_STATE_BATCH rows (the last one shorter), whatever
+    tables it is handed: the same rows give the same bytes for any shard count."""
+
+    def __init__(self, out, token_type: pa.DataType):
+        self._file = HashedFile(out)
+        self._schema = token_state_schema(token_type)
+        self._writer = pa.ipc.new_file(self._file, self._schema)
+        self._pending: List[pa.Table] = []
+        self._pending_rows = 0
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table.select(["token", "count", "doc_count"]).cast(self._schema))
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= TOKEN_STATE_BATCH:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        table = pa.concat_tables(self._pending).combine_chunks()
+        whole = table.num_rows if final else table.num_rows - table.num_rows % TOKEN_STATE_BATCH
+        for start in range(0, whole, TOKEN_STATE_BATCH):
+            self._writer.write_batch(_one_batch(table.slice(start, min(TOKEN_STATE_BATCH, whole - start))))
+        rest = table.slice(whole)
+        self._pending, self._pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+
+    def close(self) -> Dict[str, Any]:
+        """Ends the file; its manifest entry."""
+        if self._pending_rows:
+            self._flush(final=True)
+        self._writer.close()
+        return self._file.file_entry()
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    return pa.record_batch([column.combine_chunks() for column in table.columns], schema=table.schema)
 
 
 def float_lines(values: Iterable[float]) -> bytes:
@@ -105,6 +166,31 @@ def read_vocabulary(data: bytes, integer: bool, exceptions: Iterable, expected: 
     tokens = vocab.merge_exceptions(tokens, [(rank, vocab.token_from_json(t)) for rank, t in exceptions])
     require_count(tokens, expected, "tokens (exceptions included)", "vocabulary_size")
     return tokens
+
+
+def read_token_state(data: bytes, integer: bool, expected: int) -> pa.Table:
+    """The kept token state as one table, checked: the schema the writer writes, tokens
+    distinct and sorted, counts positive and document counts within them."""
+    try:
+        table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ValueError(f"not an Arrow IPC file: {e}") from None
+    wanted = token_state_schema(pa.int64() if integer else pa.binary())
+    # Names and types; nullability aside (a null is refused below, whatever the field says).
+    if table.schema.names != wanted.names or table.schema.types != wanted.types:
+        raise ValueError(f"columns {table.schema.names} of types {[str(t) for t in table.schema.types]}, "
+                         f"not {wanted.names} of {[str(t) for t in wanted.types]}")
+    require_count(range(table.num_rows), expected, "tokens", "token_state_rows")
+    if any(column.null_count for column in table.columns):
+        raise ValueError("a null token or count")
+    tokens = table["token"].combine_chunks()
+    if table.num_rows > 1 and not pc.all(pc.less(tokens[:-1], tokens[1:])).as_py():
+        raise ValueError("tokens are not distinct and sorted")
+    counts, doc_counts = table["count"], table["doc_count"]
+    if table.num_rows and (pc.min(counts).as_py() < 1 or pc.min(doc_counts).as_py() < 0
+                           or pc.any(pc.greater(doc_counts, counts)).as_py()):
+        raise ValueError("a count below 1, or a document count negative or above its count")
+    return table
 
 
 def require_count(values, expected: int, what: str, field: str) -> None:
