@@ -18,7 +18,7 @@ state run), and the finalizer merges those by token into the kept state
 
 import dataclasses
 import uuid
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -113,29 +113,12 @@ def _write_state_run(table: pa.Table, work_dir: str, name: str, shard: int) -> s
 
 
 def merged_by_token(runs: List[Run]) -> Iterator[pa.Table]:
-    """The state runs' rows in token order, by batches (about one per run in memory):
-    rows up to the smallest last buffered token of the runs not read to the end are
-    final (shards hold disjoint tokens, so there are no ties to aggregate)."""
-    streams = [_stream_run(r.state_path) for r in sorted(runs, key=lambda r: r.state_path)]
-    buffers: List[Optional[pa.Table]] = [None] * len(streams)
-    while True:
-        for i, stream in enumerate(streams):
-            while stream is not None and (buffers[i] is None or buffers[i].num_rows == 0):
-                buffers[i] = next(stream, None)
-                if buffers[i] is None:
-                    streams[i] = stream = None
-        live = [i for i, b in enumerate(buffers) if b is not None and b.num_rows]
-        if not live:
-            return
-        lasts = [buffers[i]["token"][-1] for i in live if streams[i] is not None]
-        bound = min(lasts, key=lambda scalar: scalar.as_py()) if lasts else None
-        final = []
-        for i in live:
-            n = buffers[i].num_rows if bound is None else \
-                pc.sum(pc.less_equal(buffers[i]["token"], bound)).as_py() or 0
-            final.append(buffers[i].slice(0, n))
-            buffers[i] = buffers[i].slice(n)
-        yield pa.concat_tables(final).sort_by("token")
+    """The state runs' rows in token order, by batches (`_merged_rounds`)."""
+    def through(table: pa.Table, bound) -> int:
+        return pc.sum(pc.less_equal(table["token"], pa.scalar(bound, table["token"].type))).as_py() or 0
+
+    for final in _merged_rounds([r.state_path for r in runs], lambda t: t["token"][-1].as_py(), min, through):
+        yield final.sort_by("token")
 
 
 def _stream_run(path: str) -> Iterator[pa.Table]:
@@ -155,10 +138,31 @@ def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataTyp
     run that set the bound empties, so every round makes progress). Shards hold
     disjoint tokens, so rows are never aggregated and the order is total.
     """
-    streams = [_stream_run(r.path) for r in sorted(runs, key=lambda r: r.path)]
-    buffers: List[Optional[pa.Table]] = [None] * len(streams)
+    if limit is not None and limit <= 0:
+        return
     remaining = limit
-    while remaining is None or remaining > 0:
+    rounds = _merged_rounds([r.path for r in runs],
+                            lambda t: vocab.rank_key(t["count"][-1].as_py(), t["token"][-1].as_py()), max,
+                            lambda t, bound: vocab.ranks_at_or_above(t, *bound))
+    for final in rounds:
+        ranked = TokenCounts(token_type, [final]).ranked(remaining)
+        yield from (ranked.slice(i, _RUN_BATCH) for i in range(0, ranked.num_rows, _RUN_BATCH))
+        remaining = None if remaining is None else remaining - ranked.num_rows
+        if remaining is not None and remaining <= 0:
+            return
+
+
+def _merged_rounds(paths: List[str], last_key: Callable, earliest: Callable,
+                   rows_through: Callable) -> Iterator[pa.Table]:
+    """The k-way merge by batches of run files sorted alike, holding about one batch per
+    run: every unread row of a run sorts after its last buffered row, so the buffered
+    rows sorting at or before the earliest (`earliest` of the `last_key`s) of those rows
+    are final (`rows_through(table, bound)` counts them in a buffer); each round yields
+    them, unsorted. The run that set the bound empties, so every round makes progress;
+    runs read to the end set no bound."""
+    streams = [_stream_run(path) for path in sorted(paths)]
+    buffers: List[Optional[pa.Table]] = [None] * len(streams)
+    while True:
         for i, stream in enumerate(streams):
             while stream is not None and (buffers[i] is None or buffers[i].num_rows == 0):
                 buffers[i] = next(stream, None)
@@ -167,18 +171,14 @@ def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataTyp
         live = [i for i, b in enumerate(buffers) if b is not None and b.num_rows]
         if not live:
             return
-        # Runs read to the end set no bound; the others bound by their last buffered row.
-        lasts = [vocab.rank_key(buffers[i]["count"][-1].as_py(), buffers[i]["token"][-1].as_py())
-                 for i in live if streams[i] is not None]
-        bound = max(lasts) if lasts else None
+        lasts = [last_key(buffers[i]) for i in live if streams[i] is not None]
+        bound = earliest(lasts) if lasts else None
         final = []
         for i in live:
-            n = buffers[i].num_rows if bound is None else vocab.ranks_at_or_above(buffers[i], *bound)
+            n = buffers[i].num_rows if bound is None else rows_through(buffers[i], bound)
             final.append(buffers[i].slice(0, n))
             buffers[i] = buffers[i].slice(n)
-        ranked = TokenCounts(token_type, [pa.concat_tables(final)]).ranked(remaining)
-        remaining = None if remaining is None else remaining - ranked.num_rows
-        yield from (ranked.slice(i, _RUN_BATCH) for i in range(0, ranked.num_rows, _RUN_BATCH))
+        yield pa.concat_tables(final)
 
 
 class VocabularyWriter:
