@@ -388,6 +388,7 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
             kept = state_files.TokenStateWriter(out, token_type)
             for table in merged_by_token(runs):
                 kept.add(table)
+                failpoints.reach("kept_state")  # the kept state partly written
             files[state_relpath] = kept.close()
         state.update(token_state_file=state_relpath, token_state_rows=kept.rows)
     return name, {**feature.to_dict(), "state": state, "figures": figures}, files

@@ -91,7 +91,7 @@ def assert_rerun_is_clean(setup, out, keep_state_dir):
     assert sorted(os.listdir(out)) == sorted(expected)  # leftovers gone
 
 
-@pytest.mark.parametrize("point", [p for p in failpoints.POINTS if p != "golden"])
+@pytest.mark.parametrize("point", [p for p in failpoints.POINTS if p not in ("golden", "kept_state")])
 def test_killed_job_leaves_the_previous_artifact_and_a_rerun_is_clean(setup, point):
     out, before, vocabulary = previous_artifact(setup, f"killed-{point}")
     old_state_dir = json.loads(before["manifest.json"])["state_dir"]
@@ -110,6 +110,15 @@ def test_killed_job_leaves_the_previous_artifact_and_a_rerun_is_clean(setup, poi
         leftovers = set(os.listdir(out)) - {"manifest.json", old_state_dir}
         assert leftovers, "the kill left nothing behind: the failpoint was not reached"
     assert_rerun_is_clean(setup, out, keep)
+
+
+def test_job_killed_while_writing_the_kept_state(setup):
+    out, before, vocabulary = previous_artifact(setup, "killed-kept-state")
+    result = cli(setup, out, "--keep-state", env={"PREPRO_FAILPOINTS": "kept_state"})
+    assert result.returncode == -9, (result.returncode, result.stderr[-2000:])
+    assert_only_one_manifest(out)
+    assert published(out) == before and prepro.load(out).vocabulary("carrier") == vocabulary
+    assert_rerun_is_clean(setup, out, json.loads(before["manifest.json"])["state_dir"])
 
 
 def test_job_killed_while_recording_golden_rows(setup):

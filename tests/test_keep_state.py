@@ -180,17 +180,27 @@ def test_a_tampered_state_file_is_refused(data, tmp_path):
 
 def _rewrite_state(root, table):
     """Replaces carrier's state file by `table` with a matching checksum."""
-    path = state_path(root, "carrier/token_state.arrow")
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    data = sink.getvalue().to_pybytes()
-    open(path, "wb").write(data)
+    _rewrite_state_bytes(root, sink.getvalue().to_pybytes(), table.num_rows)
+
+
+def _rewrite_state_bytes(root, data, rows):
+    open(state_path(root, "carrier/token_state.arrow"), "wb").write(data)
 
     def edit(m):
         m["files"]["carrier/token_state.arrow"] = artifacts.file_entry(data)
-        m["features"]["carrier"]["state"]["token_state_rows"] = table.num_rows
+        m["features"]["carrier"]["state"]["token_state_rows"] = rows
     _edit_manifest(root, edit)
+
+
+def test_a_truncated_state_file_with_a_matching_checksum_is_refused(data, tmp_path):
+    root = _copy(data, tmp_path)
+    whole = open(state_path(root, "carrier/token_state.arrow"), "rb").read()
+    _rewrite_state_bytes(root, whole[:len(whole) // 2], 7)
+    with pytest.raises(ArtifactError, match="carrier/token_state.arrow.*not an Arrow IPC file"):
+        prepro.load(root).token_state("carrier")
 
 
 @pytest.mark.parametrize("change,message", [
@@ -198,7 +208,9 @@ def _rewrite_state(root, table):
     (lambda t: t.set_column(1, "count", pa.array([0] * t.num_rows, pa.int64())), "a count below 1"),
     (lambda t: t.rename_columns(["token", "n", "doc_count"]), "columns ['token', 'n', 'doc_count']"),
     (lambda t: t.set_column(0, "token", t["token"].cast(pa.string())), "of types ['string'"),
-], ids=["unsorted", "zero counts", "renamed column", "string tokens"])
+    (lambda t: t.set_column(0, "token", pa.array([None] + t["token"].to_pylist()[1:], pa.binary())),
+     "a null token or count"),
+], ids=["unsorted", "zero counts", "renamed column", "string tokens", "null token"])
 def test_a_state_file_that_matches_its_checksum_but_not_its_rules_is_refused(data, tmp_path, change, message):
     root = _copy(data, tmp_path)
     table = prepro.load(root).token_state("carrier")
