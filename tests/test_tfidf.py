@@ -143,3 +143,14 @@ def test_min_count_and_min_document_frequency(tmp_path):
     # The kept tokens' weights are the unthresholded ones (same N, same df).
     kept = dict(zip(arts.vocabulary("plain"), arts.idf_weights("plain")))
     np.testing.assert_array_equal(arts.idf_weights("thresholded"), [kept[t] for t in expected])
+
+
+def test_min_count_alone_on_a_lookup_that_counts_no_document_frequencies(tmp_path):
+    """min_count without tf_idf or a df threshold: documents are not counted (doc_count
+    stays 0), and the count threshold alone decides (it once dropped every token)."""
+    values = ["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"]
+    path = write_jsonl(tmp_path / "v.jsonl", [{"v": v} for v in values])
+    arts = run_job(tmp_path, {"v": {"source": "v", "layer": "StringLookup", "min_count": 2}}, [path], "jsonl")
+    full = adapted_layer("StringLookup", {}, values).get_vocabulary()[1:]
+    assert arts.vocabulary("v") == [t for t in full if values.count(t) >= 2] == ["a", "b", "c"]
+    assert arts.figures("v")["below_thresholds"] == 1

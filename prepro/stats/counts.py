@@ -108,8 +108,11 @@ class TokenCounts:
         if min_count <= 1 and min_document_frequency <= 1:
             return self
         table = self.table()
-        keep = pc.and_(pc.greater_equal(table["count"], min_count),
-                       pc.greater_equal(table["doc_count"], min_document_frequency))
+        # doc_count is 0 unless document frequencies are counted (only a df threshold
+        # or tf_idf asks for them), so it is compared only under a df threshold.
+        keep = pc.greater_equal(table["count"], min_count)
+        if min_document_frequency > 1:
+            keep = pc.and_(keep, pc.greater_equal(table["doc_count"], min_document_frequency))
         return TokenCounts(self.token_type, [table.filter(keep)], self.documents, self.occurrences)
 
     def ranked(self, limit: Optional[int] = None) -> pa.Table:
