@@ -24,6 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import MetricsFilter
 
 from pipelines import failpoints, keras_helper
+from pipelines.base import Base, ReadBaseState
 from pipelines.publish import OutputDirectory, job_work_dir
 from pipelines import io as prepro_io
 from pipelines.elements import MAX_BATCH_ROWS, ToBatches, drops_finish_bundle_outputs
@@ -101,8 +102,12 @@ class AnalyzeFeatures(beam.PTransform):
     `num_shards`: slices each feature's distinct tokens are counted and ranked in.
     `max_batch_rows`: elements per batch at most; `batch_bytes`: input bytes per batch
     of a text or CSV file; `threads`: per worker, for the numeric features and long
-    texts. None of them changes the result. `keep_state`: also write each vocabulary
-    feature's mergeable state (every distinct token with its counts, `token_state.arrow`).
+    texts. None of them changes the result. `keep_state`: also write every feature's
+    mergeable state (every distinct token with its counts, the exact sums, the exact
+    values or the sketch, the golden candidates: docs/artifact-format.md). `base`: an
+    artifact made with `keep_state` to update (pipelines/base.py): the result is the
+    full run's over the base's rows and these together (the sketch's boundaries within
+    its bound), and keeps state; checked when the transform is made (a BaseError).
     `publish=False` and `work_dir` are for a driver that locks and publishes itself
     (`run_analyze`): `result.manifest` is then the candidate in `work_dir`.
     """
@@ -110,7 +115,7 @@ class AnalyzeFeatures(beam.PTransform):
     def __init__(self, spec: Union[str, Dict[str, Any], spec_lib.Spec], output: str, *,
                  golden_rows: int = DEFAULT_GOLDEN_ROWS, num_shards: int = DEFAULT_SHARDS,
                  max_batch_rows: int = MAX_BATCH_ROWS, batch_bytes: int = prepro_io.BATCH_BYTES,
-                 threads: int = 1, keep_state: bool = False, publish: bool = True,
+                 threads: int = 1, keep_state: bool = False, base: Optional[str] = None, publish: bool = True,
                  work_dir: Optional[str] = None):
         super().__init__()
         self.spec = _as_spec(spec)
@@ -126,7 +131,11 @@ class AnalyzeFeatures(beam.PTransform):
         self.work_dir = work_dir or job_work_dir(output)
         self._golden_rows, self._num_shards = golden_rows, num_shards
         self._max_batch_rows, self._batch_bytes, self._threads = max_batch_rows, batch_bytes, threads
-        self._keep_state = bool(keep_state)
+        # Checked now, before the pipeline runs (a BaseError naming the base and what is wrong).
+        if base is not None and not isinstance(base, Base):
+            base = Base(base, self.spec, golden_rows, GOLDEN_CANDIDATES * golden_rows)
+        self.base = base
+        self._keep_state = bool(keep_state) or self.base is not None  # an update's result is a base too
 
     def expand(self, rows):
         if not rows.is_bounded:
@@ -143,21 +152,32 @@ class AnalyzeFeatures(beam.PTransform):
             ExtractStatistics(spec, self._num_shards, work_dir, self._batch_bytes, self._threads, self._golden_rows,
                               per_batch=drops_finish_bundle_outputs(rows.pipeline)))
 
+        base = (rows.pipeline | "ReadBase" >> ReadBaseState(self.base, spec, self._num_shards, work_dir)
+                if self.base else None)
+
         def select(kind: str, output_type=None):
-            return extracted | f"Select{kind.title()}" >> Select(kind, output_type)
+            """The extracted payloads of one kind, with the base's when updating one."""
+            selected = extracted | f"Select{kind.title()}" >> Select(kind, output_type)
+            if base is None or kind not in base:
+                return selected
+            flatten = beam.Flatten()
+            return (selected, base[kind]) | f"WithBase{kind.title()}" >> (
+                flatten.with_output_types(output_type) if output_type else flatten)
 
         token_features = ({"counts": select(ExtractStatistics.COUNTS, Tuple[Tuple[str, int], PartRef]),
                            "tally": select(ExtractStatistics.TALLY)}
                           | "RankVocabularies" >> RankVocabularies(spec, work_dir, state_dir, self._keep_state))
         numeric_features = (select(ExtractStatistics.NUMERIC)
-                            | "SummarizeNumeric" >> SummarizeNumeric(spec, state_dir))
+                            | "SummarizeNumeric" >> SummarizeNumeric(spec, state_dir, self._keep_state))
         checked_features = select(ExtractStatistics.CHECKED) | "CheckStateless" >> CheckStateless(spec)
         features = (token_features, numeric_features, checked_features) | "AllFeatures" >> beam.Flatten()
         candidate = ({"features": features,
                       "rows": select(ExtractStatistics.ROWS) | "CountRows" >> CountRows(),
                       "golden": select(ExtractStatistics.GOLDEN) | "PickGoldenRows" >> PickGoldenRows(
                           GOLDEN_CANDIDATES * (self._golden_rows or 1))}
-                     | "Manifest" >> WriteManifestCandidate(spec, work_dir))
+                     | "Manifest" >> WriteManifestCandidate(spec, work_dir, self._keep_state,
+                                                            self.base.lineage if self.base else None,
+                                                            GOLDEN_CANDIDATES * self._golden_rows))
         if not self._publish:
             return AnalyzeResult(manifest=candidate)
         return AnalyzeResult(manifest=candidate | "Publish" >> beam.ParDo(
@@ -211,7 +231,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 pipeline_args: Optional[List[str]] = None, num_shards: Optional[int] = None,
                 batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None,
                 golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None,
-                allow_unknown_beam_options: bool = False, keep_state: bool = False) -> Dict:
+                allow_unknown_beam_options: bool = False, keep_state: bool = False,
+                base: Optional[str] = None) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `output` is locked while the job runs (a second job into it fails at once), and the
@@ -230,7 +251,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     input bytes read, batches, read tasks, part files of partial counts written,
     features finalized) where the runner reports them. A pipeline option Beam does not
     know is an error before anything is written unless `allow_unknown_beam_options`
-    (`runners.check_pipeline_options`). `keep_state`: see `AnalyzeFeatures`.
+    (`runners.check_pipeline_options`). `keep_state`, `base`: see `AnalyzeFeatures`
+    (the base is checked before the output is locked).
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -243,6 +265,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     if num_shards is None:
         small = sum(i["bytes"] for i in inputs) < SINGLE_SHARD_BYTES
         num_shards = 1 if plan.single_process and small else DEFAULT_SHARDS
+    checked_base = Base(base, spec, golden_rows, GOLDEN_CANDIDATES * golden_rows) if base else None
     helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
     try:
         with OutputDirectory(output) as out:
@@ -254,7 +277,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                      | "AnalyzeFeatures" >> AnalyzeFeatures(
                          spec, output, golden_rows=golden_rows, num_shards=num_shards,
                          batch_bytes=batch_bytes or plan.batch_bytes, threads=plan.extract_threads,
-                         keep_state=keep_state, publish=False, work_dir=out.work_dir))
+                         keep_state=keep_state, base=checked_base, publish=False, work_dir=out.work_dir))
                 result = p.run()
                 result.wait_until_finish()
                 if counters is not None:

@@ -66,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw rows the artifacts carry with their expected outputs (0: none; "
                         "computing them imports TensorFlow, ~5 s)")
     a.add_argument("--keep-state", action="store_true",
-                   help="also write each vocabulary feature's mergeable state: every distinct token with "
-                        "its counts (<feature>/token_state.arrow), for later updates")
+                   help="also write every feature's mergeable state (every distinct token with its counts, "
+                        "exact sums, exact values or the quantile sketch), for later updates with --base")
+    a.add_argument("--base", metavar="ARTIFACTS",
+                   help="update these artifacts (made with --keep-state) with the --input files: the result "
+                        "is a full run's over the base's inputs and these, reading only these; keeps state")
     i = sub.add_parser("inspect", help="print the figures to check before training")
     i.add_argument("artifacts")
     i.add_argument("--top", type=int, default=10, help="top tokens to show per feature")
@@ -112,7 +115,8 @@ def _analyze(args, beam_args) -> int:
     counters = {}
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
                            num_shards=args.shards, golden_rows=args.golden_rows, counters=counters,
-                           allow_unknown_beam_options=args.allow_unknown_beam_options, keep_state=args.keep_state)
+                           allow_unknown_beam_options=args.allow_unknown_beam_options, keep_state=args.keep_state,
+                           base=args.base)
     from pipelines.runners import runner_name
     prov = manifest["provenance"]
     size = sum(i["bytes"] for i in prov["inputs"])
@@ -122,13 +126,32 @@ def _analyze(args, beam_args) -> int:
           + (f" in {counters['read_tasks_done']} read tasks" if "read_tasks_done" in counters else "")
           + f", {len(manifest['features'])} feature(s), {golden} golden rows; {seconds:.1f} s "
           f"({size / 1e6 / max(seconds, 1e-9):.1f} MB/s) on {runner_name(beam_args)} -> {args.output}")
-    if args.keep_state:
-        kept = [(name, entry["state"]) for name, entry in sorted(manifest["features"].items())
-                if "token_state_file" in entry["state"]]
-        kept_bytes = sum(manifest["files"][state["token_state_file"]]["bytes"] for _, state in kept)
-        print(f"prepro analyze: kept state {kept_bytes / 1e6:.1f} MB: "
-              + ", ".join(f"{name} {state['token_state_rows']} tokens" for name, state in kept))
+    lineage = prov.get("lineage", [])
+    if lineage:
+        print(f"prepro analyze: updated {args.base} (step {len(lineage) + 1}; "
+              f"{sum(step['rows_read'] for step in lineage)} rows before, {prov['rows_read']} new)")
+    if "kept_state" in manifest:
+        print(f"prepro analyze: kept state {_kept_bytes(manifest) / 1e6:.1f} MB: "
+              + ", ".join(_kept_text(name, entry["state"]) for name, entry in sorted(manifest["features"].items())
+                          if _kept_text(name, entry["state"])))
     return 0
+
+
+def _kept_bytes(manifest) -> int:
+    from prepro.state_files import kept_state_files
+    return sum(manifest["files"][relpath]["bytes"] for relpath in kept_state_files(manifest))
+
+
+def _kept_text(name: str, state) -> str:
+    if "token_state_file" in state:
+        return f"{name} {state['token_state_rows']} tokens"
+    if "moments_state_file" in state:
+        return f"{name} exact sums"
+    if "quantile_state_file" in state:
+        return f"{name} {state['quantile_state_rows']} distinct values"
+    if "quantile_sketch_file" in state:
+        return f"{name} quantile sketch"
+    return ""
 
 
 def _quiet_beam_threads(args) -> None:

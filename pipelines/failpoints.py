@@ -9,14 +9,15 @@ lookup. A real SIGKILL, not an exception, so nothing gets a chance to clean up, 
 a crash, an OOM kill or a preempted machine. The variable is inherited by Beam worker
 processes and the golden-rows helper, so a point reached there kills that process.
 
-Points (in job order): read, count, rank, state, kept_state (with --keep-state), golden, publish.moved,
-publish.manifest, publish.cleanup.
+Points (in job order): read, base (an update re-cutting its base's token state), count,
+rank, state, kept_state (with --keep-state), golden, publish.moved, publish.manifest,
+publish.cleanup.
 """
 
 import os
 import signal
 
-POINTS = ("read", "count", "rank", "state", "kept_state", "golden", "publish.moved", "publish.manifest", "publish.cleanup")
+POINTS = ("read", "base", "count", "rank", "state", "kept_state", "golden", "publish.moved", "publish.manifest", "publish.cleanup")
 _ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
 _ARMED = dict((item.split(":", 1) + ["kill"])[:2] for item in os.environ.get("PREPRO_FAILPOINTS", "").split(",") if item)
 

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import platform
-from typing import Dict
+from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -265,16 +265,16 @@ class SummarizeNumeric(beam.PTransform):
     manifest entry, files): parts merged in task order, in groups of PARTS_PER_MERGE
     then per feature, so the result is canonical (see prepro.stats.numeric)."""
 
-    def __init__(self, spec: spec_lib.Spec, state_dir: str):
+    def __init__(self, spec: spec_lib.Spec, state_dir: str, keep_state: bool = False):
         super().__init__()
-        self._spec, self._state_dir = spec, state_dir
+        self._spec, self._state_dir, self._keep_state = spec, state_dir, keep_state
 
     def expand(self, parts):
         return (parts
                 | "GroupParts" >> beam.GroupByKey()
                 | "MergeParts" >> beam.MapTuple(lambda group, stats: (group[0], (group[1], merge_in_order(stats))))
                 | "GroupMerged" >> beam.GroupByKey()
-                | "WriteNumericState" >> beam.Map(finalize_numeric, self._spec, self._state_dir))
+                | "WriteNumericState" >> beam.Map(finalize_numeric, self._spec, self._state_dir, self._keep_state))
 
 
 class CheckStateless(beam.PTransform):
@@ -307,7 +307,7 @@ def _sum_pairs(pairs):
 
 class PickGoldenRows(beam.PTransform):
     """Golden-row candidates (key, canonical JSON) -> one list of the `count` distinct
-    rows of smallest key (pipelines/golden.py), in key order. Per key, not
+    candidates of smallest key (pipelines/golden.py), in key order. Per key, not
     CombineGlobally: Beam 2.77's DaskRunner gives an empty global combine."""
 
     def __init__(self, count: int):
@@ -319,16 +319,18 @@ class PickGoldenRows(beam.PTransform):
                 | "Distinct" >> beam.Distinct()
                 | "OneKey" >> beam.Map(lambda candidate: (None, candidate))
                 | "Smallest" >> beam.combiners.Top.SmallestPerKey(self._count)
-                | "Rows" >> beam.MapTuple(lambda _, smallest: [json.loads(text) for _, text in smallest]))
+                | "Candidates" >> beam.MapTuple(lambda _, smallest: [tuple(c) for c in smallest]))
 
 
 class WriteManifestCandidate(beam.PTransform):
     """{"features", "rows", "golden"} -> the manifest candidate, written with the golden
-    rows into the work directory once every feature is done (`write_manifest`)."""
+    rows into the work directory once every feature is done (`write_manifest`).
+    `keep_state`: the golden candidates are kept too; `lineage`: the base's steps."""
 
-    def __init__(self, spec: spec_lib.Spec, work_dir: str):
+    def __init__(self, spec: spec_lib.Spec, work_dir: str, keep_state: bool = False,
+                 lineage: Optional[List[Dict]] = None, golden_limit: int = 0):
         super().__init__()
-        self._args = (spec, work_dir)
+        self._args = (spec, work_dir, keep_state, lineage, golden_limit)
 
     def expand(self, parts):
         return (parts["features"].pipeline
@@ -394,14 +396,16 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
     return name, {**feature.to_dict(), "state": state, "figures": figures}, files
 
 
-def write_manifest(_, features, rows, golden, spec, work_dir):
-    """Writes the manifest candidate and the golden rows to the work directory; the
-    publish step adds the golden outputs and publishes (`AnalyzeFeatures`)."""
+def write_manifest(_, features, rows, golden, spec, work_dir, keep_state=False, lineage=None, golden_limit=0):
+    """Writes the manifest candidate and the golden rows (the rows of the `golden`
+    candidates) to the work directory; the publish step adds the golden outputs and
+    publishes (`AnalyzeFeatures`). `keep_state`: the candidates are kept as a state file.
+    `lineage`: an update's earlier steps (pipelines/base.py), recorded in the provenance."""
     sources = dict(rows)  # (format, file) -> (rows, bytes)
     total = sum(count for count, _ in sources.values())
     files = sorted((path, count, size) for (fmt, path), (count, size) in sources.items() if path is not None)
-    formats = sorted({fmt for fmt, _ in sources})
-    if total == 0:
+    formats = sorted({fmt for fmt, _ in sources}) or [lineage[-1]["input_format"] if lineage else "elements"]
+    if total == 0 and not lineage:  # (an update may add no rows: it is then its base again)
         raise InputError(f"the inputs hold no rows: {[path for path, _, _ in files]}" if files else
                          "the PCollection holds no rows")
     features_entries, file_entries = {}, {}
@@ -419,11 +423,19 @@ def write_manifest(_, features, rows, golden, spec, work_dir):
             "input_format": formats[0] if len(formats) == 1 else formats,
             "rows_read": total,
             "versions": _versions(),
+            **({"lineage": lineage} if lineage else {}),
         },
     }
+    if keep_state:
+        data = state_files.golden_candidates_bytes(golden)
+        fs.write_bytes(fs.join(work_dir, artifacts.STAGING_STATE_DIR, state_files.GOLDEN_CANDIDATES), data)
+        file_entries[state_files.GOLDEN_CANDIDATES] = artifacts.file_entry(data)
+        manifest["kept_state"] = {"golden_candidates_file": state_files.GOLDEN_CANDIDATES,
+                                  "golden_candidates_limit": golden_limit}
     data = artifacts.manifest_bytes(manifest)
     fs.write_bytes(fs.join(work_dir, CANDIDATE), data)
-    fs.write_bytes(fs.join(work_dir, GOLDEN_ROWS), json.dumps(golden).encode("utf-8"))
+    golden_rows = [json.loads(text) for _, text in golden]
+    fs.write_bytes(fs.join(work_dir, GOLDEN_ROWS), json.dumps(golden_rows).encode("utf-8"))
     yield json.loads(data)  # as a reader of the file sees it
 
 

@@ -247,6 +247,16 @@ class StateFiles:
         """Checks the file's size and SHA-256 by streaming it (vocabularies can be GBs)."""
         self._checked(relpath, whole=False)
 
+    def open_checked_size(self, relpath: str):
+        """A listed file opened for random access (a reader of parts of a big file, whose
+        checksum was verified before), confined as `read` is and of the listed size."""
+        expected = self._entry(relpath)
+        path = fs.join(self.dir, relpath)
+        try:
+            return self._open(path, expected["bytes"])
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: listed in the manifest but missing") from None
+
     def verify_all(self) -> None:
         for relpath in sorted(self.entries):
             self.verify(relpath)
@@ -426,6 +436,7 @@ _DISCRETIZATION_STATE = {
     "if": {"required": ["boundaries_file"]},
     "then": _object(["boundaries_file", "num_boundaries", "distinct_boundaries", "quantiles", "rank_error_bound"], {
         "boundaries_file": PATH, "num_boundaries": INDEX, "distinct_boundaries": INDEX,
+        "quantile_state_file": PATH, "quantile_state_rows": COUNT, "quantile_sketch_file": PATH,
         "quantiles": {"enum": list(spec_lib.QUANTILE_METHODS)},
         "rank_error_bound": {"type": "number", "minimum": 0, "maximum": 1}}),
     "else": _object(["boundaries"], {"boundaries": {"const": "config"}})}
@@ -454,7 +465,8 @@ _STATE_AND_FIGURES = {
     "StringLookup": (_vocabulary_state(_B64_TOKEN), _TOKEN_FIGURES),
     "IntegerLookup": (_vocabulary_state(_INT64_TOKEN), _TOKEN_FIGURES),
     "Normalization": (_object(["mean_file", "variance_file", "shape", "count"], {
-        "mean_file": PATH, "variance_file": PATH, "shape": SHAPE, "count": COUNT}), _NUMERIC_FIGURES),
+        "mean_file": PATH, "variance_file": PATH, "moments_state_file": PATH, "shape": SHAPE, "count": COUNT}),
+        _NUMERIC_FIGURES),
     "Discretization": (_DISCRETIZATION_STATE, _NUMERIC_FIGURES),
     "Hashing": ({"type": "object", "maxProperties": 0}, _CHECKED_FIGURES),
     "CategoryEncoding": ({"type": "object", "maxProperties": 0}, _CHECKED_FIGURES),
@@ -474,11 +486,18 @@ GOLDEN = {"type": "object", "required": ["rows"], "properties": {"rows": INDEX},
           "then": _object(["rows", "why"], {"rows": True, "why": TEXT}),
           "else": _object(["rows", "rows_file", "expected_file"], {"rows": True, "rows_file": PATH,
                                                                    "expected_file": PATH})}
+_INPUTS = {"type": "array", "items": _object(["path", "bytes", "rows"], {
+    "path": {"type": "string"}, "bytes": COUNT, "rows": COUNT}, extra=True)}
+_FORMATS = {"type": ["string", "array"], "maxLength": 64, "items": {"type": "string", "maxLength": 64}}
 PROVENANCE = _object(["inputs", "input_format", "rows_read"], {
-    "inputs": {"type": "array", "items": _object(["path", "bytes", "rows"], {
-        "path": {"type": "string"}, "bytes": COUNT, "rows": COUNT}, extra=True)},
-    "input_format": {"type": "string", "maxLength": 64}, "rows_read": COUNT,
-    "versions": {"type": "object", "additionalProperties": {"type": ["string", "null"]}}}, extra=True)
+    "inputs": _INPUTS, "input_format": _FORMATS, "rows_read": COUNT,
+    "versions": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+    # An update (`--base`): the earlier steps, oldest first; the last one is the base.
+    "lineage": {"type": "array", "items": _object(["manifest_sha256", "inputs", "input_format", "rows_read"], {
+        "manifest_sha256": {"type": "string", "pattern": SHA256_PATTERN}, "inputs": _INPUTS,
+        "input_format": _FORMATS, "rows_read": COUNT})}}, extra=True)
+KEPT_STATE = _object(["golden_candidates_file", "golden_candidates_limit"], {
+    "golden_candidates_file": PATH, "golden_candidates_limit": INDEX})
 _NOT_ALLOWED = {"not": {}}  # (not `false`: jsonschema reports a `false` schema's error without its path)
 _VERSION_RULES = {
     # Version 1 keeps its files directly under the root, later ones under `state_dir`;
@@ -500,6 +519,7 @@ MANIFEST_SCHEMA = {
                      "additionalProperties": FEATURE},
         "files": FILES,
         "golden": GOLDEN,
+        "kept_state": KEPT_STATE,
         "provenance": PROVENANCE}),
     "allOf": [{"if": {"properties": {"format_version": {"const": version}}}, "then": rules}
               for version, rules in sorted(_VERSION_RULES.items())],
@@ -663,6 +683,12 @@ def _check_state(feature: spec_lib.FeatureSpec, state: Dict[str, Any], at: str) 
             raise ArtifactError(f"{at}.state: learned boundaries go with num_bins, config ones with bin_boundaries")
         if bins is not None and state["num_boundaries"] != bins - 1:
             raise ArtifactError(f"{at}.state.num_boundaries: {state['num_boundaries']}, but num_bins is {bins}")
+        if ("quantile_state_file" in state) != ("quantile_state_rows" in state):
+            raise ArtifactError(f"{at}.state: quantile_state_file and quantile_state_rows go together")
+        if bins is not None and (("quantile_state_file" in state and state["quantiles"] != "exact")
+                                 or ("quantile_sketch_file" in state and state["quantiles"] != "sketch")):
+            raise ArtifactError(f"{at}.state: a kept quantile state of the other kind than quantiles "
+                                f"{state['quantiles']!r}")
 
 
 def _file_references(manifest: Mapping[str, Any]) -> Iterator[tuple]:
@@ -674,3 +700,5 @@ def _file_references(manifest: Mapping[str, Any]) -> Iterator[tuple]:
     for key in ("rows_file", "expected_file"):
         if key in manifest.get("golden", {}):
             yield f"$.golden.{key}", manifest["golden"][key]
+    if "kept_state" in manifest:
+        yield "$.kept_state.golden_candidates_file", manifest["kept_state"]["golden_candidates_file"]

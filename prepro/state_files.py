@@ -9,14 +9,21 @@ entry) and how `prepro.load` reads it back, side by side, as Keras keeps a layer
     <feature>/token_state.arrow         (--keep-state) every distinct token with its counts,
                                         sorted by token: Arrow IPC file, TOKEN_STATE_BATCH rows
                                         per record batch, so its bytes depend only on its rows
+    <feature>/moments_state.arrow       (--keep-state, Normalization) the exact sums per position
+    <feature>/quantile_state.arrow      (--keep-state, exact Discretization) every distinct
+                                        (value, weight) with its multiplicity, sorted
+    <feature>/quantile_sketch.pb        (--keep-state, sketch Discretization) tfx-bsl's own
+                                        serialization of the merged sketch
+    golden/candidates.json              (--keep-state) the golden-row candidates, with keys
 
 Readers take bytes that passed their checksum (`artifacts.StateFiles.read`) and still
 trust nothing: a malformed file is a ValueError naming what is wrong, which the caller
 reports as the artifact's error naming the file.
 """
 
+import json
 import math
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +38,15 @@ VARIANCE = "variance.txt"
 BOUNDARIES = "boundaries.txt"
 TOKEN_STATE = "token_state.arrow"
 TOKEN_STATE_BATCH = 65536
+MOMENTS_STATE = "moments_state.arrow"
+QUANTILE_STATE = "quantile_state.arrow"
+QUANTILE_SKETCH = "quantile_sketch.pb"
+GOLDEN_CANDIDATES = "golden/candidates.json"
+MOMENTS_STATE_SCHEMA = pa.schema([pa.field("sum", pa.string(), nullable=False),
+                                  pa.field("square_sum", pa.string(), nullable=False)])
+QUANTILE_STATE_SCHEMA = pa.schema([pa.field("value", pa.float64(), nullable=False),
+                                   pa.field("weight", pa.float64(), nullable=False),
+                                   pa.field("count", pa.int64(), nullable=False)])
 
 
 def token_state_schema(token_type: pa.DataType) -> pa.Schema:
@@ -38,6 +54,18 @@ def token_state_schema(token_type: pa.DataType) -> pa.Schema:
     `doc_count` is 0 throughout unless the feature counts document frequencies."""
     return pa.schema([pa.field("token", token_type, nullable=False), pa.field("count", pa.int64(), nullable=False),
                       pa.field("doc_count", pa.int64(), nullable=False)])
+
+
+KEPT_STATE_KEYS = ("token_state_file", "moments_state_file", "quantile_state_file", "quantile_sketch_file")
+
+
+def kept_state_files(manifest: Dict[str, Any]) -> List[str]:
+    """The relative paths of an artifact's kept state (`--keep-state`), golden candidates included."""
+    paths = [entry["state"][key] for _, entry in sorted(manifest["features"].items())
+             for key in KEPT_STATE_KEYS if key in entry["state"]]
+    if "kept_state" in manifest:
+        paths.append(manifest["kept_state"]["golden_candidates_file"])
+    return paths
 
 
 def relpath(feature: str, file: str) -> str:
@@ -130,6 +158,32 @@ def _one_batch(table: pa.Table) -> pa.RecordBatch:
     return pa.record_batch([column.combine_chunks() for column in table.columns], schema=table.schema)
 
 
+def arrow_file_bytes(table: pa.Table) -> bytes:
+    """A small state table as an Arrow IPC file of TOKEN_STATE_BATCH-row batches."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        for start in range(0, table.num_rows, TOKEN_STATE_BATCH):
+            writer.write_batch(_one_batch(table.slice(start, TOKEN_STATE_BATCH)))
+    return sink.getvalue().to_pybytes()
+
+
+def moments_state_bytes(sums: List[int], square_sums: List[int]) -> bytes:
+    """The exact sums of a Normalization (prepro.stats.numeric.Moments: sum(x) * 2**1075
+    and sum(x*x) * 2**2150 per position) as decimal integers, which no float rounds."""
+    return arrow_file_bytes(pa.table([pa.array([str(v) for v in sums], pa.string()),
+                                      pa.array([str(v) for v in square_sums], pa.string())],
+                                     schema=MOMENTS_STATE_SCHEMA))
+
+
+def quantile_state_bytes(values: np.ndarray, weights: np.ndarray, counts: np.ndarray) -> bytes:
+    return arrow_file_bytes(pa.table([pa.array(values, pa.float64()), pa.array(weights, pa.float64()),
+                                      pa.array(counts, pa.int64())], schema=QUANTILE_STATE_SCHEMA))
+
+
+def golden_candidates_bytes(candidates: List[tuple]) -> bytes:
+    return json.dumps([[int(key), text] for key, text in candidates], ensure_ascii=True).encode("ascii")
+
+
 def float_lines(values: Iterable[float]) -> bytes:
     """Python's shortest round-trip repr of each value, one per line: exact float64."""
     return "".join(f"{float(v)!r}\n" for v in values).encode("ascii")
@@ -175,22 +229,113 @@ def read_token_state(data: bytes, integer: bool, expected: int) -> pa.Table:
         table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
     except (pa.ArrowInvalid, OSError) as e:
         raise ValueError(f"not an Arrow IPC file: {e}") from None
-    wanted = token_state_schema(pa.int64() if integer else pa.binary())
-    # Names and types; nullability aside (a null is refused below, whatever the field says).
-    if table.schema.names != wanted.names or table.schema.types != wanted.types:
-        raise ValueError(f"columns {table.schema.names} of types {[str(t) for t in table.schema.types]}, "
-                         f"not {wanted.names} of {[str(t) for t in wanted.types]}")
+    _require_schema(table.schema, token_state_schema(pa.int64() if integer else pa.binary()))
     require_count(range(table.num_rows), expected, "tokens", "token_state_rows")
+    check_token_rows(table)
+    return table
+
+
+def check_token_rows(table: pa.Table, after=None) -> None:
+    """Rows of a token state (all of it, or a slice whose previous token is `after`):
+    no nulls, tokens distinct and sorted, counts positive, document counts within them."""
     if any(column.null_count for column in table.columns):
         raise ValueError("a null token or count")
     tokens = table["token"].combine_chunks()
     if table.num_rows > 1 and not pc.all(pc.less(tokens[:-1], tokens[1:])).as_py():
         raise ValueError("tokens are not distinct and sorted")
+    if after is not None and table.num_rows and not tokens[0].as_py() > after:
+        raise ValueError("tokens are not distinct and sorted (across record batches)")
     counts, doc_counts = table["count"], table["doc_count"]
     if table.num_rows and (pc.min(counts).as_py() < 1 or pc.min(doc_counts).as_py() < 0
                            or pc.any(pc.greater(doc_counts, counts)).as_py()):
         raise ValueError("a count below 1, or a document count negative or above its count")
+
+
+def token_state_batches(f, integer: bool, first: int, stop: int, expected_batches: int) -> Iterator[pa.Table]:
+    """Record batches [first, stop) of a kept token state open in `f` (a seekable file
+    whose checksum was verified), each checked (`check_token_rows`, the batch before
+    the first included in the order check). The file must hold `expected_batches`."""
+    try:
+        reader = pa.ipc.open_file(f)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ValueError(f"not an Arrow IPC file: {e}") from None
+    _require_schema(reader.schema, token_state_schema(pa.int64() if integer else pa.binary()))
+    if reader.num_record_batches != expected_batches:
+        raise ValueError(f"{reader.num_record_batches} record batches, but token_state_rows needs "
+                         f"{expected_batches} of {TOKEN_STATE_BATCH} rows")
+    after = reader.get_batch(first - 1)["token"][-1].as_py() if first > 0 else None
+    for i in range(first, stop):
+        batch = pa.Table.from_batches([reader.get_batch(i)])
+        if batch.num_rows != TOKEN_STATE_BATCH and i != expected_batches - 1:
+            raise ValueError(f"record batch {i} holds {batch.num_rows} rows, not {TOKEN_STATE_BATCH}")
+        check_token_rows(batch, after)
+        after = batch["token"][-1].as_py() if batch.num_rows else after
+        yield batch
+
+
+def _read_arrow(data: bytes, schema: pa.Schema, expected: int, field: str) -> pa.Table:
+    try:
+        table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ValueError(f"not an Arrow IPC file: {e}") from None
+    _require_schema(table.schema, schema)
+    require_count(range(table.num_rows), expected, "rows", field)
+    if any(column.null_count for column in table.columns):
+        raise ValueError("a null value")
     return table
+
+
+def _require_schema(found: pa.Schema, wanted: pa.Schema) -> None:
+    # Names and types; nullability aside (a null is refused by the caller, whatever the field says).
+    if found.names != wanted.names or found.types != wanted.types:
+        raise ValueError(f"columns {found.names} of types {[str(t) for t in found.types]}, "
+                         f"not {wanted.names} of {[str(t) for t in wanted.types]}")
+
+
+_DECIMAL = r"^-?(0|[1-9][0-9]{0,999})$"
+
+
+def read_moments_state(data: bytes, width: int) -> Tuple[List[int], List[int]]:
+    """(sums, square sums) per position, as exact integers; square sums are >= 0."""
+    table = _read_arrow(data, MOMENTS_STATE_SCHEMA, width, "shape")
+    if any(pc.all(pc.match_substring_regex(table[c], _DECIMAL)).as_py() is False for c in table.column_names):
+        raise ValueError("a sum that is not a decimal integer")
+    sums = [int(v) for v in table["sum"].to_pylist()]
+    square_sums = [int(v) for v in table["square_sum"].to_pylist()]
+    if any(v < 0 for v in square_sums):
+        raise ValueError("a negative sum of squares")
+    return sums, square_sums
+
+
+def read_quantile_state(data: bytes, expected: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, weights, counts): distinct pairs sorted by value then weight, values
+    not NaN, weights finite and > 0, counts >= 1."""
+    table = _read_arrow(data, QUANTILE_STATE_SCHEMA, expected, "quantile_state_rows")
+    values, weights, counts = (table[c].to_numpy() for c in QUANTILE_STATE_SCHEMA.names)
+    if np.isnan(values).any() or not np.isfinite(weights).all() or (weights <= 0).any() or (counts < 1).any():
+        raise ValueError("a NaN value, a weight not finite and > 0, or a count below 1")
+    if len(values) > 1 and not np.all((values[:-1] < values[1:])
+                                      | ((values[:-1] == values[1:]) & (weights[:-1] < weights[1:]))):
+        raise ValueError("(value, weight) pairs are not distinct and sorted")
+    return values, weights, counts
+
+
+def read_golden_candidates(data: bytes, limit: int) -> List[Tuple[int, str]]:
+    """[(key, canonical JSON of a row)]: distinct, sorted, at most `limit`."""
+    try:
+        pairs = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and type(p[0]) is int and isinstance(p[1], str) for p in pairs):
+        raise ValueError("not a list of [key, row] pairs")
+    out = [(key, text) for key, text in pairs]
+    if out != sorted(set(out)) or len(out) > limit:
+        raise ValueError(f"candidates not distinct and sorted, or more than {limit}")
+    for _, text in out:
+        if not isinstance(artifacts.parse_json(text.encode("utf-8"), "a golden candidate"), dict):
+            raise ValueError("a candidate row that is not a JSON object")
+    return out
 
 
 def require_count(values, expected: int, what: str, field: str) -> None:

@@ -91,7 +91,7 @@ def assert_rerun_is_clean(setup, out, keep_state_dir):
     assert sorted(os.listdir(out)) == sorted(expected)  # leftovers gone
 
 
-@pytest.mark.parametrize("point", [p for p in failpoints.POINTS if p not in ("golden", "kept_state")])
+@pytest.mark.parametrize("point", [p for p in failpoints.POINTS if p not in ("golden", "kept_state", "base")])
 def test_killed_job_leaves_the_previous_artifact_and_a_rerun_is_clean(setup, point):
     out, before, vocabulary = previous_artifact(setup, f"killed-{point}")
     old_state_dir = json.loads(before["manifest.json"])["state_dir"]
@@ -119,6 +119,24 @@ def test_job_killed_while_writing_the_kept_state(setup):
     assert_only_one_manifest(out)
     assert published(out) == before and prepro.load(out).vocabulary("carrier") == vocabulary
     assert_rerun_is_clean(setup, out, json.loads(before["manifest.json"])["state_dir"])
+
+
+@pytest.mark.parametrize("point", ["base", "publish.manifest"])
+def test_an_update_in_place_killed_leaves_its_base_and_a_rerun_is_a_full_runs_bytes(setup, point):
+    out = str(setup["dir"] / f"killed-update-{point}")
+    shutil.rmtree(out, ignore_errors=True)
+    run_analyze(load_spec(setup["spec"]), [setup["old"]], "csv", out, golden_rows=0, keep_state=True)
+    before = published(out)
+    result = cli(setup, out, "--base", out, env={"PREPRO_FAILPOINTS": point})
+    assert result.returncode == -9, (result.returncode, result.stderr[-2000:])
+    assert_only_one_manifest(out)
+    assert published(out) == before
+    rerun = cli(setup, out, "--base", out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    full = str(setup["dir"] / f"full-{point}")
+    run_analyze(load_spec(setup["spec"]), [setup["old"], setup["new"]], "csv", full, golden_rows=0, keep_state=True)
+    state = lambda files: {k: v for k, v in files.items() if k != "manifest.json" and not k.startswith("delay/")}
+    assert state(published(out)) == state(published(full))  # (delay: a quantile sketch, within its bound)
 
 
 def test_job_killed_while_recording_golden_rows(setup):

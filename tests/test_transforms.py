@@ -154,7 +154,7 @@ def test_pick_golden_rows_keeps_the_smallest_distinct_keys_whatever_the_order():
                   (1, json.dumps(rows[2])), (1, json.dumps(rows[1]))]
     with pipeline() as p:
         picked = p | beam.Create(candidates[::-1]) | PickGoldenRows(3)
-        assert_that(picked, equal_to([[{"w": "a"}, {"w": "b"}, {"w": "c"}]]))
+        assert_that(picked, equal_to([[(1, json.dumps(rows[1])), (1, json.dumps(rows[2])), (3, json.dumps(rows[3]))]]))
 
 
 def test_write_manifest_candidate_waits_for_every_part(tmp_path):
@@ -163,7 +163,7 @@ def test_write_manifest_candidate_waits_for_every_part(tmp_path):
     with pipeline() as p:
         manifest = ({"features": p | "Features" >> beam.Create([entry]),
                      "rows": p | "Rows" >> beam.Create([(("csv", "a.csv"), (3, 10)), (("csv", "b.csv"), (0, 0))]),
-                     "golden": p | "Golden" >> beam.Create([[{"word": "a"}]])}
+                     "golden": p | "Golden" >> beam.Create([[(5, json.dumps({"word": "a"}))]])}
                     | WriteManifestCandidate(spec, str(tmp_path)))
         assert_that(manifest | beam.Map(lambda m: [i["rows"] for i in m["provenance"]["inputs"]]),
                     equal_to([[3, 0]]))
@@ -189,3 +189,34 @@ def test_publish_artifact_records_golden_rows_and_publishes_the_candidate(tmp_pa
                     equal_to([(3, 2, 3)]))
     arts = prepro.load(out)
     assert arts.vocabulary("word") == ["a", "b", "c"] and prepro.golden.verify(arts).ok
+
+
+def test_read_base_state_gives_the_kept_state_as_the_jobs_own_streams(tmp_path):
+    """A base made with --keep-state -> its token state re-cut into shards of part files
+    (tokens and totals intact), its row figures, its moments as the first part."""
+    from pipelines.analyze import run_analyze
+    from pipelines.base import BASE_PART, Base, ReadBaseState
+    from pipelines.vocabulary import read_part
+    (tmp_path / "a.csv").write_text("word,fare\na,1\nb,2\na,4\n,8\n")
+    base_dir = str(tmp_path / "base")
+    run_analyze(SPEC, [str(tmp_path / "a.csv")], "csv", base_dir, keep_state=True, golden_rows=0)
+    base = Base(base_dir, SPEC, golden_rows=0, golden_limit=0)
+    work_dir = str(tmp_path / "work")
+    with pipeline() as p:
+        streams = p | ReadBaseState(base, SPEC, num_shards=3, work_dir=work_dir)
+        tokens = (streams["counts"]
+                  | beam.MapTuple(lambda key, ref: read_part(ref, key[1], pa.binary()))
+                  | beam.FlatMap(lambda c: [(t, n, c.documents, c.occurrences) for t, n in zip(
+                      c.table()["token"].to_pylist(), c.table()["count"].to_pylist())] or
+                      [(None, 0, c.documents, c.occurrences)]))
+        assert_that(tokens | "Tokens" >> beam.Filter(lambda t: t[0] is not None)
+                    | beam.Map(lambda t: (t[0], t[1])), equal_to([(b"", 1), (b"a", 2), (b"b", 1)]), label="tokens")
+        assert_that(tokens | "Totals" >> beam.Map(lambda t: (t[2], t[3])) | beam.CombineGlobally(
+            lambda ts: tuple(map(sum, zip(*ts)))), equal_to([(4, 4)]), label="totals")
+        assert_that(streams["tally"] | beam.MapTuple(lambda n, t: (n, t.rows, t.values, t.missing)),
+                    equal_to([("word", 4, 4, 0)]), label="tally")
+        assert_that(streams["checked"] | "CheckedRows" >> beam.MapTuple(lambda n, t: (n, t.values)),
+                    equal_to([("bucket", 4)]), label="checked")
+        assert_that(streams["numeric"] | beam.MapTuple(lambda group, part: (
+            group, part[0], part[1].moments.count, [Fraction(s, 2 ** 1075) for s in part[1].moments.sums])),
+            equal_to([(("fare", BASE_PART), BASE_PART, 4, [Fraction(15)])]), label="numeric")

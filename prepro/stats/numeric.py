@@ -164,6 +164,19 @@ class QuantileSketch:
         self._sketch.Merge(other._sketch)
         return self
 
+    def to_bytes(self) -> bytes:
+        """tfx-bsl's own serialization of the sketch (its C++ state as a protocol
+        buffer, not a pickle): what `--keep-state` writes. Call before `boundaries`."""
+        return self._sketch.__getstate__()  # (tfx-bsl's pickle support is this serialization)
+
+    @classmethod
+    def from_bytes(cls, epsilon: float, data: bytes) -> "QuantileSketch":
+        """The sketch of `to_bytes`; a RuntimeError if tfx-bsl cannot parse `data`."""
+        from tfx_bsl.sketches import QuantilesSketch
+        sketch = QuantilesSketch.__new__(QuantilesSketch)
+        sketch.__setstate__(data)
+        return cls(epsilon, sketch)
+
     def boundaries(self, num_bins: int) -> np.ndarray:
         # GetQuantiles(n) gives n + 1 values: the minimum, the n - 1 inner quantiles, the
         # maximum. It finalizes the sketch (no more adds, merges or pickling).
@@ -180,11 +193,26 @@ class ExactQuantiles:
         self._values, self._weights = list(values), list(weights)
 
     def add(self, values: np.ndarray, weights: Optional[np.ndarray]) -> None:
-        self._values.append(values)
+        # + 0.0 makes -0.0 zero: equal to it, and otherwise which of the two a boundary
+        # printed would depend on the order the values came in.
+        self._values.append(values + 0.0)
         self._weights.append(np.ones(len(values)) if weights is None else weights)
 
     def merge(self, other: "ExactQuantiles") -> "ExactQuantiles":
         return ExactQuantiles(self._values + other._values, self._weights + other._weights)
+
+    def distinct(self):
+        """(values, weights, counts): each distinct (value, weight) pair with its
+        multiplicity, sorted by value then weight; what `--keep-state` writes, and all
+        `boundaries` depends on."""
+        values = np.concatenate(self._values) if self._values else np.zeros(0)
+        weights = np.concatenate(self._weights) if self._weights else np.zeros(0)
+        pairs, counts = np.unique(np.stack([values, weights], axis=1), axis=0, return_counts=True)
+        return pairs[:, 0].copy(), pairs[:, 1].copy(), counts.astype(np.int64)
+
+    @classmethod
+    def from_distinct(cls, values: np.ndarray, weights: np.ndarray, counts: np.ndarray) -> "ExactQuantiles":
+        return cls([np.repeat(values, counts)], [np.repeat(weights, counts)])
 
     def boundaries(self, num_bins: int) -> np.ndarray:
         """For q = i / num_bins, the smallest value whose cumulative weight reaches q of
