@@ -166,7 +166,8 @@ class AnalyzeFeatures(beam.PTransform):
 
         token_features = ({"counts": select(ExtractStatistics.COUNTS, Tuple[Tuple[str, int], PartRef]),
                            "tally": select(ExtractStatistics.TALLY)}
-                          | "RankVocabularies" >> RankVocabularies(spec, work_dir, state_dir, self._keep_state))
+                          | "RankVocabularies" >> RankVocabularies(spec, work_dir, state_dir, self._keep_state,
+                                                                   self.base))
         numeric_features = (select(ExtractStatistics.NUMERIC)
                             | "SummarizeNumeric" >> SummarizeNumeric(spec, state_dir, self._keep_state))
         checked_features = select(ExtractStatistics.CHECKED) | "CheckStateless" >> CheckStateless(spec)

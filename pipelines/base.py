@@ -94,6 +94,8 @@ class Base:
         self._check_token_states(spec)
         for name in sorted(n for n, f in spec.features.items() if f.is_numeric):
             numeric_part(name, self, spec)  # parsed here too, so a malformed one stops nothing running
+        for name in sorted(n for n, f in spec.features.items() if f.index_policy == "stable"):
+            self.vocabulary(name)  # the indices to keep
 
     def _check_spec(self, spec: spec_lib.Spec) -> None:
         features = self.manifest["features"]
@@ -104,7 +106,8 @@ class Base:
         for name, feature in sorted(spec.features.items()):
             theirs = {k: v for k, v in features[name].items() if k not in artifacts.RESULT_KEYS}
             ours = feature.to_dict()
-            differ = sorted(k for k in set(theirs) | set(ours)
+            # index_policy is how this update treats the base's indices, not what was counted.
+            differ = sorted(k for k in (set(theirs) | set(ours)) - {"index_policy"}
                             if json.dumps(theirs.get(k), sort_keys=True) != json.dumps(ours.get(k), sort_keys=True))
             if differ:
                 raise BaseError(f"base {self.root}: feature '{name}' was computed with other options ({', '.join(differ)}:"
@@ -157,6 +160,14 @@ class Base:
     def open_token_state(self, name: str):
         """The verified token state file, opened for reading record batches (its size checked)."""
         return self.files.open_checked_size(self.manifest["features"][name]["state"]["token_state_file"])
+
+    def vocabulary(self, name: str) -> List[Any]:
+        """A vocabulary feature's learned tokens in index order (bytes, or ints), read
+        and checked against the manifest."""
+        state = self.manifest["features"][name]["state"]
+        integer = self.manifest["features"][name]["layer"] == "IntegerLookup"
+        return _parsed(self, state["vocabulary_file"], lambda data: state_files.read_vocabulary(
+            data, integer, state["exceptions"], state["vocabulary_size"]))
 
     def figures(self, name: str) -> Dict[str, Any]:
         return self.manifest["features"][name]["figures"]

@@ -34,7 +34,8 @@ from pipelines.extract import Threads, feature_counts
 from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
-from pipelines.vocabulary import VocabularyWriter, merged_by_token, merged_ranking, rank_shard, write_parts
+from pipelines.vocabulary import (VocabularyWriter, merged_by_token, merged_ranking, rank_shard, stable_ranking,
+                                  write_parts)
 from prepro import artifacts, fs, spec as spec_lib, state_files
 from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
@@ -244,20 +245,28 @@ class RankVocabularies(beam.PTransform):
     feature's (name, manifest entry, files): a shard's part files merged into exact
     counts and ranked into a run file, the runs merged into the vocabulary file."""
 
-    def __init__(self, spec: spec_lib.Spec, work_dir: str, state_dir: str, keep_state: bool = False):
+    def __init__(self, spec: spec_lib.Spec, work_dir: str, state_dir: str, keep_state: bool = False, base=None):
+        """`base`: an update's base (pipelines/base.py), for the stable-index features."""
         super().__init__()
         self._spec, self._work_dir, self._state_dir, self._keep_state = spec, work_dir, state_dir, keep_state
+        self._base = base
 
     def expand(self, inputs):
-        spec, work_dir, keep_state = self._spec, self._work_dir, self._keep_state
+        spec, work_dir, keep_state, base = self._spec, self._work_dir, self._keep_state, self._base
         runs = (inputs["counts"]
                 | "GroupShards" >> beam.GroupByKey()
-                | "RankShards" >> beam.MapTuple(lambda key, refs: (
-                    key[0], rank_shard(spec.features[key[0]], key[1], refs, work_dir, keep_state))))
+                | "RankShards" >> beam.MapTuple(lambda key, refs: (key[0], rank_shard(
+                    spec.features[key[0]], key[1], refs, work_dir, keep_state,
+                    whole=_keeps_indices(spec.features[key[0]], base)))))
         tallies = inputs["tally"] | "TallyFeature" >> beam.CombinePerKey(MergeTallies())
         return ({"runs": runs, "tally": tallies}
                 | "JoinFeature" >> beam.CoGroupByKey()
-                | "WriteVocabulary" >> beam.Map(vocabulary_entry, spec, self._state_dir, keep_state))
+                | "WriteVocabulary" >> beam.Map(vocabulary_entry, spec, self._state_dir, keep_state, base, work_dir))
+
+
+def _keeps_indices(feature: spec_lib.FeatureSpec, base) -> bool:
+    """A stable-index feature in an update: its base's tokens keep their indices."""
+    return base is not None and feature.index_policy == "stable"
 
 
 class SummarizeNumeric(beam.PTransform):
@@ -340,9 +349,11 @@ class WriteManifestCandidate(beam.PTransform):
                                           beam.pvalue.AsSingleton(parts["golden"], default_value=[]), *self._args))
 
 
-def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool = False):
+def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool = False, base=None,
+                     work_dir: Optional[str] = None):
     """Merges one feature's runs into its vocabulary file in `state_dir` (and their state
-    runs into its kept token state); returns its manifest entry."""
+    runs into its kept token state); returns its manifest entry. A stable-index feature
+    of an update (`base`) keeps its base's indices (`stable_ranking`)."""
     Metrics.counter(METRICS, "features_finalized").inc()
     name, grouped = item
     feature = spec.features[name]
@@ -356,7 +367,10 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
         writer = VocabularyWriter(files.enter_context(vocabulary_out),
                                   files.enter_context(frequencies_out) if frequencies_out else None)
         token_type = pa.int64() if feature.is_integer else pa.binary()
-        for ranked in merged_ranking(runs, spec_lib.max_learned_tokens(feature), token_type):
+        limit = spec_lib.max_learned_tokens(feature)
+        ranking = (stable_ranking(runs, base.vocabulary(name), limit, token_type, work_dir, name)
+                   if _keeps_indices(feature, base) else merged_ranking(runs, limit, token_type))
+        for ranked in ranking:
             writer.add(ranked)
             failpoints.reach("state")  # a state file partly written
     if writer.size == 0:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import failpoints
+from pipelines.errors import InputError
 from prepro import fs, spec as spec_lib, vocab
 from prepro.state_files import HashedFile
 from prepro.stats import TokenCounts
@@ -65,14 +66,15 @@ def read_part(ref: PartRef, shard: int, token_type: pa.DataType) -> TokenCounts:
 
 
 def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef], work_dir: str,
-               keep_state: bool = False) -> "Run":
+               keep_state: bool = False, whole: bool = False) -> "Run":
     """Merges every part of one shard into exact counts and writes its ranked run (and,
-    with `keep_state`, its state run)."""
+    with `keep_state`, its state run). `whole`: every eligible token, not only the first
+    `max_tokens` (a stable-index update looks up its base's tokens among all of them)."""
     token_type = pa.int64() if feature.is_integer else pa.binary()
     merged = TokenCounts.empty(token_type)
     for ref in refs:  # lazily: compaction keeps about a shard's distinct tokens in memory
         merged = merged.merge(read_part(ref, shard, token_type))
-    run = write_run(feature, merged, work_dir, shard, keep_state)
+    run = write_run(feature, merged, work_dir, shard, keep_state, whole)
     failpoints.reach("rank")
     return run
 
@@ -89,13 +91,14 @@ class Run:
 
 
 def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str, shard: int,
-              keep_state: bool = False) -> Run:
+              keep_state: bool = False, whole: bool = False) -> Run:
     kept = counts.without(spec_lib.special_tokens(feature))
     table = kept.table()
     state_path = _write_state_run(table, work_dir, feature.name, shard) if keep_state else None
     # Thresholds are exact here: a shard holds the complete counts of its tokens.
     eligible = kept.at_least(feature.min_count, feature.min_document_frequency)
-    ranked = eligible.ranked(spec_lib.max_learned_tokens(feature)).select(["token", "count", "doc_count"])
+    ranked = eligible.ranked(None if whole else spec_lib.max_learned_tokens(feature))
+    ranked = ranked.select(["token", "count", "doc_count"])
     path = fs.join(work_dir, feature.name, f"run-{shard:05d}-{uuid.uuid4().hex}.arrow")
     with fs.open_write(path) as f, pa.ipc.new_stream(f, ranked.schema) as writer:
         writer.write_table(ranked, max_chunksize=_RUN_BATCH)
@@ -150,6 +153,41 @@ def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataTyp
         remaining = None if remaining is None else remaining - ranked.num_rows
         if remaining is not None and remaining <= 0:
             return
+
+
+def stable_ranking(runs: List[Run], base_tokens: List, limit: Optional[int], token_type: pa.DataType,
+                   work_dir: str, name: str) -> Iterator[pa.Table]:
+    """A stable-index update's vocabulary, as tables of (token, count, doc_count) in
+    index order: the base's learned tokens in their base order, then the other tokens
+    in Keras's order, while `limit` leaves room (the rest go to OOV).
+
+    The runs must be whole (`rank_shard(whole=True)`): every token's merged counts are
+    in them. One pass over the merged ranking: the base's tokens' rows are set aside
+    (about the base vocabulary in memory), the new ones spooled to a file in `work_dir`,
+    which is read back after the base's rows are written."""
+    base = pa.array(base_tokens, token_type)
+    room = None if limit is None else max(0, limit - len(base))
+    held: List[pa.Table] = []
+    spool = fs.join(work_dir, name, f"stable-{uuid.uuid4().hex}.arrow")
+    schema = pa.schema([("token", token_type), ("count", pa.int64()), ("doc_count", pa.int64())])
+    with fs.open_write(spool) as f, pa.ipc.new_stream(f, schema) as writer:
+        for table in merged_ranking(runs, None, token_type):
+            in_base = pc.is_in(table["token"], value_set=base)
+            held.append(table.filter(in_base))
+            fresh = table.filter(pc.invert(in_base))
+            if room is None or room > 0:
+                fresh = fresh if room is None else fresh.slice(0, room)
+                writer.write_table(fresh.cast(schema), max_chunksize=_RUN_BATCH)
+                room = None if room is None else room - fresh.num_rows
+    found = pa.concat_tables(held) if held else schema.empty_table()
+    at = pc.index_in(base, value_set=found["token"].combine_chunks())
+    if at.null_count:  # counts only grow, so every base token is among the merged ones
+        missing = base.filter(pc.is_null(at))[0].as_py()
+        raise InputError(f"the base's token {missing!r} is not among the merged counts", feature=name)
+    ordered = found.take(at)
+    for start in range(0, ordered.num_rows, _RUN_BATCH):
+        yield ordered.slice(start, _RUN_BATCH)
+    yield from _stream_run(spool)
 
 
 def _merged_rounds(paths: List[str], last_key: Callable, earliest: Callable,

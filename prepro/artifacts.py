@@ -408,7 +408,7 @@ SPEC_FEATURE_PROPERTIES = {
     "layer": {"enum": sorted(spec_lib.LAYER_DEFAULTS)},   # the allow-list of Keras classes
     "config": CONFIG,
     "invalid_utf8": TEXT, "min_count": INDEX, "min_document_frequency": INDEX,
-    "shape": SHAPE, "weight": TEXT, "quantiles": TEXT, "rank_error": {"type": "number"},
+    "shape": SHAPE, "weight": TEXT, "quantiles": TEXT, "rank_error": {"type": "number"}, "index_policy": TEXT,
 }
 SPEC = {"type": "object", "required": ["features"], "additionalProperties": False, "properties": {
     "features": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": FEATURE_NAME_PATTERN},

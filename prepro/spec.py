@@ -74,6 +74,10 @@ STANDARDIZE_OPTIONS = (None, "lower", "strip_punctuation", "lower_and_strip_punc
 SPLIT_OPTIONS = (None, "whitespace", "character")
 INVALID_UTF8_POLICIES = ("error", "replace", "skip")
 THRESHOLDS = ("min_count", "min_document_frequency")
+# What an update (`--base`) does with the indices of the base's tokens: "rank" ranks
+# everything again (adapt()'s order over all the data), "stable" keeps every base
+# token's index and appends new tokens in adapt()'s order among themselves.
+INDEX_POLICIES = ("rank", "stable")
 
 
 class SpecError(ValueError):
@@ -111,6 +115,7 @@ class FeatureSpec:
     weight: Optional[str] = None        # Discretization: a row-weight column
     quantiles: str = "sketch"           # Discretization: "sketch" or "exact"
     rank_error: float = DEFAULT_RANK_ERROR  # Discretization sketch: max rank error / total weight
+    index_policy: str = "rank"          # vocabulary layers, in an update: see INDEX_POLICIES
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -167,6 +172,8 @@ class FeatureSpec:
         for key in THRESHOLDS:
             if getattr(self, key) != 1:
                 out[key] = getattr(self, key)
+        if self.index_policy != "rank":
+            out["index_policy"] = self.index_policy
         if isinstance(self.source, (list, tuple)):
             out["source"] = list(self.source)
         for key, default in (("shape", None), ("weight", None), ("quantiles", "sketch"),
@@ -274,7 +281,7 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     ctx = f"{where}: feature '{name}'"
     if not isinstance(entry, dict):
         raise SpecError(f"{ctx}: expected a mapping with source, layer and config")
-    unknown = set(entry) - {"source", "layer", "config", "invalid_utf8", *THRESHOLDS, *NUMERIC_KEYS}
+    unknown = set(entry) - {"source", "layer", "config", "invalid_utf8", "index_policy", *THRESHOLDS, *NUMERIC_KEYS}
     if unknown:
         raise SpecError(f"{ctx}: unknown keys {_listed(unknown)}")
     layer = entry.get("layer")
@@ -304,8 +311,13 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     for key, value in thresholds.items():
         if not _is_positive_int(value):
             raise SpecError(f"{ctx}: {key} must be a positive integer, got {_shown(value)}")
+    index_policy = entry.get("index_policy", "rank")
+    if "index_policy" in entry and (layer in NUMERIC_LAYERS or layer in STATELESS_LAYERS):
+        raise SpecError(f"{ctx}: index_policy applies to vocabulary layers only")
+    if index_policy not in INDEX_POLICIES:
+        raise SpecError(f"{ctx}: index_policy must be one of {INDEX_POLICIES}, got {_shown(index_policy)}")
     feature = FeatureSpec(name, source, layer, config, invalid_utf8, **thresholds,
-                          **_numeric_keys(entry, layer, source, config, ctx))
+                          **_numeric_keys(entry, layer, source, config, ctx), index_policy=index_policy)
     validate_options(feature, ctx)
     return feature
 
