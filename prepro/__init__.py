@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from prepro.artifacts import ArtifactError
 from prepro.layers import Artifacts, load
 from prepro.spec import Spec, SpecError, load_spec
+from prepro.warm_start import remap_embedding, remap_model_embeddings, vocabulary_mapping
 
 
 def adapt(layers, inputs, format: str = "text", output=None, sources=None, runner_options=None,
@@ -23,4 +24,5 @@ def adapt(layers, inputs, format: str = "text", output=None, sources=None, runne
                         runner_options=runner_options, feature_options=feature_options)
 
 
-__all__ = ["Artifacts", "ArtifactError", "Spec", "SpecError", "adapt", "load", "load_spec", "__version__"]
+__all__ = ["Artifacts", "ArtifactError", "Spec", "SpecError", "adapt", "load", "load_spec", "remap_embedding",
+           "remap_model_embeddings", "vocabulary_mapping", "__version__"]
