@@ -41,7 +41,7 @@ from pipelines import failpoints
 from pipelines.errors import InputError
 from pipelines.extract import Tally
 from pipelines.numeric import new_stats
-from pipelines.vocabulary import PartRef, write_parts
+from pipelines.vocabulary import PartRef, counts_schema, write_parts
 from prepro import artifacts, fs, spec as spec_lib, state_files
 from prepro.artifacts import ArtifactError
 from prepro.stats import TokenCounts
@@ -154,6 +154,12 @@ class Base:
         except (ValueError, pa.ArrowInvalid, OSError) as e:
             raise BaseError(f"base {self.root}: its {what}: {e}") from None
 
+    @property
+    def token_state_bytes(self) -> int:
+        """The size of its token states, the part of an update that grows with the base."""
+        return sum(self.manifest["files"][entry["state"]["token_state_file"]]["bytes"]
+                   for entry in self.manifest["features"].values() if "token_state_file" in entry["state"])
+
     def token_features(self, spec: spec_lib.Spec) -> List[str]:
         return sorted(n for n, f in spec.features.items() if not (f.is_numeric or f.is_stateless))
 
@@ -226,19 +232,19 @@ def reshard_chunk(chunk: Tuple[str, int, int], base: Base, spec: spec_lib.Spec, 
     name, first, stop = chunk
     feature = spec.features[name]
     state, figures = base.manifest["features"][name]["state"], base.figures(name)
-    token_type = pa.int64() if feature.is_integer else pa.binary()
+    token_type, weighted = pa.int64() if feature.is_integer else pa.binary(), feature.weight is not None
     relpath = state["token_state_file"]
     with base.open_token_state(name) as f:
         try:
             tables = list(state_files.token_state_batches(f, feature.is_integer, first, stop,
-                                                          _batches_for(state["token_state_rows"])))
+                                                          _batches_for(state["token_state_rows"]), weighted))
         except (ValueError, pa.ArrowInvalid, OSError) as e:
             raise BaseError(artifacts.one_line(f"base {base.root}: {relpath}: {e}")) from None
-    table = pa.concat_tables(tables).combine_chunks() if tables else state_files.token_state_schema(
-        token_type).empty_table()
+    schema = counts_schema(token_type, weighted)
     # Distinct tokens already, so one table: nothing to re-aggregate.
-    counts = TokenCounts(token_type, [table.cast(state_files.token_state_schema(token_type))] if table.num_rows
-                         else [], state["documents"] if first == 0 else 0, figures["tokens_seen"] if first == 0 else 0)
+    table = pa.concat_tables(tables).combine_chunks().cast(schema) if tables else schema.empty_table()
+    counts = TokenCounts(token_type, [table] if table.num_rows else [], state["documents"] if first == 0 else 0,
+                         figures["tokens_seen"] if first == 0 else 0, weighted)
     for shard, ref in write_parts(name, counts, num_shards, work_dir):
         yield (name, shard), ref
     failpoints.reach("base")
@@ -275,4 +281,4 @@ def _parsed(base: Base, relpath: str, parse):
 
 
 def _tally(figures: Dict[str, Any]) -> Tally:
-    return Tally(**{k: figures[k] for k in Tally.__dataclass_fields__})
+    return Tally(**{k: figures.get(k, 0) for k in Tally.__dataclass_fields__})  # (zero_weight: weighted only)

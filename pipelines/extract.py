@@ -10,7 +10,7 @@ are counted. An IntegerLookup value that is not a decimal int64 is an error.
 import dataclasses
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +21,7 @@ from pipelines.io import INT64_RANGE, Batch
 from prepro import text
 from prepro.spec import FeatureSpec, needs_document_frequencies
 from prepro.stats import Figures, TokenCounts
-from prepro.stats.counts import NgramKeyCounts
+from prepro.stats.counts import MAX_WEIGHT, NgramKeyCounts
 
 
 @dataclasses.dataclass
@@ -32,6 +32,7 @@ class Tally(Figures):
     missing: int = 0
     invalid_utf8_replaced: int = 0
     invalid_utf8_skipped: int = 0
+    zero_weight: int = 0  # rows whose weight is 0, skipped (weighted features)
 
 
 class Threads:
@@ -86,28 +87,64 @@ def is_list_column(column: pa.Array) -> bool:
 def feature_counts(batch: Batch, feature: FeatureSpec, threads: Threads = SERIAL) -> Tuple[TokenCounts, Tally]:
     values, rows, tally = feature_values(batch, feature)
     with_doc_counts = needs_document_frequencies(feature)
+    present = pc.is_valid(batch.table[feature.source]).to_numpy(zero_copy_only=False)
+    weights = None
+    if feature.weight is not None:
+        row_weights = _row_weights(batch, feature, present, tally)
+        kept = ~np.isnan(row_weights[rows - batch.first_row])
+        values, rows, weights = values.filter(pa.array(kept)), rows[kept], row_weights[rows[kept] - batch.first_row]
+        tally.values, present = len(values), present & ~np.isnan(row_weights)
     if feature.is_text:
-        return text_counts(values, feature.options, with_doc_counts, threads), tally
+        return text_counts(values, feature.options, with_doc_counts, threads, weights), tally
     # A lookup's document is a row, as adapt() counts it for tf_idf (a scalar is a
     # one-token document, a list row a document of its elements; an empty list is an
     # empty document). A null row is missing, not a document; a value dropped by
     # invalid_utf8 "skip" leaves its row a document.
-    documents = tally.rows - batch.table[feature.source].null_count
+    documents = int(present.sum())
     doc_ids = np.unique(rows, return_inverse=True)[1].astype(np.int64, copy=False)
-    return TokenCounts.from_tokens(doc_ids, values, documents, with_doc_counts), tally
+    return TokenCounts.from_tokens(doc_ids, values, documents, with_doc_counts, weights), tally
 
 
-def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: Threads = SERIAL) -> TokenCounts:
+def _row_weights(batch: Batch, feature: FeatureSpec, present: np.ndarray, tally: Tally) -> np.ndarray:
+    """Each row's weight (float64), NaN for a row left out: a null weight (the row is
+    missing) or a weight of 0 (counted `zero_weight`). A weight that is negative, not
+    finite or above MAX_WEIGHT is an error naming the row."""
+    from pipelines.numeric import _column_values  # (numeric imports this module)
+    rows = np.arange(batch.first_row, batch.first_row + batch.table.num_rows, dtype=np.int64)
+    weights, valid = _column_values(batch, feature.weight, feature, rows, 1)
+    weights = weights[:, 0]
+    bad = valid & ~((weights >= 0) & (weights <= MAX_WEIGHT))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"weight column '{feature.weight}' holds {float(weights[i])!r}; weights must be numbers in "
+                         f"[0, {MAX_WEIGHT:g}]", path=batch.path, row=int(rows[i]), feature=feature.name)
+    tally.missing += int((present & ~valid).sum())
+    zero = valid & present & (weights == 0)
+    tally.zero_weight += int(zero.sum())
+    return np.where(valid & ~zero, weights, np.nan)
+
+
+def text_counts(docs: pa.Array, options: dict, with_doc_counts: bool, threads: Threads = SERIAL,
+                weights: Optional[np.ndarray] = None) -> TokenCounts:
     """TextVectorization's token (n-gram) counts for one batch of documents.
 
     The batch is cut into parts of about `PART_BYTES` of text, tokenized and counted in
     `threads` threads (Arrow and numpy release the GIL: 2 threads on 2 cores count a
     263 MB batch 2.5x faster than one loop, smaller parts also staying in cache), then
     merged: as int64 n-gram keys over one unified dictionary when widths never collide,
-    else as string counts.
+    else as string counts. With `weights` (one per document), string counts weighted by
+    their document's weight.
     """
     parts = _parts(docs, PART_BYTES)
     tokenized = threads.map(lambda part: text.unigrams(part, options), parts)
+    if weights is not None:
+        starts = np.cumsum([0] + [len(part) for part in parts])
+
+        def weighted(i):
+            doc_ids, tokens = text.ngrams(tokenized[i], options["ngrams"])
+            return TokenCounts.from_tokens(doc_ids, tokens, len(parts[i]), with_doc_counts,
+                                           weights[starts[i] + np.asarray(doc_ids, np.int64)])
+        return functools.reduce(TokenCounts.merge, threads.map(weighted, range(len(parts))))
     if text.widths_never_collide(options) and any(len(t) for _, t in tokenized):
         encoded = threads.map(lambda item: pc.dictionary_encode(item[1]), tokenized)
         # One dictionary for all parts (Arrow remaps each part's indices to it).

@@ -214,7 +214,7 @@ def features_of_columns(features) -> Dict[str, List[str]]:
     """Column -> the names of the features (FeatureSpecs) that read it."""
     out: Dict[str, List[str]] = {}
     for f in features:
-        for column in f.sources + ((f.weight,) if f.is_numeric and f.weight else ()):
+        for column in f.sources + ((f.weight,) if f.weight else ()):
             out.setdefault(column, []).append(f.name)
     return out
 

@@ -214,8 +214,8 @@ def source_columns(spec: spec_lib.Spec) -> Dict[str, str]:
     ("string", "int", "float", "hashable")."""
     columns = {}
     for f in sorted(spec.features.values(), key=lambda f: f.value_kind == "hashable"):
-        kind = f.value_kind
-        for source in f.sources + ((f.weight,) if f.is_numeric and f.weight else ()):
+        for source in f.sources + ((f.weight,) if f.weight else ()):
+            kind = "float" if source == f.weight and source not in f.sources else f.value_kind
             known = columns.setdefault(source, kind)
             if known != kind and not (kind == "hashable" and known in ("string", "int")):
                 raise spec_lib.SpecError(f"column '{source}' feeds features of different kinds "
@@ -383,6 +383,7 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
         "rows": tally.rows, "values": tally.values, "missing": tally.missing,
         "invalid_utf8_replaced": tally.invalid_utf8_replaced,
         "invalid_utf8_skipped": tally.invalid_utf8_skipped,
+        **({"zero_weight": tally.zero_weight} if feature.weight is not None else {}),
         "documents": sum(r.documents for r in runs),
         "tokens_seen": sum(r.occurrences_all for r in runs),
         "special_tokens_seen": sum(r.occurrences_all for r in runs) - occurrences,
@@ -401,7 +402,7 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
     if keep_state:
         state_relpath, state_out = state_writer.open(state_files.TOKEN_STATE)
         with state_out as out:
-            kept = state_files.TokenStateWriter(out, token_type)
+            kept = state_files.TokenStateWriter(out, token_type, feature.weight is not None)
             for table in merged_by_token(runs):
                 kept.add(table)
                 failpoints.reach("kept_state")  # the kept state partly written

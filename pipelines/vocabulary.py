@@ -42,6 +42,11 @@ class PartRef:
     occurrences: int
 
 
+def counts_schema(token_type: pa.DataType, weighted: bool = False) -> pa.Schema:
+    """(token, count, doc_count[, weight]): the columns of part, run and state files."""
+    return TokenCounts.empty(token_type, weighted).table().schema
+
+
 def write_parts(name: str, counts: TokenCounts, num_shards: int, work_dir: str) -> Iterator[Tuple[int, PartRef]]:
     """Writes `counts` split into shards as one part file; (shard, reference) of
     every shard that holds tokens or totals."""
@@ -56,13 +61,12 @@ def write_parts(name: str, counts: TokenCounts, num_shards: int, work_dir: str) 
             yield shard, PartRef(path, part.documents, part.occurrences)
 
 
-def read_part(ref: PartRef, shard: int, token_type: pa.DataType) -> TokenCounts:
+def read_part(ref: PartRef, shard: int, token_type: pa.DataType, weighted: bool = False) -> TokenCounts:
     """Shard `shard`'s partial counts in the part file of `ref` (only its batch is read)."""
     with fs.open_read(ref.path) as f:
         batch = pa.ipc.open_file(f).get_batch(shard)
-        table = pa.Table.from_batches([batch]).cast(pa.schema([("token", token_type), ("count", pa.int64()),
-                                                               ("doc_count", pa.int64())]))
-    return TokenCounts(token_type, [table] if table.num_rows else [], ref.documents, ref.occurrences)
+        table = pa.Table.from_batches([batch]).cast(counts_schema(token_type, weighted))
+    return TokenCounts(token_type, [table] if table.num_rows else [], ref.documents, ref.occurrences, weighted)
 
 
 def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef], work_dir: str,
@@ -70,10 +74,10 @@ def rank_shard(feature: spec_lib.FeatureSpec, shard: int, refs: Iterable[PartRef
     """Merges every part of one shard into exact counts and writes its ranked run (and,
     with `keep_state`, its state run). `whole`: every eligible token, not only the first
     `max_tokens` (a stable-index update looks up its base's tokens among all of them)."""
-    token_type = pa.int64() if feature.is_integer else pa.binary()
-    merged = TokenCounts.empty(token_type)
+    token_type, weighted = pa.int64() if feature.is_integer else pa.binary(), feature.weight is not None
+    merged = TokenCounts.empty(token_type, weighted)
     for ref in refs:  # lazily: compaction keeps about a shard's distinct tokens in memory
-        merged = merged.merge(read_part(ref, shard, token_type))
+        merged = merged.merge(read_part(ref, shard, token_type, weighted))
     run = write_run(feature, merged, work_dir, shard, keep_state, whole)
     failpoints.reach("rank")
     return run
@@ -98,7 +102,6 @@ def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str,
     # Thresholds are exact here: a shard holds the complete counts of its tokens.
     eligible = kept.at_least(feature.min_count, feature.min_document_frequency)
     ranked = eligible.ranked(None if whole else spec_lib.max_learned_tokens(feature))
-    ranked = ranked.select(["token", "count", "doc_count"])
     path = fs.join(work_dir, feature.name, f"run-{shard:05d}-{uuid.uuid4().hex}.arrow")
     with fs.open_write(path) as f, pa.ipc.new_stream(f, ranked.schema) as writer:
         writer.write_table(ranked, max_chunksize=_RUN_BATCH)
@@ -108,7 +111,7 @@ def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str,
 
 
 def _write_state_run(table: pa.Table, work_dir: str, name: str, shard: int) -> str:
-    ordered = table.select(["token", "count", "doc_count"]).sort_by("token")
+    ordered = table.sort_by("token")
     path = fs.join(work_dir, name, f"state-{shard:05d}-{uuid.uuid4().hex}.arrow")
     with fs.open_write(path) as f, pa.ipc.new_stream(f, ordered.schema) as writer:
         writer.write_table(ordered, max_chunksize=_RUN_BATCH)
@@ -144,11 +147,10 @@ def merged_ranking(runs: List[Run], limit: Optional[int], token_type: pa.DataTyp
     if limit is not None and limit <= 0:
         return
     remaining = limit
-    rounds = _merged_rounds([r.path for r in runs],
-                            lambda t: vocab.rank_key(t["count"][-1].as_py(), t["token"][-1].as_py()), max,
+    rounds = _merged_rounds([r.path for r in runs], vocab.last_rank_key, max,
                             lambda t, bound: vocab.ranks_at_or_above(t, *bound))
     for final in rounds:
-        ranked = TokenCounts(token_type, [final]).ranked(remaining)
+        ranked = TokenCounts(token_type, [final], weighted="weight" in final.column_names).ranked(remaining)
         yield from (ranked.slice(i, _RUN_BATCH) for i in range(0, ranked.num_rows, _RUN_BATCH))
         remaining = None if remaining is None else remaining - ranked.num_rows
         if remaining is not None and remaining <= 0:
@@ -169,17 +171,24 @@ def stable_ranking(runs: List[Run], base_tokens: List, limit: Optional[int], tok
     room = None if limit is None else max(0, limit - len(base))
     held: List[pa.Table] = []
     spool = fs.join(work_dir, name, f"stable-{uuid.uuid4().hex}.arrow")
-    schema = pa.schema([("token", token_type), ("count", pa.int64()), ("doc_count", pa.int64())])
-    with fs.open_write(spool) as f, pa.ipc.new_stream(f, schema) as writer:
+    writer, schema = None, None
+    with fs.open_write(spool) as f:
         for table in merged_ranking(runs, None, token_type):
+            if writer is None:
+                schema = table.schema
+                writer = pa.ipc.new_stream(f, schema)
             in_base = pc.is_in(table["token"], value_set=base)
             held.append(table.filter(in_base))
             fresh = table.filter(pc.invert(in_base))
             if room is None or room > 0:
                 fresh = fresh if room is None else fresh.slice(0, room)
-                writer.write_table(fresh.cast(schema), max_chunksize=_RUN_BATCH)
+                writer.write_table(fresh, max_chunksize=_RUN_BATCH)
                 room = None if room is None else room - fresh.num_rows
-    found = pa.concat_tables(held) if held else schema.empty_table()
+        if writer is not None:
+            writer.close()
+    if not held:
+        raise InputError("no tokens to rank", feature=name)
+    found = pa.concat_tables(held)
     at = pc.index_in(base, value_set=found["token"].combine_chunks())
     if at.null_count:  # counts only grow, so every base token is among the merged ones
         missing = base.filter(pc.is_null(at))[0].as_py()
@@ -187,7 +196,8 @@ def stable_ranking(runs: List[Run], base_tokens: List, limit: Optional[int], tok
     ordered = found.take(at)
     for start in range(0, ordered.num_rows, _RUN_BATCH):
         yield ordered.slice(start, _RUN_BATCH)
-    yield from _stream_run(spool)
+    if schema is not None:
+        yield from _stream_run(spool)
 
 
 def _merged_rounds(paths: List[str], last_key: Callable, earliest: Callable,

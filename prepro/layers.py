@@ -88,7 +88,8 @@ class Artifacts:
         """The kept state of a vocabulary feature (`prepro analyze --keep-state`): a
         pyarrow Table of every distinct token seen (bytes, or int64 for IntegerLookup),
         mask and OOV tokens aside, with its `count` and `doc_count` (0 unless the spec
-        counts document frequencies), sorted by token."""
+        counts document frequencies), and for a weighted feature its `weight` (a
+        decimal sum of its rows' weights), sorted by token."""
         entry = self._feature(name)
         if "token_state_file" not in entry.get("state", {}):
             raise ValueError(f"feature {name!r} has no kept state; re-run the analyze job with --keep-state"
@@ -98,7 +99,7 @@ class Artifacts:
         data = self.files.read(relpath)
         with self._parsing(relpath):
             return state_files.read_token_state(data, entry["layer"] == "IntegerLookup",
-                                                entry["state"]["token_state_rows"])
+                                                entry["state"]["token_state_rows"], "weight" in entry)
 
     def layer(self, name: str, in_memory: bool = False, **overrides):
         """A new stock `keras.layers` object for feature `name`, ready to call.

@@ -112,7 +112,7 @@ class FeatureSpec:
     min_count: int = 1
     min_document_frequency: int = 1
     shape: Optional[tuple] = None       # numeric list column: each row's fixed shape
-    weight: Optional[str] = None        # Discretization: a row-weight column
+    weight: Optional[str] = None        # Discretization, vocabulary layers: a row-weight column
     quantiles: str = "sketch"           # Discretization: "sketch" or "exact"
     rank_error: float = DEFAULT_RANK_ERROR  # Discretization sketch: max rank error / total weight
     index_policy: str = "rank"          # vocabulary layers, in an update: see INDEX_POLICIES
@@ -178,7 +178,7 @@ class FeatureSpec:
             out["source"] = list(self.source)
         for key, default in (("shape", None), ("weight", None), ("quantiles", "sketch"),
                              ("rank_error", DEFAULT_RANK_ERROR)):
-            if getattr(self, key) != default and self.is_numeric:
+            if getattr(self, key) != default and (self.is_numeric or key == "weight"):
                 out[key] = list(getattr(self, key)) if key == "shape" else getattr(self, key)
         return out
 
@@ -293,8 +293,10 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
     elif not _is_column(source):
         raise SpecError(f"{ctx}: source must be a column name (a non-empty string)"
                         + (" or a list of them" if layer in NUMERIC_LAYERS else "") + f", got {_shown(source)}")
-    numeric_keys = sorted(set(entry) & set(NUMERIC_KEYS))
+    numeric_keys = sorted(set(entry) & set(NUMERIC_KEYS) - ({"weight"} if layer in VOCABULARY_LAYERS else set()))
     if layer not in NUMERIC_LAYERS and numeric_keys:
+        if numeric_keys == ["weight"]:
+            raise SpecError(f"{ctx}: weight applies to {', '.join(VOCABULARY_LAYERS)} and Discretization only")
         raise SpecError(f"{ctx}: {numeric_keys} apply to {' and '.join(NUMERIC_LAYERS)} only")
     config = entry.get("config")
     if config is None:
@@ -323,6 +325,8 @@ def _feature_from_dict(name: str, entry: Any, where: str) -> FeatureSpec:
 
 
 NUMERIC_KEYS = ("shape", "weight", "quantiles", "rank_error")
+# `weight` also weights a vocabulary layer's token counts (TFT's weighted vocabularies).
+VOCABULARY_LAYERS = ("TextVectorization", "StringLookup", "IntegerLookup")
 DISCRETIZATION_KEYS = ("weight", "quantiles", "rank_error")
 
 
@@ -334,7 +338,8 @@ def _is_column(value: Any) -> bool:
 def _numeric_keys(entry: Dict[str, Any], layer: str, source: Any, config: Dict[str, Any],
                   ctx: str) -> Dict[str, Any]:
     out = {}
-    discretization_keys = sorted(set(entry) & set(DISCRETIZATION_KEYS))
+    discretization_keys = sorted(set(entry) & set(DISCRETIZATION_KEYS)
+                                 - ({"weight"} if layer in VOCABULARY_LAYERS else set()))
     if layer != "Discretization" and discretization_keys:
         raise SpecError(f"{ctx}: {discretization_keys} apply to Discretization only")
     shape = entry.get("shape")

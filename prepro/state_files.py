@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prepro import artifacts, fs, vocab
+from prepro.stats.counts import WEIGHT_TYPE
 
 VOCABULARY = "vocabulary.txt"
 DOCUMENT_FREQUENCIES = "document_frequencies.txt"
@@ -49,11 +50,13 @@ QUANTILE_STATE_SCHEMA = pa.schema([pa.field("value", pa.float64(), nullable=Fals
                                    pa.field("count", pa.int64(), nullable=False)])
 
 
-def token_state_schema(token_type: pa.DataType) -> pa.Schema:
-    """(token, count, doc_count): binary tokens (UTF-8 bytes) or int64 (IntegerLookup).
-    `doc_count` is 0 throughout unless the feature counts document frequencies."""
-    return pa.schema([pa.field("token", token_type, nullable=False), pa.field("count", pa.int64(), nullable=False),
-                      pa.field("doc_count", pa.int64(), nullable=False)])
+def token_state_schema(token_type: pa.DataType, weighted: bool = False) -> pa.Schema:
+    """(token, count, doc_count[, weight]): binary tokens (UTF-8 bytes) or int64
+    (IntegerLookup). `doc_count` is 0 throughout unless the feature counts document
+    frequencies; `weight`, a weighted feature's sum of weights (prepro.stats.counts)."""
+    fields = [pa.field("token", token_type, nullable=False), pa.field("count", pa.int64(), nullable=False),
+              pa.field("doc_count", pa.int64(), nullable=False)]
+    return pa.schema(fields + ([pa.field("weight", WEIGHT_TYPE, nullable=False)] if weighted else []))
 
 
 KEPT_STATE_KEYS = ("token_state_file", "moments_state_file", "quantile_state_file", "quantile_sketch_file")
@@ -123,16 +126,16 @@ class TokenStateWriter:
     record batches of exactly TOKEN_STATE_BATCH rows (the last one shorter), whatever
     tables it is handed: the same rows give the same bytes for any shard count."""
 
-    def __init__(self, out, token_type: pa.DataType):
+    def __init__(self, out, token_type: pa.DataType, weighted: bool = False):
         self._file = HashedFile(out)
-        self._schema = token_state_schema(token_type)
+        self._schema = token_state_schema(token_type, weighted)
         self._writer = pa.ipc.new_file(self._file, self._schema)
         self._pending: List[pa.Table] = []
         self._pending_rows = 0
         self.rows = 0
 
     def add(self, table: pa.Table) -> None:
-        self._pending.append(table.select(["token", "count", "doc_count"]).cast(self._schema))
+        self._pending.append(table.select(self._schema.names).cast(self._schema))
         self._pending_rows += table.num_rows
         self.rows += table.num_rows
         if self._pending_rows >= TOKEN_STATE_BATCH:
@@ -222,14 +225,14 @@ def read_vocabulary(data: bytes, integer: bool, exceptions: Iterable, expected: 
     return tokens
 
 
-def read_token_state(data: bytes, integer: bool, expected: int) -> pa.Table:
+def read_token_state(data: bytes, integer: bool, expected: int, weighted: bool = False) -> pa.Table:
     """The kept token state as one table, checked: the schema the writer writes, tokens
     distinct and sorted, counts positive and document counts within them."""
     try:
         table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
     except (pa.ArrowInvalid, OSError) as e:
         raise ValueError(f"not an Arrow IPC file: {e}") from None
-    _require_schema(table.schema, token_state_schema(pa.int64() if integer else pa.binary()))
+    _require_schema(table.schema, token_state_schema(pa.int64() if integer else pa.binary(), weighted))
     require_count(range(table.num_rows), expected, "tokens", "token_state_rows")
     check_token_rows(table)
     return table
@@ -249,9 +252,12 @@ def check_token_rows(table: pa.Table, after=None) -> None:
     if table.num_rows and (pc.min(counts).as_py() < 1 or pc.min(doc_counts).as_py() < 0
                            or pc.any(pc.greater(doc_counts, counts)).as_py()):
         raise ValueError("a count below 1, or a document count negative or above its count")
+    if "weight" in table.column_names and table.num_rows and pc.min(table["weight"]).as_py() < 0:
+        raise ValueError("a negative weight")
 
 
-def token_state_batches(f, integer: bool, first: int, stop: int, expected_batches: int) -> Iterator[pa.Table]:
+def token_state_batches(f, integer: bool, first: int, stop: int, expected_batches: int,
+                        weighted: bool = False) -> Iterator[pa.Table]:
     """Record batches [first, stop) of a kept token state open in `f` (a seekable file
     whose checksum was verified), each checked (`check_token_rows`, the batch before
     the first included in the order check). The file must hold `expected_batches`."""
@@ -259,7 +265,7 @@ def token_state_batches(f, integer: bool, first: int, stop: int, expected_batche
         reader = pa.ipc.open_file(f)
     except (pa.ArrowInvalid, OSError) as e:
         raise ValueError(f"not an Arrow IPC file: {e}") from None
-    _require_schema(reader.schema, token_state_schema(pa.int64() if integer else pa.binary()))
+    _require_schema(reader.schema, token_state_schema(pa.int64() if integer else pa.binary(), weighted))
     if reader.num_record_batches != expected_batches:
         raise ValueError(f"{reader.num_record_batches} record batches, but token_state_rows needs "
                          f"{expected_batches} of {TOKEN_STATE_BATCH} rows")

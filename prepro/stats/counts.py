@@ -1,7 +1,10 @@
 """Exact token counts: occurrences, document frequencies and totals, mergeable.
 
 A `TokenCounts` holds a table of distinct tokens (binary or int64) with their
-occurrence count and document frequency, plus totals. Tables are merged lazily:
+occurrence count and document frequency, plus totals; a weighted one (a feature with a
+`weight` column) also each token's sum of weights, `weight`, as a decimal with
+WEIGHT_DIGITS places: each weight is rounded to them once, then sums are exact, so
+they merge in any order to the same value (floats would not). Tables are merged lazily:
 pending tables are concatenated and re-aggregated with Arrow's hash group-by (C++)
 once they grow, so merging many small partial counts costs little Python.
 """
@@ -16,10 +19,21 @@ from prepro import vocab
 from prepro.text import window_starts
 
 _COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past at least this many rows
+WEIGHT_DIGITS = 9
+# 38 digits, 9 after the point: a sum of up to 2**63 weights below MAX_WEIGHT (the job
+# refuses larger ones) fits in the 29 before it.
+WEIGHT_TYPE = pa.decimal128(38, WEIGHT_DIGITS)
+MAX_WEIGHT = 1e10
 
 
-def _schema(token_type: pa.DataType) -> pa.Schema:
-    return pa.schema([("token", token_type), ("count", pa.int64()), ("doc_count", pa.int64())])
+def _schema(token_type: pa.DataType, weighted: bool = False) -> pa.Schema:
+    fields = [("token", token_type), ("count", pa.int64()), ("doc_count", pa.int64())]
+    return pa.schema(fields + ([("weight", WEIGHT_TYPE)] if weighted else []))
+
+
+def as_weights(values: np.ndarray) -> pa.Array:
+    """Float weights as WEIGHT_TYPE decimals, rounded to WEIGHT_DIGITS places."""
+    return pa.array(np.round(np.asarray(values, np.float64), WEIGHT_DIGITS)).cast(WEIGHT_TYPE, safe=False)
 
 
 class TokenCounts:
@@ -32,36 +46,44 @@ class TokenCounts:
     """
 
     def __init__(self, token_type: pa.DataType, tables: Sequence[pa.Table] = (),
-                 documents: int = 0, occurrences: int = 0):
+                 documents: int = 0, occurrences: int = 0, weighted: bool = False):
         self.token_type = token_type
+        self.weighted = weighted
         self._tables: List[pa.Table] = list(tables)
         self._pending_rows = sum(t.num_rows for t in self._tables)
         self.documents = documents        # rows (documents) seen, empty ones included
         self.occurrences = occurrences    # token occurrences seen
 
     @classmethod
-    def empty(cls, token_type: pa.DataType) -> "TokenCounts":
-        return cls(token_type)
+    def empty(cls, token_type: pa.DataType, weighted: bool = False) -> "TokenCounts":
+        return cls(token_type, weighted=weighted)
 
     @classmethod
     def from_tokens(cls, doc_ids: np.ndarray, tokens: pa.Array, documents: int,
-                    with_doc_counts: bool = True) -> "TokenCounts":
-        """Counts one batch: `tokens[i]` occurred in document `doc_ids[i]`.
+                    with_doc_counts: bool = True, weights: Optional[np.ndarray] = None) -> "TokenCounts":
+        """Counts one batch: `tokens[i]` occurred in document `doc_ids[i]` (with weight
+        `weights[i]`, for a weighted count).
 
         Without `with_doc_counts`, `doc_count` is left 0 (it costs a second group-by).
         """
-        token_type = tokens.type
+        token_type, weighted = tokens.type, weights is not None
         if len(tokens) == 0:
-            return cls(token_type, documents=documents)
+            return cls(token_type, documents=documents, weighted=weighted)
         pairs = pa.table({"doc": pa.array(doc_ids, pa.int64()), "token": tokens})
-        counts = pairs.group_by("token").aggregate([("doc", "count")]).rename_columns(["token", "count"])
+        if weighted:
+            pairs = pairs.append_column("w", as_weights(weights))
+            counts = pairs.group_by("token").aggregate([("doc", "count"), ("w", "sum")])
+            counts = counts.rename_columns(["token", "count", "weight"])
+        else:
+            counts = pairs.group_by("token").aggregate([("doc", "count")]).rename_columns(["token", "count"])
         if with_doc_counts:
             per_doc = pairs.group_by(["token", "doc"]).aggregate([]).group_by("token").aggregate([("doc", "count")])
             per_doc = per_doc.rename_columns(["token", "doc_count"])
-            table = counts.join(per_doc, "token").select(["token", "count", "doc_count"])
+            table = counts.join(per_doc, "token")
         else:
             table = counts.append_column("doc_count", pa.array(np.zeros(counts.num_rows, np.int64)))
-        return cls(token_type, [table.cast(_schema(token_type))], documents, len(tokens))
+        schema = _schema(token_type, weighted)
+        return cls(token_type, [table.select(schema.names).cast(schema)], documents, len(tokens), weighted)
 
     @classmethod
     def from_ngram_ids(cls, doc_ids: np.ndarray, ids: np.ndarray, dictionary: pa.Array,
@@ -81,7 +103,8 @@ class TokenCounts:
 
     def merge(self, other: "TokenCounts") -> "TokenCounts":
         merged = TokenCounts(self.token_type, self._tables + other._tables,
-                             self.documents + other.documents, self.occurrences + other.occurrences)
+                             self.documents + other.documents, self.occurrences + other.occurrences,
+                             self.weighted or other.weighted)
         # Re-aggregate once the pending rows outgrow 3x the largest table (the last
         # compaction, usually): each row is then re-aggregated O(1) times on average,
         # where compacting on every merge would cost O(batches) per row.
@@ -93,7 +116,7 @@ class TokenCounts:
     def table(self) -> pa.Table:
         """The distinct tokens with their counts, aggregated (order unspecified)."""
         self._compact()
-        return self._tables[0] if self._tables else _schema(self.token_type).empty_table()
+        return self._tables[0] if self._tables else _schema(self.token_type, self.weighted).empty_table()
 
     def without(self, tokens: Sequence) -> "TokenCounts":
         """Drops the mask and OOV tokens, as Keras does before ranking."""
@@ -101,19 +124,22 @@ class TokenCounts:
             return self
         table = self.table()
         drop = pc.is_in(table["token"], value_set=pa.array(list(tokens), self.token_type))
-        return TokenCounts(self.token_type, [table.filter(pc.invert(drop))], self.documents, self.occurrences)
+        return TokenCounts(self.token_type, [table.filter(pc.invert(drop))], self.documents, self.occurrences,
+                           self.weighted)
 
     def at_least(self, min_count: int = 1, min_document_frequency: int = 1) -> "TokenCounts":
-        """Only the tokens with count >= min_count and doc_count >= min_document_frequency."""
+        """Only the tokens with count >= min_count and doc_count >= min_document_frequency
+        (a weighted count: its weight >= min_count, as TFT's frequency_threshold)."""
         if min_count <= 1 and min_document_frequency <= 1:
             return self
         table = self.table()
         # doc_count is 0 unless document frequencies are counted (only a df threshold
         # or tf_idf asks for them), so it is compared only under a df threshold.
-        keep = pc.greater_equal(table["count"], min_count)
+        ranking = table[vocab.rank_column(table)]
+        keep = pc.greater_equal(ranking, pa.scalar(min_count).cast(ranking.type))
         if min_document_frequency > 1:
             keep = pc.and_(keep, pc.greater_equal(table["doc_count"], min_document_frequency))
-        return TokenCounts(self.token_type, [table.filter(keep)], self.documents, self.occurrences)
+        return TokenCounts(self.token_type, [table.filter(keep)], self.documents, self.occurrences, self.weighted)
 
     def ranked(self, limit: Optional[int] = None) -> pa.Table:
         """Tokens in Keras's order (`vocab.rank_table`), cut to `limit`."""
@@ -133,15 +159,16 @@ class TokenCounts:
             start = int(ends[shard - 1]) if shard else 0
             part = grouped.slice(start, int(ends[shard]) - start)
             totals = (self.documents, self.occurrences) if shard == 0 else (0, 0)
-            out.append(TokenCounts(self.token_type, [part] if part.num_rows else [], *totals))
+            out.append(TokenCounts(self.token_type, [part] if part.num_rows else [], *totals, self.weighted))
         return out
 
     def _compact(self) -> None:
         if len(self._tables) <= 1:
             return
         table = pa.concat_tables(self._tables).combine_chunks()
-        table = table.group_by("token").aggregate([("count", "sum"), ("doc_count", "sum")])
-        table = table.rename_columns(["token", "count", "doc_count"]).select(["token", "count", "doc_count"])
+        names = _schema(self.token_type, self.weighted).names
+        table = table.group_by("token").aggregate([(name, "sum") for name in names[1:]])
+        table = table.rename_columns(names).select(names)
         self._tables = [table]
         self._pending_rows = table.num_rows
 
@@ -154,12 +181,12 @@ class TokenCounts:
         """One Arrow IPC stream: a record batch per pending table, totals in the schema
         metadata. IPC writes only the bytes the columns use (see pipelines.arrow_pickle)."""
         metadata = {b"documents": str(self.documents).encode(), b"occurrences": str(self.occurrences).encode()}
-        schema = _schema(self.token_type).with_metadata(metadata)
+        schema = _schema(self.token_type, self.weighted).with_metadata(metadata)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, schema) as writer:
             for table in self._tables:
                 writer.write_batch(pa.record_batch(
-                    [table.column(i).combine_chunks() for i in range(3)], schema=schema))
+                    [table.column(i).combine_chunks() for i in range(len(schema))], schema=schema))
         return sink.getvalue().to_pybytes()
 
     @classmethod
@@ -169,7 +196,7 @@ class TokenCounts:
         schema = reader.schema.remove_metadata()
         tables = [pa.Table.from_batches([batch], schema) for batch in reader]
         return cls(schema.field("token").type, tables, int(metadata[b"documents"]),
-                   int(metadata[b"occurrences"]))
+                   int(metadata[b"occurrences"]), "weight" in schema.names)
 
     def __reduce__(self):
         return (TokenCounts.from_bytes, (self.to_bytes(),))
