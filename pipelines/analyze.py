@@ -261,12 +261,14 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     spec_lib.check_callables(spec)
     source_columns(spec)
     inputs = prepro_io.match_inputs(patterns)
-    plan = runners.make_runner(pipeline_args or [], total_bytes=sum(i["bytes"] for i in inputs),
+    checked_base = Base(base, spec, golden_rows, GOLDEN_CANDIDATES * golden_rows) if base else None
+    # An update's work is its new inputs and its base's token states (merged, ranked and
+    # rewritten): both size the runner and the shards, so a big base is not ranked in one.
+    work_bytes = sum(i["bytes"] for i in inputs) + (checked_base.token_state_bytes if checked_base else 0)
+    plan = runners.make_runner(pipeline_args or [], total_bytes=work_bytes,
                                allow_unknown_options=allow_unknown_beam_options)
     if num_shards is None:
-        small = sum(i["bytes"] for i in inputs) < SINGLE_SHARD_BYTES
-        num_shards = 1 if plan.single_process and small else DEFAULT_SHARDS
-    checked_base = Base(base, spec, golden_rows, GOLDEN_CANDIDATES * golden_rows) if base else None
+        num_shards = 1 if plan.single_process and work_bytes < SINGLE_SHARD_BYTES else DEFAULT_SHARDS
     helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
     try:
         with OutputDirectory(output) as out:
