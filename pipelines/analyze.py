@@ -133,7 +133,7 @@ class AnalyzeFeatures(beam.PTransform):
         self._max_batch_rows, self._batch_bytes, self._threads = max_batch_rows, batch_bytes, threads
         # Checked now, before the pipeline runs (a BaseError naming the base and what is wrong).
         if base is not None and not isinstance(base, Base):
-            base = Base(base, self.spec, golden_rows, GOLDEN_CANDIDATES * golden_rows)
+            base = Base(base, self.spec, golden_rows, GOLDEN_CANDIDATES * golden_rows)  # "" too: refused
         self.base = base
         self._keep_state = bool(keep_state) or self.base is not None  # an update's result is a base too
 
@@ -182,7 +182,7 @@ class AnalyzeFeatures(beam.PTransform):
         if not self._publish:
             return AnalyzeResult(manifest=candidate)
         return AnalyzeResult(manifest=candidate | "Publish" >> beam.ParDo(
-            PublishArtifact(spec, self.output, work_dir, self._golden_rows)))
+            PublishArtifact(spec, self.output, work_dir, self._golden_rows, self.base)))
 
 
 class PublishArtifact(beam.DoFn):
@@ -190,8 +190,9 @@ class PublishArtifact(beam.DoFn):
     Keras beside the staged state files, then, under the output's lock, the state
     directory moved into place and the manifest committed (pipelines/publish.py)."""
 
-    def __init__(self, spec: spec_lib.Spec, output: str, work_dir: str, golden_rows: int):
+    def __init__(self, spec: spec_lib.Spec, output: str, work_dir: str, golden_rows: int, base: Optional[Base] = None):
         self._spec, self._output, self._work_dir, self._golden_rows = spec, output, work_dir, golden_rows
+        self._base = base
 
     def process(self, manifest):
         rows = json.loads(fs.read_bytes(fs.join(self._work_dir, GOLDEN_ROWS)))
@@ -201,6 +202,10 @@ class PublishArtifact(beam.DoFn):
                                      spec_lib.custom_objects(self._spec))
             failpoints.reach("golden")
         with OutputDirectory(self._output, work_dir=self._work_dir) as out:
+            if self._base is not None and self._base.root == self._output:
+                # Updated in place, the base must still be what was merged: another job
+                # that published into it meanwhile would otherwise lose its rows.
+                self._base.check_unchanged()
             out.publish(manifest)
         yield artifacts.read_manifest(self._output)
 
@@ -261,7 +266,9 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     spec_lib.check_callables(spec)
     source_columns(spec)
     inputs = prepro_io.match_inputs(patterns)
-    checked_base = Base(base, spec, golden_rows, GOLDEN_CANDIDATES * golden_rows) if base else None
+    checked_base = Base(base, spec, golden_rows, GOLDEN_CANDIDATES * golden_rows) if base is not None else None
+    if checked_base is not None:
+        checked_base.check_new_inputs(inputs)
     # An update's work is its new inputs and its base's token states (merged, ranked and
     # rewritten): both size the runner and the shards, so a big base is not ranked in one.
     work_bytes = sum(i["bytes"] for i in inputs) + (checked_base.token_state_bytes if checked_base else 0)
@@ -272,6 +279,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
     try:
         with OutputDirectory(output) as out:
+            if checked_base is not None:
+                checked_base.check_unchanged()  # nothing publishes into a locked output from here on
             helper.cancel_into(keras_helper.Cancellation(out.work_dir))
             try:
                 p = beam.Pipeline(runner=plan.runner, options=plan.options)

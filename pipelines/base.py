@@ -31,6 +31,7 @@ there, naming the file, and the previous artifact stays.
 
 import hashlib
 import json
+import os
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
@@ -67,6 +68,13 @@ class Base:
     """A base artifact, checked for an update with `spec` before anything runs."""
 
     def __init__(self, root: str, spec: spec_lib.Spec, golden_rows: int, golden_limit: int):
+        if not isinstance(root, str) or not root.strip():
+            # An unset shell variable (`--base "$PREVIOUS"`) must not become a full run.
+            raise BaseError(f"base must be an artifact directory, got {root!r}")
+        if not fs.is_remote(root):
+            if os.path.basename(root) == artifacts.MANIFEST and os.path.isfile(root):
+                raise BaseError(f"base {root} is a manifest file: pass its directory, {os.path.dirname(root) or '.'}")
+            root = os.path.abspath(root)  # workers may run in another directory
         self.root = root
         try:
             data = artifacts.read_manifest_bytes(root)
@@ -88,6 +96,7 @@ class Base:
         step = {"manifest_sha256": hashlib.sha256(data).hexdigest(), "inputs": provenance["inputs"],
                 "input_format": provenance["input_format"], "rows_read": provenance["rows_read"]}
         self.lineage: List[Dict[str, Any]] = provenance.get("lineage", []) + [step]
+        self.manifest_sha256 = step["manifest_sha256"]
         self.golden = self._read("golden candidates", lambda: state_files.read_golden_candidates(
             self.files.read(manifest["kept_state"]["golden_candidates_file"]),
             manifest["kept_state"]["golden_candidates_limit"])) if golden_limit else []
@@ -103,17 +112,21 @@ class Base:
             raise BaseError(f"base {self.root}: its features {sorted(features)} are not the spec's "
                             f"{sorted(spec.features)}; an update computes the same features (a new one needs "
                             f"a full run over all the data)")
+        try:
+            based = spec_lib.spec_from_dict(artifacts.spec_dict(self.manifest))
+        except spec_lib.SpecError as e:
+            raise BaseError(f"base {self.root}: {e}") from None
         for name, feature in sorted(spec.features.items()):
-            theirs = {k: v for k, v in features[name].items() if k not in artifacts.RESULT_KEYS}
-            ours = feature.to_dict()
+            # Compared with Keras's defaults filled in: spelling one out changes nothing.
+            theirs, ours = _described(based.features[name]), _described(feature)
             # index_policy is how this update treats the base's indices, not what was counted.
             differ = sorted(k for k in (set(theirs) | set(ours)) - {"index_policy"}
                             if json.dumps(theirs.get(k), sort_keys=True) != json.dumps(ours.get(k), sort_keys=True))
             if differ:
                 raise BaseError(f"base {self.root}: feature '{name}' was computed with other options ({', '.join(differ)}:"
                                 f" {_short({k: theirs.get(k) for k in differ})} in the base, "
-                                f"{_short({k: ours.get(k) for k in differ})} in the spec); an update uses the "
-                                f"base's spec")
+                                f"{_short({k: ours.get(k) for k in differ})} in the spec); an update needs the "
+                                f"base's options")
 
     def _check_kept_state(self, spec: spec_lib.Spec, golden_rows: int, golden_limit: int) -> None:
         if "kept_state" not in self.manifest:
@@ -154,6 +167,27 @@ class Base:
         except (ValueError, pa.ArrowInvalid, OSError) as e:
             raise BaseError(f"base {self.root}: its {what}: {e}") from None
 
+    def check_unchanged(self) -> None:
+        """Refuses to go on if the base's manifest is no longer the one checked: another
+        job published into it meanwhile (an update in place would lose that job's rows)."""
+        try:
+            now = hashlib.sha256(artifacts.read_manifest_bytes(self.root)).hexdigest()
+        except ArtifactError as e:
+            raise BaseError(f"base {self.root} changed while the update ran: {e}") from None
+        if now != self.manifest_sha256:
+            raise BaseError(f"base {self.root} changed while the update ran (another job published into it); "
+                            f"nothing was published: run the update again on the new base")
+
+    def check_new_inputs(self, inputs: List[Dict[str, Any]]) -> None:
+        """Refuses inputs an earlier step already counted (same path and size): an update
+        adds its inputs' rows, so a repeated or retried update would count them twice."""
+        seen = {(i["path"], i["bytes"]): k for k, step in enumerate(self.lineage, 1) for i in step["inputs"]}
+        for i in inputs:
+            if (i["path"], i["bytes"]) in seen:
+                raise BaseError(f"input {i['path']} ({i['bytes']} bytes) was already counted by step "
+                                f"{seen[(i['path'], i['bytes'])]} of base {self.root}: an update counts only new "
+                                f"inputs (a retried update that was already published is done)")
+
     @property
     def token_state_bytes(self) -> int:
         """The size of its token states, the part of an update that grows with the base."""
@@ -184,6 +218,10 @@ class Base:
         batches = _batches_for(self.manifest["features"][name]["state"]["token_state_rows"])
         return [(name, start, min(batches, start + BATCHES_PER_CHUNK))
                 for start in range(0, max(batches, 1), BATCHES_PER_CHUNK)]
+
+
+def _described(feature: spec_lib.FeatureSpec) -> Dict[str, Any]:
+    return {**feature.to_dict(), "config": spec_lib._plain(feature.options)}
 
 
 def _batches_for(rows: int) -> int:

@@ -100,6 +100,9 @@ class OutputDirectory:
         relative to the state directory); returns the manifest's bytes."""
         state_dir = artifacts.state_dir_name(manifest["files"])
         data = artifacts.manifest_bytes({**manifest, "state_dir": state_dir})
+        # What prepro.load will check, checked before anything is replaced: never commit
+        # a manifest readers refuse (a base whose state contradicts its figures, say).
+        artifacts.validate_manifest(json.loads(data), fs.join(self.output, artifacts.MANIFEST))
         self._lock.check()
         self._place_state(state_dir, manifest["files"])
         failpoints.reach("publish.moved")

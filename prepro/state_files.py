@@ -252,6 +252,8 @@ def check_token_rows(table: pa.Table, after=None) -> None:
     if table.num_rows and (pc.min(counts).as_py() < 1 or pc.min(doc_counts).as_py() < 0
                            or pc.any(pc.greater(doc_counts, counts)).as_py()):
         raise ValueError("a count below 1, or a document count negative or above its count")
+    if table.num_rows and pc.max(counts).as_py() > artifacts.MAX_COUNT:  # merged sums stay far from int64's end
+        raise ValueError(f"a count above {artifacts.MAX_COUNT}")
     if "weight" in table.column_names and table.num_rows and pc.min(table["weight"]).as_py() < 0:
         raise ValueError("a negative weight")
 
@@ -333,8 +335,9 @@ def read_golden_candidates(data: bytes, limit: int) -> List[Tuple[int, str]]:
     except ValueError as e:
         raise ValueError(f"not JSON: {e}") from None
     if not isinstance(pairs, list) or not all(
-            isinstance(p, list) and len(p) == 2 and type(p[0]) is int and isinstance(p[1], str) for p in pairs):
-        raise ValueError("not a list of [key, row] pairs")
+            isinstance(p, list) and len(p) == 2 and type(p[0]) is int and 0 <= p[0] < 2 ** 64
+            and isinstance(p[1], str) for p in pairs):
+        raise ValueError("not a list of [key, row] pairs (keys: 64-bit unsigned integers)")
     out = [(key, text) for key, text in pairs]
     if out != sorted(set(out)) or len(out) > limit:
         raise ValueError(f"candidates not distinct and sorted, or more than {limit}")

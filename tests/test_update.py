@@ -313,3 +313,77 @@ def test_the_kept_numeric_state_is_the_exact_statistics(small_base):
     assert state["value"] == values.tolist() and state["count"] == counts.tolist()
     assert state["weight"] == [1.0] * len(values)
     assert arts.manifest["features"]["fare_bins"]["state"]["quantile_state_rows"] == len(values)
+
+
+# --------------------------------------------------------------------------- careless and concurrent use
+
+def test_an_empty_base_is_refused_not_taken_for_a_full_run(small_base, tmp_path):
+    """`--base "$PREVIOUS"` with the variable unset must not replace the artifact with a
+    full run over the new rows alone."""
+    assert "base must be an artifact directory, got ''" in _refused("", tmp_path)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"features": {"carrier": FEATURES["carrier"]}}))
+    out = tmp_path / "cli-out"
+    assert cli.main(["analyze", "--spec", str(spec), "--input", _new_rows(tmp_path), "--format", "jsonl",
+                     "--output", str(out), "--base", ""]) == 1
+    assert not (out / "manifest.json").exists()
+
+
+def test_a_manifest_file_given_as_the_base_says_to_pass_its_directory(small_base, tmp_path):
+    assert "is a manifest file: pass its directory" in _refused(os.path.join(str(small_base), "manifest.json"),
+                                                              tmp_path)
+
+
+def test_a_relative_base_works_from_another_working_directory(parts, tmp_path, monkeypatch):
+    _analyze(parts[:1], tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    _analyze(parts[1:2], tmp_path / "update", base="base")
+    manifest = artifacts.read_manifest(str(tmp_path / "update"))
+    assert len(manifest["provenance"]["lineage"]) == 1
+
+
+def test_an_update_that_repeats_an_input_of_an_earlier_step_is_refused(parts, tmp_path):
+    """A retried update that was already published (or a careless re-run) would count
+    its rows twice."""
+    _analyze(parts[:1], tmp_path / "arts")
+    _analyze(parts[1:2], tmp_path / "arts", base=tmp_path / "arts")
+    with pytest.raises(BaseError, match=f"input {parts[1]} .* was already counted by step 2"):
+        _analyze(parts[1:2], tmp_path / "arts", base=tmp_path / "arts")
+    with pytest.raises(BaseError, match="already counted by step 1"):
+        _analyze(parts[:1], tmp_path / "other", base=tmp_path / "arts")
+
+
+def test_an_update_in_place_whose_base_another_job_replaced_publishes_nothing(parts, tmp_path):
+    """A pipeline's AnalyzeFeatures(base=OUT, output=OUT) takes the lock only to publish:
+    if another job published into OUT meanwhile, publishing would lose that job's rows."""
+    import apache_beam as beam
+    from pipelines.analyze import AnalyzeFeatures
+    out = tmp_path / "arts"
+    _analyze(parts[:1], out)
+    rows = [json.loads(line) for line in open(parts[2])]
+    transform = AnalyzeFeatures(SPEC, str(out), base=str(out), golden_rows=0)  # checked now
+    _analyze(parts[1:2], out, base=out)  # another job publishes into it
+    before = open(out / "manifest.json", "rb").read()
+    with pytest.raises(Exception, match="changed while the update ran"):
+        with beam.Pipeline() as p:
+            _ = p | beam.Create(rows) | transform
+    assert open(out / "manifest.json", "rb").read() == before
+
+
+def test_a_base_spelling_out_a_keras_default_is_the_same_spec(small_base, tmp_path):
+    spelled = spec_from_dict({"features": {**FEATURES, "flight": {**FEATURES["flight"],
+                                                                  "config": {"num_oov_indices": 1}}}})
+    run_analyze(spelled, [_new_rows(tmp_path)], "jsonl", str(tmp_path / "out"), base=str(small_base), golden_rows=0)
+
+
+def test_a_forged_count_near_int64s_end_is_refused_not_wrapped(small_base, tmp_path):
+    import pyarrow as pa
+    from pipelines.errors import InputError
+    base = tmp_path / "base"
+    shutil.copytree(small_base, base)
+    table = prepro.load(str(base)).token_state("flight")
+    counts = table["count"].to_pylist()
+    counts[0] = 2 ** 62
+    _forge(base, "flight/token_state.arrow", _table_bytes(table.set_column(1, "count", pa.array(counts, pa.int64()))))
+    with pytest.raises(InputError, match="flight/token_state.arrow.*a count above"):
+        _analyze([_new_rows(tmp_path)], tmp_path / "out", base=base)
