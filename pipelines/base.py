@@ -136,7 +136,8 @@ class Base:
             state = self.manifest["features"][name]["state"]
             wanted = _KEPT_KEYS.get(feature.layer, ())
             if feature.layer == "Discretization" and feature.options["num_bins"] is not None:
-                wanted = ("quantile_state_file" if state["quantiles"] == "exact" else "quantile_sketch_file",)
+                wanted = ("quantile_state_file" if state["quantiles"] == "exact" else "quantile_sketch_file",
+                          "moments_state_file")
             missing = [k for k in wanted if k not in state]
             if missing:
                 raise BaseError(f"base {self.root}: feature '{name}' has no kept state ({missing[0]})")
@@ -299,7 +300,12 @@ def numeric_part(name: str, base: Base, spec: spec_lib.Spec):
         width = int(np.prod(state["shape"], dtype=np.int64))
         sums, square_sums = _parsed(base, relpath, lambda data: state_files.read_moments_state(data, width))
         stats.moments = Moments(state["count"], sums, square_sums)
-    elif "quantile_state_file" in state:
+        return (name, BASE_PART), (BASE_PART, stats)
+    if "moments_state_file" in state:  # a learned Discretization's moments (its profile's)
+        relpath = state["moments_state_file"]
+        sums, square_sums = _parsed(base, relpath, lambda data: state_files.read_moments_state(data, 1))
+        stats.moments = Moments(base.manifest["features"][name]["profile"]["moments"]["count"], sums, square_sums)
+    if "quantile_state_file" in state:
         relpath = state["quantile_state_file"]
         values, weights, counts = _parsed(base, relpath, lambda data: state_files.read_quantile_state(
             data, state["quantile_state_rows"]))

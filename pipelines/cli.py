@@ -2,11 +2,15 @@
 
     prepro analyze --spec spec.yaml --input 'data/*.csv' --format csv --output artifacts/ [Beam options]
     prepro inspect artifacts/
+    prepro report artifacts/ [--base OLD] --out report.html
+    prepro diff OLD NEW [--json] [--fail-on 'psi>0.2 or oov_rate>0.05']
     prepro verify artifacts/ [--model serving.keras | --model saved_model_dir] [--features a,b]
+    prepro --version
 
-Exit status: 0 done (verify: every checked feature equal), 1 an error (verify: a
-feature differs or a named one is missing), 2 a usage error (verify: also a model or
-artifact that cannot be checked), as `diff` and `cmp` do.
+Exit status: 0 done (verify: every checked feature equal; diff: no feature meets
+--fail-on), 1 an error (verify: a feature differs or a named one is missing; diff: a
+feature meets --fail-on), 2 a usage error (verify and diff: also an artifact or model
+that cannot be read), as `diff` and `cmp` do.
 """
 
 import argparse
@@ -22,13 +26,17 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if args.command in ("inspect", "verify") and beam_args:
+    if args.command != "analyze" and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
         if args.command == "analyze":
             return _analyze(args, beam_args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "diff":
+            return _diff(args)
         return _inspect(args)
     except BrokenPipeError:
         # The reader went away (`prepro inspect ... | head`): stop quietly, as a shell tool
@@ -37,14 +45,16 @@ def main(argv=None) -> int:
         return 141
     except (ValueError, RuntimeError, OSError) as e:
         print(f"prepro {args.command}: error: {e}", file=sys.stderr)
-        # verify's 1 means "the outputs differ": anything that stops the check is 2.
-        return 2 if args.command == "verify" else 1
+        # verify's and diff's 1 means "they differ": anything that stops the check is 2.
+        return 2 if args.command in ("verify", "diff") else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `prepro` command line (unknown `analyze` options go to Beam)."""
     parser = argparse.ArgumentParser(prog="prepro", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print prepro's version and the Keras, TensorFlow and Beam it is built against")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="run the Beam job that computes layer state",
                        description="Unknown options are passed to Beam (e.g. --runner, "
@@ -75,6 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("artifacts")
     i.add_argument("--top", type=int, default=10, help="top tokens to show per feature")
     i.add_argument("--json", action="store_true", help="print the manifest figures as JSON")
+    r = sub.add_parser("report", help="write a self-contained HTML report (plots) of the artifacts",
+                       description="One HTML file, no network: per feature the rank-frequency and coverage "
+                                   "curves, top tokens and IDF, or the histogram with the boundaries, bucket "
+                                   "occupancy and moments; with --base, what changed. From the recorded "
+                                   "state only (the data is not read).")
+    r.add_argument("artifacts")
+    r.add_argument("--base", metavar="OLD", help="an older version of the artifacts: adds the drift view")
+    r.add_argument("--out", required=True, help="the HTML file to write (local or gs://)")
+    d = sub.add_parser("diff", help="what changed between two artifacts (tokens, OOV rate, divergence, PSI)",
+                       description="Per feature: tokens added, dropped and moved, the share of NEW's token "
+                                   "occurrences outside OLD's vocabulary (oov_rate), the Jensen-Shannon "
+                                   "divergence (js), the mean's shift in OLD's standard deviations "
+                                   "(mean_shift), the population stability index over OLD's buckets (psi). "
+                                   "Exit 1 when --fail-on holds for a feature, 2 when it cannot compare.")
+    d.add_argument("old")
+    d.add_argument("new")
+    d.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    d.add_argument("--fail-on", metavar="EXPR",
+                   help="exit 1 if this holds for any feature, e.g. 'psi>0.2 or oov_rate>0.05'; metrics: "
+                        "oov_rate, js, added, dropped, moved, psi, mean_shift, missing_rate")
     v = sub.add_parser("verify", help="check layers or a saved model against the artifacts' golden rows",
                        description="Without --model: layers built from the artifacts in this environment. "
                                    "With a .keras model: its layers of the same names. With a SavedModel "
@@ -189,6 +219,38 @@ def _verdict(report) -> str:
     reasons = (["outputs differ from the golden rows"] if any(report.differences.values()) else []) + \
         ([f"named features not in the model: {', '.join(report.missing)}"] if report.missing else [])
     return f"verify: FAILED: {'; '.join(reasons)} ({counts})"
+
+
+def _report(args) -> int:
+    import prepro
+    arts = prepro.load(args.artifacts)
+    result = arts.report(args.out, base=args.base)
+    print(f"prepro report: {args.out}: {len(result.html.encode('utf-8')) / 1e3:,.0f} kB, "
+          f"{len(result.features)} feature(s){f', against {args.base}' if args.base else ''}; "
+          f"{result.seconds:.1f} s")
+    return 0
+
+
+def _diff(args) -> int:
+    import prepro
+    from prepro.compare import Gate
+    gate = Gate(args.fail_on) if args.fail_on else None  # a bad expression stops before any reading
+    comparison = prepro.diff(args.old, args.new)
+    print(comparison.to_json() if args.json else "\n".join(comparison.lines()))
+    failing = [name for name, f in sorted(comparison.features.items()) if gate(f.metrics)] if gate else []
+    if failing:
+        print(f"prepro diff: --fail-on {args.fail_on!r} holds for {', '.join(failing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Version(argparse.Action):
+    """--version, reading the installed versions only when asked."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from prepro.versions import version_lines
+        print("\n".join(version_lines()))
+        parser.exit()
 
 
 def _feature_list(text: str):

@@ -47,12 +47,30 @@ def finalize_numeric(item: Tuple[str, Iterable], spec: spec_lib.Spec, state_dir:
             exact = isinstance(stats.quantiles, ExactQuantiles)
             kept = _kept_quantiles(stats.quantiles, writer) if keep_state else {}  # before boundaries: they
             boundaries = stats.quantiles.boundaries(num_bins) if num_bins > 1 else np.zeros(0)  # end a sketch
+            profile = _profile(stats, writer)
             state = {"boundaries_file": writer.write(state_files.BOUNDARIES, float_lines(boundaries)),
                      "num_boundaries": int(len(boundaries)),
                      "distinct_boundaries": int(len(np.unique(boundaries))),
                      "quantiles": "exact" if exact else "sketch",
                      "rank_error_bound": 0.0 if exact else feature.rank_error, **kept}
+            if keep_state:
+                state["moments_state_file"] = writer.write(state_files.MOMENTS_STATE, state_files.moments_state_bytes(
+                    stats.moments.sums, stats.moments.square_sums))
+            return name, {**feature.to_dict(), "state": state, "figures": figures, "profile": profile}, writer.files
     return name, {**feature.to_dict(), "state": state, "figures": figures}, writer.files
+
+
+def _profile(stats: NumericStats, writer: state_files.StateWriter) -> dict:
+    """What the report and `prepro diff` read of a learned Discretization: the values at
+    every 1/QUANTILE_STEPS of the weight (the same sketch or sort as the boundaries, so
+    within the same rank error), and the moments of the finite values."""
+    steps, moments = state_files.QUANTILE_STEPS, stats.moments
+    quantiles = stats.quantiles.profile(steps)
+    return {"quantiles_file": writer.write(state_files.QUANTILE_PROFILE, float_lines(quantiles)),
+            "quantile_steps": steps,
+            "moments": {"count": int(moments.count),
+                        "mean": float(moments.mean[0]) if moments.count else None,
+                        "variance": float(moments.variance[0]) if moments.count else None}}
 
 
 def _kept_quantiles(quantiles, writer: state_files.StateWriter) -> dict:

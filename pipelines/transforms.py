@@ -34,8 +34,8 @@ from pipelines.extract import Threads, feature_counts
 from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
-from pipelines.vocabulary import (VocabularyWriter, merged_by_token, merged_ranking, rank_shard, stable_ranking,
-                                  write_parts)
+from pipelines.vocabulary import (VocabularyWriter, merged_by_token, merged_count_distribution, merged_ranking,
+                                  rank_shard, stable_ranking, write_parts)
 from prepro import artifacts, fs, spec as spec_lib, state_files
 from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
@@ -361,10 +361,11 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
     tally = tallies[0]
     state_writer = state_files.StateWriter(state_dir, name)
     relpath, vocabulary_out = state_writer.open(state_files.VOCABULARY)
+    counts_relpath, counts_out = state_writer.open(state_files.COUNTS)
     frequencies_relpath, frequencies_out = (state_writer.open(state_files.DOCUMENT_FREQUENCIES)
                                             if spec_lib.needs_document_frequencies(feature) else (None, None))
     with contextlib.ExitStack() as files:
-        writer = VocabularyWriter(files.enter_context(vocabulary_out),
+        writer = VocabularyWriter(files.enter_context(vocabulary_out), files.enter_context(counts_out),
                                   files.enter_context(frequencies_out) if frequencies_out else None)
         token_type = pa.int64() if feature.is_integer else pa.binary()
         limit = spec_lib.max_learned_tokens(feature)
@@ -395,7 +396,13 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
     }
     state = {"vocabulary_file": relpath, "vocabulary_size": writer.size, "documents": figures["documents"],
              "token_start": spec_lib.token_start(feature), "exceptions": writer.exceptions}
-    files = {relpath: writer.vocabulary.file_entry()}
+    files = {relpath: writer.vocabulary.file_entry(), counts_relpath: writer.counts.file_entry()}
+    distribution = merged_count_distribution(runs)
+    distribution_relpath = state_writer.write(state_files.COUNT_DISTRIBUTION,
+                                              state_files.count_distribution_bytes(*distribution))
+    files.update(state_writer.files)
+    profile = {"counts_file": counts_relpath, "count_distribution_file": distribution_relpath,
+               "count_distribution_rows": len(distribution[0])}
     if writer.frequencies is not None:
         state["document_frequencies_file"] = frequencies_relpath
         files[frequencies_relpath] = writer.frequencies.file_entry()
@@ -408,7 +415,7 @@ def vocabulary_entry(item, spec: spec_lib.Spec, state_dir: str, keep_state: bool
                 failpoints.reach("kept_state")  # the kept state partly written
             files[state_relpath] = kept.close()
         state.update(token_state_file=state_relpath, token_state_rows=kept.rows)
-    return name, {**feature.to_dict(), "state": state, "figures": figures}, files
+    return name, {**feature.to_dict(), "state": state, "figures": figures, "profile": profile}, files
 
 
 def write_manifest(_, features, rows, golden, spec, work_dir, keep_state=False, lineage=None, golden_limit=0):

@@ -92,6 +92,24 @@ class Run:
     occurrences_all: int  # occurrences including mask/OOV tokens
     below_thresholds: int = 0  # distinct tokens dropped by min_count / min_document_frequency
     state_path: Optional[str] = None  # the state run: all `distinct` tokens, sorted by token
+    count_distribution: Tuple[Tuple[int, int], ...] = ()  # (count, distinct tokens with it), all tokens
+
+
+def count_distribution(counts: np.ndarray) -> Tuple[Tuple[int, int], ...]:
+    """(count, how many tokens have it) for each count in `counts`, counts descending:
+    the whole rank-frequency curve in about sqrt(2 * occurrences) pairs at most."""
+    values, tokens = np.unique(counts, return_counts=True)
+    return tuple(zip(values[::-1].tolist(), tokens[::-1].tolist()))
+
+
+def merged_count_distribution(runs: List["Run"]) -> Tuple[np.ndarray, np.ndarray]:
+    """The runs' count distributions summed (shards hold disjoint tokens): (counts
+    descending, tokens)."""
+    pairs = np.array([pair for run in runs for pair in run.count_distribution], np.int64).reshape(-1, 2)
+    values, at = np.unique(pairs[:, 0], return_inverse=True)
+    tokens = np.bincount(at, weights=pairs[:, 1], minlength=len(values)).astype(np.int64) \
+        if len(pairs) else np.zeros(0, np.int64)
+    return values[::-1], tokens[::-1]
 
 
 def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str, shard: int,
@@ -107,7 +125,8 @@ def write_run(feature: spec_lib.FeatureSpec, counts: TokenCounts, work_dir: str,
         writer.write_table(ranked, max_chunksize=_RUN_BATCH)
     occurrences = int(pa.compute.sum(table["count"]).as_py() or 0)
     return Run(path, table.num_rows, occurrences, counts.documents, counts.occurrences,
-               table.num_rows - eligible.table().num_rows, state_path)
+               table.num_rows - eligible.table().num_rows, state_path,
+               count_distribution(table["count"].to_numpy()))
 
 
 def _write_state_run(table: pa.Table, work_dir: str, name: str, shard: int) -> str:
@@ -230,13 +249,15 @@ def _merged_rounds(paths: List[str], last_key: Callable, earliest: Callable,
 
 
 class VocabularyWriter:
-    """Streams ranked tokens into `vocabulary.txt` and, when given a second file, their
-    document frequencies (one decimal per learned token, exceptions included), setting
-    aside exceptions. Only the top tokens and the exceptions stay in memory.
+    """Streams ranked tokens into `vocabulary.txt`, their counts into `counts.txt` and,
+    when given a third file, their document frequencies (one decimal per learned token,
+    exceptions included in both), setting aside exceptions. Only the top tokens and the
+    exceptions stay in memory.
     """
 
-    def __init__(self, vocabulary_out, frequencies_out=None):
+    def __init__(self, vocabulary_out, counts_out, frequencies_out=None):
         self.vocabulary = HashedFile(vocabulary_out)
+        self.counts = HashedFile(counts_out)
         self.frequencies = HashedFile(frequencies_out) if frequencies_out is not None else None
         self.exceptions: List[list] = []
         self.size = 0
@@ -257,6 +278,7 @@ class VocabularyWriter:
             keep[unsafe] = False
             tokens = tokens.filter(pa.array(keep))
         self.vocabulary.write(vocab.encode_lines(tokens))
+        self.counts.write(vocab.encode_lines(ranked["count"]))
         if self.frequencies is not None:
             self.frequencies.write(vocab.encode_lines(ranked["doc_count"]))
         self.size += ranked.num_rows

@@ -15,6 +15,12 @@ from prepro.spec import Spec, SpecError, load_spec
 from prepro.warm_start import remap_embedding, remap_model_embeddings, vocabulary_mapping
 
 
+def diff(old, new):
+    """What changed between two artifacts (paths or `Artifacts`): a `prepro.compare.Diff`."""
+    from prepro.compare import diff as compare
+    return compare(old, new)
+
+
 def adapt(layers, inputs, format: str = "text", output=None, sources=None, runner_options=None,
           feature_options=None):
     """The scalable drop-in for `layer.adapt(data)` for TextVectorization, StringLookup,
@@ -24,5 +30,5 @@ def adapt(layers, inputs, format: str = "text", output=None, sources=None, runne
                         runner_options=runner_options, feature_options=feature_options)
 
 
-__all__ = ["Artifacts", "ArtifactError", "Spec", "SpecError", "adapt", "load", "load_spec", "remap_embedding",
+__all__ = ["Artifacts", "ArtifactError", "Spec", "SpecError", "adapt", "diff", "load", "load_spec", "remap_embedding",
            "remap_model_embeddings", "vocabulary_mapping", "__version__"]

@@ -33,10 +33,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 from prepro import fs, spec as spec_lib
 
 FORMAT = "prepro.artifacts"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 # What a feature's manifest entry holds besides its spec entry (source, layer, config, ...).
-RESULT_KEYS = ("state", "figures")
+RESULT_KEYS = ("state", "figures", "profile")
 MANIFEST = "manifest.json"
 STATE_DIR_PREFIX = "state-"
 # The state directory's name while a job writes it (in its work directory): its final
@@ -437,6 +437,7 @@ _DISCRETIZATION_STATE = {
     "then": _object(["boundaries_file", "num_boundaries", "distinct_boundaries", "quantiles", "rank_error_bound"], {
         "boundaries_file": PATH, "num_boundaries": INDEX, "distinct_boundaries": INDEX,
         "quantile_state_file": PATH, "quantile_state_rows": COUNT, "quantile_sketch_file": PATH,
+        "moments_state_file": PATH,
         "quantiles": {"enum": list(spec_lib.QUANTILE_METHODS)},
         "rank_error_bound": {"type": "number", "minimum": 0, "maximum": 1}}),
     "else": _object(["boundaries"], {"boundaries": {"const": "config"}})}
@@ -472,11 +473,24 @@ _STATE_AND_FIGURES = {
     "CategoryEncoding": ({"type": "object", "maxProperties": 0}, _CHECKED_FIGURES),
 }
 assert set(_STATE_AND_FIGURES) == set(spec_lib.LAYER_DEFAULTS)
+_NOT_ALLOWED = {"not": {}}  # (not `false`: jsonschema reports a `false` schema's error without its path)
+_FLOAT_OR_NULL = {"type": ["number", "null"]}
+_VOCABULARY_PROFILE = _object(["counts_file", "count_distribution_file", "count_distribution_rows"], {
+    "counts_file": PATH, "count_distribution_file": PATH, "count_distribution_rows": INDEX})
+_QUANTILE_PROFILE = _object(["quantiles_file", "quantile_steps", "moments"], {
+    "quantiles_file": PATH, "quantile_steps": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    "moments": _object(["count", "mean", "variance"], {"count": COUNT, "mean": _FLOAT_OR_NULL,
+                                                       "variance": _FLOAT_OR_NULL})})
+# A feature's `profile` (version 4): the figures behind the report and `prepro diff`.
+_PROFILES = {"TextVectorization": _VOCABULARY_PROFILE, "StringLookup": _VOCABULARY_PROFILE,
+             "IntegerLookup": _VOCABULARY_PROFILE, "Discretization": _QUANTILE_PROFILE}
 FEATURE = {
     **_object(["source", "layer", "config", "state", "figures"],
-              {**SPEC_FEATURE_PROPERTIES, "state": {"type": "object"}, "figures": {"type": "object"}}),
+              {**SPEC_FEATURE_PROPERTIES, "state": {"type": "object"}, "figures": {"type": "object"},
+               "profile": {"type": "object"}}),
     "allOf": [{"if": {"required": ["layer"], "properties": {"layer": {"const": layer}}},
-               "then": {"properties": {"state": state, "figures": figures}}}
+               "then": {"properties": {"state": state, "figures": figures,
+                                       "profile": _PROFILES.get(layer, _NOT_ALLOWED)}}}
               for layer, (state, figures) in sorted(_STATE_AND_FIGURES.items())]}
 FILES = {"type": "object", "propertyNames": PATH,
          "additionalProperties": _object(["bytes", "sha256"], {"bytes": COUNT,
@@ -498,18 +512,19 @@ PROVENANCE = _object(["inputs", "input_format", "rows_read"], {
         "input_format": _FORMATS, "rows_read": COUNT})}}, extra=True)
 KEPT_STATE = _object(["golden_candidates_file", "golden_candidates_limit"], {
     "golden_candidates_file": PATH, "golden_candidates_limit": INDEX})
-_NOT_ALLOWED = {"not": {}}  # (not `false`: jsonschema reports a `false` schema's error without its path)
 _VERSION_RULES = {
     # Version 1 keeps its files directly under the root, later ones under `state_dir`;
     # versions 1 and 2 also kept a copy of the spec, version 3 each config once.
     1: {"required": ["spec"], "properties": {"state_dir": _NOT_ALLOWED}},
     2: {"required": ["spec", "state_dir"]},
     3: {"required": ["state_dir"], "properties": {"spec": _NOT_ALLOWED}},
+    # Version 4 adds each feature's `profile` (what the report and `prepro diff` read).
+    4: {"required": ["state_dir"], "properties": {"spec": _NOT_ALLOWED}},
 }
 assert set(_VERSION_RULES) == set(READABLE_VERSIONS)
 MANIFEST_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "prepro artifact manifest, format versions 1 to 3",
+    "title": "prepro artifact manifest, format versions 1 to 4",
     **_object(["format", "format_version", "features", "files", "provenance"], {
         "format": {"const": FORMAT},
         "format_version": {"type": "integer", "enum": list(READABLE_VERSIONS)},
@@ -694,9 +709,10 @@ def _check_state(feature: spec_lib.FeatureSpec, state: Dict[str, Any], at: str) 
 def _file_references(manifest: Mapping[str, Any]) -> Iterator[tuple]:
     """(JSON path, relative path) of every file the manifest's features and golden rows name."""
     for name, entry in sorted(manifest["features"].items()):
-        for key, value in sorted(entry["state"].items()):
-            if key.endswith("_file"):
-                yield f"$.features.{name}.state.{key}", value
+        for part in RESULT_KEYS:
+            for key, value in sorted(entry.get(part, {}).items()):
+                if key.endswith("_file"):
+                    yield f"$.features.{name}.{part}.{key}", value
     for key in ("rows_file", "expected_file"):
         if key in manifest.get("golden", {}):
             yield f"$.golden.{key}", manifest["golden"][key]

@@ -276,6 +276,48 @@ class Artifacts:
         with self._parsing(state["document_frequencies_file"]):
             return state_files.read_document_frequencies(data, state["vocabulary_size"])
 
+    def report(self, out: Optional[str] = None, base=None):
+        """The visual report (`prepro report`): a `prepro.report.Report` whose `html` is one
+        self-contained page, saved to `out` when given, displayed inline in a notebook;
+        `base` (an older artifact) adds the drift view."""
+        from prepro.report import report
+        return report(self, out, base)
+
+    def token_counts(self, name: str) -> np.ndarray:
+        """Each learned token's count (occurrences), in rank order (format version 4)."""
+        profile = self._profile(name)
+        data = self.files.read(profile["counts_file"])
+        with self._parsing(profile["counts_file"]):
+            return state_files.read_counts(data, self._feature(name)["state"]["vocabulary_size"])
+
+    def count_distribution(self, name: str):
+        """Every distinct token's count, as a `prepro.profile.TokenDistribution` (how many
+        tokens occur c times, for every c): the whole rank-frequency curve."""
+        from prepro.profile import TokenDistribution
+        profile = self._profile(name)
+        data = self.files.read(profile["count_distribution_file"])
+        with self._parsing(profile["count_distribution_file"]):
+            return TokenDistribution(*state_files.read_count_distribution(data, profile["count_distribution_rows"]))
+
+    def quantile_profile(self, name: str):
+        """A learned Discretization's values at every 1/steps of the weight, as a
+        `prepro.profile.QuantileProfile`."""
+        from prepro.profile import QuantileProfile
+        profile = self._profile(name)
+        data = self.files.read(profile["quantiles_file"])
+        with self._parsing(profile["quantiles_file"]):
+            return QuantileProfile(state_files.read_quantile_profile(data, profile["quantile_steps"]))
+
+    def _profile(self, name: str) -> Dict[str, Any]:
+        entry = self._feature(name)
+        if "profile" not in entry:
+            raise ValueError(f"feature {name!r} has no profile: "
+                             + ("its artifact predates format version 4; re-run the analyze job"
+                                if self.manifest["format_version"] < 4 else
+                                f"{entry['layer']} records none" + (" (its boundaries come from the config)"
+                                                                     if entry["layer"] == "Discretization" else "")))
+        return entry["profile"]
+
     def idf_weights(self, name: str) -> np.ndarray:
         """Keras's IDF weight of each learned token, `log(1 + N / (1 + df))`, as float32.
 

@@ -6,6 +6,11 @@ entry) and how `prepro.load` reads it back, side by side, as Keras keeps a layer
     <feature>/document_frequencies.txt  one decimal integer per learned token
     <feature>/mean.txt, variance.txt    one float64 per line, row-major over the kept axes
     <feature>/boundaries.txt            one float32-exact float per line, sorted
+    <feature>/counts.txt                (profile) one decimal integer per learned token: its count
+    <feature>/count_distribution.txt    (profile) "<count> <tokens>" lines: how many distinct
+                                        tokens occur that many times, counts descending
+    <feature>/quantiles.txt             (profile, Discretization) QUANTILE_STEPS + 1 float64
+                                        lines: the values at cumulative weight 0, 1/steps, ..., 1
     <feature>/token_state.arrow         (--keep-state) every distinct token with its counts,
                                         sorted by token: Arrow IPC file, TOKEN_STATE_BATCH rows
                                         per record batch, so its bytes depend only on its rows
@@ -37,6 +42,10 @@ DOCUMENT_FREQUENCIES = "document_frequencies.txt"
 MEAN = "mean.txt"
 VARIANCE = "variance.txt"
 BOUNDARIES = "boundaries.txt"
+COUNTS = "counts.txt"
+COUNT_DISTRIBUTION = "count_distribution.txt"
+QUANTILE_PROFILE = "quantiles.txt"
+QUANTILE_STEPS = 1000  # a profile step (0.1% of the weight) as fine as the default rank error
 TOKEN_STATE = "token_state.arrow"
 TOKEN_STATE_BATCH = 65536
 MOMENTS_STATE = "moments_state.arrow"
@@ -183,6 +192,11 @@ def quantile_state_bytes(values: np.ndarray, weights: np.ndarray, counts: np.nda
                                       pa.array(counts, pa.int64())], schema=QUANTILE_STATE_SCHEMA))
 
 
+def count_distribution_bytes(counts: np.ndarray, tokens: np.ndarray) -> bytes:
+    """`tokens[i]` distinct tokens occur `counts[i]` times; counts distinct, descending."""
+    return "".join(f"{int(c)} {int(t)}\n" for c, t in zip(counts, tokens)).encode("ascii")
+
+
 def golden_candidates_bytes(candidates: List[tuple]) -> bytes:
     return json.dumps([[int(key), text] for key, text in candidates], ensure_ascii=True).encode("ascii")
 
@@ -214,6 +228,35 @@ def read_document_frequencies(data: bytes, expected: int) -> np.ndarray:
     if (frequencies < 0).any():
         raise ValueError("negative document frequency")
     return frequencies
+
+
+def read_counts(data: bytes, expected: int) -> np.ndarray:
+    """A learned token's count per line, in rank order."""
+    counts = np.array(data.split(), dtype=np.int64)
+    require_count(counts, expected, "counts", "vocabulary_size")
+    if (counts < 1).any():
+        raise ValueError("a count below 1")
+    return counts
+
+
+def read_count_distribution(data: bytes, expected: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(counts, tokens): counts distinct and descending, both >= 1."""
+    pairs = np.array(data.split(), dtype=np.int64)
+    if len(pairs) % 2:
+        raise ValueError("a line that is not '<count> <tokens>'")
+    counts, tokens = pairs[0::2], pairs[1::2]
+    require_count(counts, expected, "lines", "count_distribution_rows")
+    if (counts < 1).any() or (tokens < 1).any() or (np.diff(counts) >= 0).any():
+        raise ValueError("counts must be distinct, descending and >= 1, tokens >= 1")
+    return counts, tokens
+
+
+def read_quantile_profile(data: bytes, steps: int) -> np.ndarray:
+    values = np.array(data.split(), np.float64)
+    require_count(values, steps + 1, "values", "quantile_steps (+1)")
+    if np.isnan(values).any() or (np.diff(values) < 0).any():
+        raise ValueError("quantiles must be sorted numbers")
+    return values
 
 
 def read_vocabulary(data: bytes, integer: bool, exceptions: Iterable, expected: int) -> List[Any]:

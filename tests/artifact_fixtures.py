@@ -72,7 +72,7 @@ def write_manifest_json(root: str, manifest) -> None:
 def with_spec_copy(manifest: dict) -> dict:
     """A version-3 manifest with the top-level spec copy versions 1 and 2 kept."""
     from prepro import artifacts
-    assert manifest["format_version"] == 3 and "spec" not in manifest
+    assert manifest["format_version"] >= 3 and "spec" not in manifest
     manifest["spec"] = artifacts.spec_dict(manifest)
     return manifest
 

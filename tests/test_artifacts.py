@@ -40,15 +40,17 @@ def artifact(tmp_path):
 
 def test_manifest_records_format_spec_figures_files_and_provenance(artifact):
     manifest = json.loads((artifact / "manifest.json").read_text())
-    assert manifest["format"] == "prepro.artifacts" and manifest["format_version"] == 3
+    assert manifest["format"] == "prepro.artifacts" and manifest["format_version"] == 4
     assert re.fullmatch(r"state-[0-9a-f]{16}", manifest["state_dir"])
     # Each feature's config is written once, in its entry (format version 3).
     assert "spec" not in manifest and manifest["features"]["flight"]["config"]["max_tokens"] == 3
     figures = manifest["features"]["carrier"]["figures"]
     assert figures["rows"] == 5 and figures["tokens_kept"] == 3
-    # Document frequencies are written only for tf_idf or a df threshold.
-    assert set(manifest["files"]) == {"carrier/vocabulary.txt", "flight/vocabulary.txt",
-                                      "golden/rows.json", "golden/expected.json"}
+    # Document frequencies are written only for tf_idf or a df threshold; every
+    # vocabulary has its counts and count distribution (the profile, version 4).
+    assert set(manifest["files"]) == {f"{name}/{file}" for name in ("carrier", "flight")
+                                      for file in ("vocabulary.txt", "counts.txt", "count_distribution.txt")} | {
+        "golden/rows.json", "golden/expected.json"}
     assert manifest["golden"]["rows"] == 4  # 5 rows, one of them twice: golden rows are distinct
     for relpath, entry in manifest["files"].items():
         assert entry["bytes"] == os.path.getsize(state(artifact) / relpath)

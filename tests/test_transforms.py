@@ -19,7 +19,7 @@ from pipelines.transforms import (CANDIDATE, CheckStateless, CountRows, ExtractS
                                   RankVocabularies, Select, SummarizeNumeric, WriteManifestCandidate,
                                   source_columns)
 from pipelines.vocabulary import write_parts
-from prepro import fs, spec as spec_lib, state_files
+from prepro import artifacts, fs, spec as spec_lib, state_files
 from prepro.stats import TokenCounts
 from prepro.stats.numeric import NumericStats
 
@@ -186,7 +186,7 @@ def test_publish_artifact_records_golden_rows_and_publishes_the_candidate(tmp_pa
         published = p | beam.Create([candidate]) | beam.ParDo(PublishArtifact(SPEC, out, work_dir, 2))
         assert_that(published | beam.Map(lambda m: (m["format_version"], m["golden"]["rows"],
                                                     m["features"]["word"]["state"]["vocabulary_size"])),
-                    equal_to([(3, 2, 3)]))
+                    equal_to([(artifacts.FORMAT_VERSION, 2, 3)]))
     arts = prepro.load(out)
     assert arts.vocabulary("word") == ["a", "b", "c"] and prepro.golden.verify(arts).ok
 

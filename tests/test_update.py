@@ -214,13 +214,21 @@ def test_a_base_without_kept_state_is_refused(parts, tmp_path):
     assert "has no kept state: it was not made with --keep-state" in _refused(plain, tmp_path)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_base_of_an_older_format_version_is_refused(small_base, tmp_path, version):
-    from artifact_fixtures import to_version_1, to_version_2
-    base = to_version_1(str(_copy(small_base, tmp_path)))
+    from artifact_fixtures import read_manifest_json, to_version_1, to_version_2, write_manifest_json
+    base = str(_copy(small_base, tmp_path))
+    if version == 3:  # version 3 had no profiles
+        manifest = read_manifest_json(base)
+        manifest["format_version"] = 3
+        for entry in manifest["features"].values():
+            entry.pop("profile", None)
+        write_manifest_json(base, manifest)
+    else:
+        to_version_1(base)
     if version == 2:
         to_version_2(base)
-    assert f"format version {version}; an update needs the kept state of version 3" in _refused(base, tmp_path)
+    assert f"format version {version}; an update needs the kept state of version 4" in _refused(base, tmp_path)
 
 
 def test_a_base_with_fewer_golden_candidates_than_asked_for_is_refused(small_base, tmp_path):

@@ -1,0 +1,203 @@
+"""The recorded profile (format version 4) and what `prepro diff` reads off it, checked
+against independent computations on the generated raw data: counts, the count
+distribution, coverage at the cut, quantile shares, moments, PSI, the OOV rate and the
+Jensen-Shannon divergence."""
+
+import collections
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import prepro
+from pipelines.analyze import run_analyze
+from prepro import profile as profile_lib
+from prepro.spec import spec_from_dict
+
+SPEC = {"features": {
+    "word": {"source": "word", "layer": "StringLookup", "config": {"max_tokens": 60}},
+    "word_all": {"source": "word", "layer": "StringLookup"},
+    "text": {"source": "text", "layer": "TextVectorization",
+             "config": {"max_tokens": 80, "output_mode": "tf_idf", "standardize": None, "split": "whitespace"}},
+    "value": {"source": "value", "layer": "Discretization", "config": {"num_bins": 8}},
+    "value_exact": {"source": "value", "layer": "Discretization", "config": {"num_bins": 8}, "quantiles": "exact"},
+    "scale": {"source": "value", "layer": "Normalization"},
+}}
+ROWS = 20_000
+
+
+def _data(seed: int, shift: float):
+    rng = np.random.default_rng(seed)
+    words = np.minimum(rng.zipf(1.4 + shift / 4, ROWS), 3000)
+    texts = [" ".join(f"t{w}" for w in np.minimum(rng.zipf(1.3, rng.integers(1, 6)), 500)) for _ in range(ROWS)]
+    values = rng.lognormal(3 + shift, 1 + shift / 2, ROWS).astype(np.float32).astype(np.float64)
+    return [f"w{w}" for w in words], texts, values
+
+
+def _write(path, data):
+    words, texts, values = data
+    path.write_text("word,text,value\n" + "".join(f"{w},{t},{float(v)!r}\n" for w, t, v in zip(words, texts, values)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory):
+    root = tmp_path_factory.mktemp("profile")
+    out = {}
+    for label, seed, shift in (("old", 1, 0.0), ("new", 2, 0.4)):
+        data = _data(seed, shift)
+        run_analyze(spec_from_dict(SPEC), [_write(root / f"{label}.csv", data)], "csv", str(root / label),
+                    golden_rows=0)
+        out[label] = (prepro.load(str(root / label)), data)
+    return out
+
+
+def test_counts_and_the_count_distribution_are_every_tokens_counts(two_versions):
+    arts, (words, texts, _) = two_versions["old"]
+    for name, tokens in (("word", words), ("text", [t for line in texts for t in line.split()])):
+        truth = collections.Counter(tokens)
+        vocabulary, counts = arts.vocabulary(name), arts.token_counts(name)
+        assert list(counts) == [truth[t] for t in vocabulary]
+        distribution = arts.count_distribution(name)
+        expected = collections.Counter(truth.values())
+        assert dict(zip(distribution.counts.tolist(), distribution.tokens.tolist())) == dict(expected)
+        assert distribution.distinct == len(truth) and distribution.occurrences == len(tokens)
+        ranked = np.sort(np.array(list(truth.values())))[::-1]
+        for k in (1, 7, len(vocabulary), len(truth) // 2, len(truth)):
+            assert distribution.top_mass([k])[0] == ranked[:k].sum()
+            assert distribution.count_at_rank([k])[0] == ranked[k - 1]
+        # The figure's coverage at the cut is the curve's at the vocabulary size.
+        assert distribution.coverage([len(vocabulary)])[0] == pytest.approx(arts.figures(name)["coverage"], abs=1e-6)
+        assert arts.figures(name)["coverage"] == pytest.approx(ranked[:len(vocabulary)].sum() / len(tokens), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["value", "value_exact"])
+def test_the_quantile_profile_gives_shares_within_its_bound(two_versions, name):
+    arts, (_, _, values) = two_versions["old"]
+    q = arts.quantile_profile(name)
+    state = arts.manifest["features"][name]["state"]
+    bound = state["rank_error_bound"] + 1 / q.steps
+    assert q.values[0] == values.min() and q.values[-1] == values.max()
+    probes = np.quantile(values, np.linspace(0.01, 0.99, 41))
+    truth = np.array([(values < x).mean() for x in probes])
+    assert np.max(np.abs(q.share_below(probes) - truth)) <= bound
+    boundaries = arts.bin_boundaries(name)
+    shares = q.bucket_shares(boundaries)
+    buckets = np.searchsorted(np.array(boundaries), values.astype(np.float32), side="right")  # Keras's index
+    assert np.max(np.abs(shares - np.bincount(buckets, minlength=8) / len(values))) <= 2 * bound
+    edges, hist, below, above = q.histogram(30)
+    assert abs(hist.sum() + below + above - 1) < 1e-9 and np.all(hist >= 0)
+    moments = arts.manifest["features"][name]["profile"]["moments"]
+    assert moments["count"] == len(values)
+    assert moments["mean"] == pytest.approx(values.mean(), rel=1e-12)
+    assert moments["variance"] == pytest.approx(values.var(), rel=1e-9)
+
+
+def test_psi_and_mean_shift_match_the_raw_values(two_versions):
+    old, (_, _, old_values) = two_versions["old"]
+    new, (_, _, new_values) = two_versions["new"]
+    change = prepro.diff(old, new).features["value_exact"]
+    boundaries = np.array(old.bin_boundaries("value_exact"))
+    expected = np.bincount(np.searchsorted(boundaries, old_values, side="right"), minlength=8) / len(old_values)
+    actual = np.bincount(np.searchsorted(boundaries, new_values, side="right"), minlength=8) / len(new_values)
+    truth = float(np.sum((actual - expected) * np.log(actual / expected)))
+    assert truth > 0.1  # a real shift, so the comparison means something
+    assert change.metrics["psi"] == pytest.approx(truth, rel=0.05)
+    shift = (new_values.mean() - old_values.mean()) / old_values.std()
+    assert change.metrics["mean_shift"] == pytest.approx(abs(shift), rel=1e-9)
+    normalization = prepro.diff(old, new).features["scale"]
+    assert normalization.metrics["mean_shift"] == pytest.approx(abs(shift), rel=1e-9)
+
+
+def test_oov_rate_is_exact_when_new_kept_every_token_and_bounded_otherwise(two_versions):
+    old, (old_words, _, _) = two_versions["old"]
+    new, (new_words, _, _) = two_versions["new"]
+    comparison = prepro.diff(old, new)
+    for name in ("word_all", "word"):
+        in_old = set(old.vocabulary(name))
+        truth = sum(1 for w in new_words if w not in in_old) / len(new_words)
+        change = comparison.features[name]
+        if name == "word_all":  # NEW kept every token it saw
+            assert change.details["oov_rate_exact"] and change.metrics["oov_rate"] == pytest.approx(truth, abs=1e-12)
+        else:
+            assert not change.details["oov_rate_exact"]
+            assert change.details["oov_rate_low"] - 1e-12 <= truth <= change.metrics["oov_rate"] + 1e-12
+        added = set(new.vocabulary(name)) - in_old
+        dropped = in_old - set(new.vocabulary(name))
+        assert change.metrics["added"] == len(added) and change.metrics["dropped"] == len(dropped)
+        counts = collections.Counter(new_words)
+        assert all(counts[t] == c for t, c in change.details["top_added"])
+
+
+def test_js_divergence_over_the_pooled_vocabularies(two_versions):
+    old, (old_words, _, _) = two_versions["old"]
+    new, (new_words, _, _) = two_versions["new"]
+    a, b = collections.Counter(old_words), collections.Counter(new_words)
+    kept_old, kept_new = set(old.vocabulary("word")), set(new.vocabulary("word"))
+    union = sorted(kept_old | kept_new)
+    p = [a[t] if t in kept_old else 0 for t in union] + [sum(c for t, c in a.items() if t not in kept_old)]
+    q = [b[t] if t in kept_new else 0 for t in union] + [sum(c for t, c in b.items() if t not in kept_new)]
+    p, q = np.array(p, float) / sum(p), np.array(q, float) / sum(q)
+    m = (p + q) / 2
+    truth = 0.5 * sum(x * np.log2(x / y) for x, y in zip(p, m) if x) + 0.5 * sum(
+        x * np.log2(x / y) for x, y in zip(q, m) if x)
+    assert prepro.diff(old, new).features["word"].metrics["js"] == pytest.approx(truth, rel=1e-9)
+    assert prepro.diff(old, old).features["word"].metrics["js"] == 0.0
+
+
+def test_an_artifact_against_itself_changes_nothing(two_versions):
+    old, _ = two_versions["old"]
+    same = prepro.diff(old, old)
+    for name, change in same.features.items():
+        m = change.metrics
+        assert m.get("added", 0) == m.get("dropped", 0) == m.get("moved", 0) == 0, name
+        assert m.get("mean_shift", 0) == 0 and abs(m.get("psi", 0)) < 1e-12 and m.get("js", 0) == 0, name
+        if "oov_rate" in m:  # its own OOV share: what its cut leaves out
+            assert change.details["oov_rate_exact"]
+            assert m["oov_rate"] == pytest.approx(1 - old.figures(name)["coverage"], abs=1e-6)
+    assert same.failing("psi > 0 or js > 0 or added > 0 or mean_shift > 0") == []
+
+
+def test_the_gate_takes_comparisons_and_refuses_anything_else():
+    gate = prepro.compare.Gate("psi>0.2 or oov_rate > 0.05 and not added == 0")
+    assert gate({"psi": 0.3}) and not gate({"psi": 0.1}) and gate({"oov_rate": 0.1, "added": 3})
+    assert not gate({})  # a metric a feature lacks makes its comparison false
+    assert prepro.compare.Gate("0.1 < psi <= 0.5")({"psi": 0.5})
+    for bad, words in (("psi >", "not an expression"), ("psii > 1", "unknown metric 'psii'"),
+                       ("__import__('os').system('true')", "is not a comparison"), ("psi > 'a'", "neither"),
+                       ("psi + 1 > 2", "neither a metric nor a number")):
+        with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+            prepro.compare.Gate(bad)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_diff_cli_prints_json_and_gates_with_its_exit_status(two_versions):
+    old, new = two_versions["old"][0].root, two_versions["new"][0].root
+    shown = _cli("diff", old, new, "--json")
+    assert shown.returncode == 0, shown.stderr
+    parsed = json.loads(shown.stdout)
+    assert parsed["features"]["value_exact"]["psi"] > 0.1 and parsed["features"]["word"]["layer"] == "StringLookup"
+    gated = _cli("diff", old, new, "--fail-on", "psi>0.1")
+    assert gated.returncode == 1 and "value_exact" in gated.stderr and "psi>0.1" in gated.stderr
+    assert _cli("diff", old, new, "--fail-on", "psi>50").returncode == 0
+    refused = _cli("diff", old, new, "--fail-on", "psy>1")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "unknown metric 'psy'" in refused.stderr
+    missing = _cli("diff", old, old + "-nothing-here")
+    assert missing.returncode == 2 and "no manifest.json" in missing.stderr
+
+
+def test_profile_readers_refuse_forged_files(tmp_path):
+    with pytest.raises(ValueError, match="descending"):
+        from prepro import state_files
+        state_files.read_count_distribution(b"3 1\n5 2\n", 2)
+    with pytest.raises(ValueError, match="sorted"):
+        state_files.read_quantile_profile(b"1.0\n0.5\n2.0\n", 2)
+    with pytest.raises(ValueError, match="2 counts, but"):
+        state_files.read_counts(b"3\n2\n", 3)
+    distribution = profile_lib.TokenDistribution(np.array([5, 2]), np.array([1, 3]))
+    assert distribution.coverage([0, 1, 2, 4, 99]).tolist() == pytest.approx([0, 5 / 11, 7 / 11, 1, 1])
