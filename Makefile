@@ -5,9 +5,15 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 OUT    ?= out/artifacts
 
-.PHONY: setup run test test-slow clean
+.PHONY: setup run test test-slow clean browser
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# Debian's Chromium: the report's tests open it in a real browser (as root, from Debian's
+# registry; elsewhere install the `chromium` package yourself).
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (the report's browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(VENV)/.installed: requirements.lock requirements-backends.lock setup.py
 	$(PYTHON) -m venv $(VENV)

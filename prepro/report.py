@@ -23,7 +23,7 @@ POSITIONS_SHOWN = 32  # Normalization positions listed per feature
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
 header{background:#1d2430;color:#fff;padding:18px 28px}header h1{margin:0 0 4px;font-size:22px}
-header p{margin:2px 0;color:#c9d1dc}nav a{color:#9cc7ff;margin-right:12px}
+header p{margin:2px 0;color:#c9d1dc}header code{background:#2c3645;color:#fff}nav a{color:#9cc7ff;margin-right:12px}
 main{padding:8px 28px 40px}section.feature{background:#fff;border:1px solid #dde2e8;border-radius:8px;
 margin:18px 0;padding:14px 20px}h2{margin:0 0 8px;font-size:18px}h2 small{color:#5b6575;font-weight:normal}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}table{border-collapse:collapse;font-size:13px}
@@ -155,7 +155,7 @@ def _vocabulary(arts, name: str, plots: "_Plots") -> List[str]:
             label=f"cut: {cut:,} tokens, {g['coverage']:.2%} covered")
     if limit is not None and limit != cut:
         ax.axvline(limit, color="#7f8c8d", ls=":", lw=1.2, label=f"max_tokens: {limit:,}")
-    if feature.min_count:
+    if feature.min_count > 1:
         at = distribution.tokens_with_count_at_least(feature.min_count)
         ax.axvline(max(at, 1), color="#8e44ad", ls="-.", lw=1.2, label=f"min_count {feature.min_count}: {at:,}")
     ax.set(xlabel="vocabulary size (most frequent tokens)", ylabel="% of occurrences covered",
@@ -163,7 +163,7 @@ def _vocabulary(arts, name: str, plots: "_Plots") -> List[str]:
     ax.legend(fontsize=8, loc="lower right")
     row.append(plots.figure(fig, "coverage", f"OOV share at the cut: {1 - g['coverage']:.2%} of token occurrences."
                             + (f" min_document_frequency {feature.min_document_frequency} also applies."
-                               if feature.min_document_frequency else "")))
+                               if feature.min_document_frequency > 1 else "")))
     if "document_frequencies_file" in state:
         row.append(_idf_plot(arts, name, plots))
     row.append("</div>")
@@ -177,7 +177,8 @@ def _idf_plot(arts, name: str, plots: "_Plots") -> str:
     fig, ax = plots.new()
     ax.hist(idf, bins=50, color="#16a085")
     ax.set(xlabel="IDF weight  log(1 + N / (1 + df))", ylabel="tokens", title="IDF of the kept tokens")
-    if len(idf) > 1 and idf.max() > idf.min():
+    tallies = np.histogram(idf, bins=50)[0]
+    if tallies.max() > 100 * max(tallies[tallies > 0].min(), 1):  # a long tail of rare tokens
         ax.set_yscale("log")
     return plots.figure(fig, "idf", f"{documents:,} documents; IDF from {idf.min():.3f} to {idf.max():.3f}, "
                                     f"document frequency from {frequencies.min():,} to {frequencies.max():,}.")
@@ -333,7 +334,10 @@ class _Plots:
     """matplotlib figures, rendered to inline SVG (text kept as text: small and sharp)."""
 
     def __init__(self):
-        import matplotlib
+        try:
+            import matplotlib
+        except ImportError:
+            raise RuntimeError("prepro report draws with matplotlib: pip install 'prepro[report]'") from None
         matplotlib.use("Agg", force=False)  # no display; the only backend a server has
         import matplotlib.pyplot as plt
         self._plt = plt
