@@ -261,9 +261,11 @@ def _feature_list(text: str):
 
 
 def _inspect(args) -> int:
-    from prepro.artifacts import one_line, read_manifest
+    import prepro
+    from prepro.artifacts import one_line
     # Validated against the schema and every listed file checked before a word is printed.
-    manifest = read_manifest(args.artifacts, verify=True)
+    arts = prepro.load(args.artifacts)
+    manifest = arts.manifest
     if args.json:
         print(json.dumps({n: f["figures"] for n, f in manifest["features"].items()}, indent=1))
         return 0
@@ -275,7 +277,7 @@ def _inspect(args) -> int:
     for name, f in sorted(manifest["features"].items()):
         print()
         print(one_line(f"{name}  ({f['layer']} <- {_sources(f['source'])})"))
-        for line in _feature_lines(f, args.top):
+        for line in _feature_lines(arts, name, f, args.top):
             print("  " + one_line(line))
     return 0
 
@@ -284,17 +286,36 @@ def _sources(source) -> str:
     return f"column {source!r}" if isinstance(source, str) else f"columns {', '.join(map(repr, source))}"
 
 
-def _feature_lines(f, top: int):
+SHOWN_VALUES = 12  # boundaries, means and variances printed per feature
+
+
+def _values(values) -> str:
+    values = [float(v) for v in values]
+    shown = ", ".join(f"{v:.6g}" for v in values[:SHOWN_VALUES])
+    return shown + (f", ... ({len(values):,} in all)" if len(values) > SHOWN_VALUES else "")
+
+
+def _feature_lines(arts, name: str, f, top: int):
     g, state, layer = f["figures"], f["state"], f["layer"]
     yield f"rows read        {g['rows']:>12,}   missing {g['missing']:,}"
     if layer in ("Normalization", "Discretization"):
         yield (f"values           {g['values']:>12,}   NaN skipped {g['nan']:,}   infinite {g['infinite']:,}"
                f"   zero weight {g['zero_weight']:,}")
         if layer == "Normalization":
-            yield f"moments          over {state['count']:,} observations, shape {state['shape']}"
+            mean, variance = arts.moments(name)
+            yield f"moments          over {state['count']:,} observations, kept axes' shape {state['shape']}"
+            yield f"mean             {_values(mean.ravel())}"
+            yield f"variance         {_values(variance.ravel())}"
         elif "boundaries_file" in state:
             yield (f"boundaries       {state['num_boundaries']:>12,}   ({state['distinct_boundaries']:,} distinct; "
                    f"{state['quantiles']}, rank error <= {state['rank_error_bound']})")
+            yield f"                 {_values(arts.bin_boundaries(name))}"
+            if "profile" in f and f["profile"]["moments"]["count"]:
+                m, q = f["profile"]["moments"], arts.quantile_profile(name).values
+                yield (f"values' range    {q[0]:.6g} to {q[-1]:.6g}   mean {m['mean']:.6g}   "
+                       f"std {m['variance'] ** 0.5:.6g} (finite values)")
+        else:
+            yield f"boundaries       {_values(f['config']['bin_boundaries'])} (from the config)"
         return
     yield (f"values           {g['values']:>12,}   invalid UTF-8 replaced {g['invalid_utf8_replaced']:,}"
            f" skipped {g['invalid_utf8_skipped']:,}")
@@ -304,6 +325,13 @@ def _feature_lines(f, top: int):
     yield f"distinct tokens  {g['distinct_tokens']:>12,}"
     yield f"tokens kept      {g['tokens_kept']:>12,}   (+{state['token_start']} reserved indices)"
     yield f"coverage         {g['coverage']:>12.2%}   of token occurrences are in the vocabulary"
+    if "profile" in f and g["tokens_kept"]:
+        yield f"count at the cut {int(arts.token_counts(name)[-1]):>12,}   (the last kept token's)"
+    if "document_frequencies_file" in state:
+        import numpy as np
+        frequencies = arts.document_frequencies(name)
+        idf = np.log1p(state["documents"] / (1.0 + frequencies))  # Keras's weight, log(1 + N / (1 + df))
+        yield f"IDF              {idf.min():.6g} to {idf.max():.6g}   over {state['documents']:,} documents"
     yield "top tokens       " + ", ".join(f"{t!r} {c:,}" for t, c in g["top_tokens"][:top])
 
 

@@ -201,3 +201,18 @@ def test_profile_readers_refuse_forged_files(tmp_path):
         state_files.read_counts(b"3\n2\n", 3)
     distribution = profile_lib.TokenDistribution(np.array([5, 2]), np.array([1, 3]))
     assert distribution.coverage([0, 1, 2, 4, 99]).tolist() == pytest.approx([0, 5 / 11, 7 / 11, 1, 1])
+
+
+def test_inspect_shows_boundaries_moments_and_the_idf_range(two_versions):
+    arts, (_, _, values) = two_versions["old"]
+    shown = _cli("inspect", arts.root)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert ", ".join(f"{b:.6g}" for b in arts.bin_boundaries("value")) in text
+    mean, variance = arts.moments("scale")
+    assert f"mean             {mean[0]:.6g}" in text and f"variance         {variance[0]:.6g}" in text
+    documents = arts.manifest["features"]["text"]["state"]["documents"]
+    idf = np.log1p(documents / (1.0 + arts.document_frequencies("text")))
+    assert f"IDF              {idf.min():.6g} to {idf.max():.6g}   over {documents:,} documents" in text
+    assert f"values' range    {values.min():.6g} to {values.max():.6g}" in text
+    assert f"count at the cut {int(arts.token_counts('word')[-1]):>12,}" in text
