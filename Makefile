@@ -1,4 +1,4 @@
-# make run   : fresh virtualenv + the analyze job on the bundled example data
+# make run   : fresh virtualenv + the analyze job on the bundled example data, inspect, report
 # make test  : fresh virtualenv + the test suite (what .ci/run calls)
 VENV   ?= .venv
 PYTHON ?= python3
@@ -7,7 +7,7 @@ OUT    ?= out/artifacts
 
 .PHONY: setup run test test-slow clean browser
 
-setup: $(VENV)/.installed browser
+setup: $(VENV)/.installed
 
 # Debian's Chromium: the report's tests open it in a real browser (as root, from Debian's
 # registry; elsewhere install the `chromium` package yourself).
@@ -25,11 +25,12 @@ $(VENV)/.installed: requirements.lock requirements-backends.lock setup.py
 run: setup
 	$(VENV)/bin/prepro analyze --spec examples/spec.yaml --input 'examples/data/*.csv' --format csv --output $(OUT)
 	$(VENV)/bin/prepro inspect $(OUT)
+	$(VENV)/bin/prepro report $(OUT) --out $(dir $(OUT))report.html
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q tests
 
-test-slow: setup
+test-slow: setup browser
 	$(PY) -m pytest -q --run-slow tests
 
 clean:

@@ -237,9 +237,16 @@ def _discretization(arts, name: str, plots: "_Plots") -> List[str]:
 
 
 def _histogram(plots: "_Plots", profiles, boundaries, kind: str, caption: str) -> str:
-    """Bars of each (profile, colour, label) over one common range, boundaries dashed."""
+    """Bars of each (profile, colour, label) over one common range, boundaries dashed.
+    The range spans the boundaries and a quarter more on each side, within the values'
+    0.5%-99.5% quantiles, so a long tail does not squeeze the buckets into one bar."""
     ranges = [p.display_range() for p, _, _ in profiles]
     low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    finite = [b for b in boundaries if np.isfinite(b)]
+    if finite and finite[-1] > finite[0]:
+        pad = (finite[-1] - finite[0]) / 4
+        low, high = max(low, finite[0] - pad), min(high, finite[-1] + pad)
+        low, high = (low, high) if high > low else (finite[0] - pad, finite[-1] + pad)
     edges = np.linspace(low, high, 61)
     fig, ax = plots.new()
     for profile, colour, label in profiles:
@@ -249,10 +256,12 @@ def _histogram(plots: "_Plots", profiles, boundaries, kind: str, caption: str) -
     for b in boundaries:
         if low <= b <= high:
             ax.axvline(b, color="#c0392b", ls="--", lw=0.8)
-    ax.set(xlabel="value", ylabel="% of the weight per bin", title="Histogram")
+    ax.set(xlabel="value", ylabel="% of the weight per bin", title="Histogram", xlim=(low, high))
     if any(label for _, _, label in profiles):
         ax.legend(fontsize=8)
-    return plots.figure(fig, kind, caption)
+    outside = profiles[-1][0].share_below(np.array([low, high]))
+    return plots.figure(fig, kind, caption + f" Shown: {low:.4g} to {high:.4g}; {outside[0]:.1%} of the weight "
+                                             f"lies below, {1 - outside[1]:.1%} above.")
 
 
 def _boundary_table(boundaries) -> str:

@@ -1,7 +1,7 @@
 """`prepro report` in a real headless Chromium (Debian's package, driven by Playwright):
 the page loads from disk with no console error and no network request, every feature's
 section and plots render, hostile tokens stay text, and a screenshot is kept in
-test-artifacts/ (the README's comes from `python -m tests.report_screenshot`)."""
+test-artifacts/ (the README's comes from `python -m bench.report`)."""
 
 import json
 import os
