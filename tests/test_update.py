@@ -80,6 +80,10 @@ def _assert_same_except_sketch(update, full):
         if name != "fare_sketch":
             assert manifest_u["features"][name] == manifest_f["features"][name], name
     assert manifest_u["features"]["fare_sketch"]["figures"] == manifest_f["features"]["fare_sketch"]["figures"]
+    # Its moments are exact sums, kept with the sketch: the same bits (only the quantiles differ).
+    assert manifest_u["features"]["fare_sketch"]["profile"]["moments"] == \
+        manifest_f["features"]["fare_sketch"]["profile"]["moments"]
+    assert files_u["fare_sketch/moments_state.arrow"] == files_f["fare_sketch/moments_state.arrow"]
 
 
 def _fares(files):
