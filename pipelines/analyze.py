@@ -16,14 +16,15 @@ batching or element form gives the same bytes (the approximate quantile sketch o
 PCollection elements aside: see `AnalyzeFeatures`).
 """
 
+import contextlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.metrics import MetricsFilter
 
-from pipelines import failpoints, keras_helper
+from pipelines import failpoints, keras_helper, progress as job_progress
 from pipelines.base import Base, ReadBaseState
 from pipelines.publish import OutputDirectory, job_work_dir
 from pipelines import io as prepro_io
@@ -109,14 +110,15 @@ class AnalyzeFeatures(beam.PTransform):
     full run's over the base's rows and these together (the sketch's boundaries within
     its bound), and keeps state; checked when the transform is made (a BaseError).
     `publish=False` and `work_dir` are for a driver that locks and publishes itself
-    (`run_analyze`): `result.manifest` is then the candidate in `work_dir`.
+    (`run_analyze`): `result.manifest` is then the candidate in `work_dir`, and
+    `progress` the path of its progress channel (pipelines/progress.py).
     """
 
     def __init__(self, spec: Union[str, Dict[str, Any], spec_lib.Spec], output: str, *,
                  golden_rows: int = DEFAULT_GOLDEN_ROWS, num_shards: int = DEFAULT_SHARDS,
                  max_batch_rows: int = MAX_BATCH_ROWS, batch_bytes: int = prepro_io.BATCH_BYTES,
                  threads: int = 1, keep_state: bool = False, base: Optional[str] = None, publish: bool = True,
-                 work_dir: Optional[str] = None):
+                 work_dir: Optional[str] = None, progress: Optional[str] = None):
         super().__init__()
         self.spec = _as_spec(spec)
         spec_lib.check_callables(self.spec)
@@ -131,6 +133,7 @@ class AnalyzeFeatures(beam.PTransform):
         self.work_dir = work_dir or job_work_dir(output)
         self._golden_rows, self._num_shards = golden_rows, num_shards
         self._max_batch_rows, self._batch_bytes, self._threads = max_batch_rows, batch_bytes, threads
+        self._progress = progress
         # Checked now, before the pipeline runs (a BaseError naming the base and what is wrong).
         if base is not None and not isinstance(base, Base):
             base = Base(base, self.spec, golden_rows, GOLDEN_CANDIDATES * golden_rows)  # "" too: refused
@@ -150,7 +153,7 @@ class AnalyzeFeatures(beam.PTransform):
                                                    prepro_io.features_of_columns(spec.features.values()))
         extracted = rows | "Extract" >> beam.ParDo(
             ExtractStatistics(spec, self._num_shards, work_dir, self._batch_bytes, self._threads, self._golden_rows,
-                              per_batch=drops_finish_bundle_outputs(rows.pipeline)))
+                              per_batch=drops_finish_bundle_outputs(rows.pipeline), progress=self._progress))
 
         base = (rows.pipeline | "ReadBase" >> ReadBaseState(self.base, spec, self._num_shards, work_dir)
                 if self.base else None)
@@ -238,7 +241,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                 batch_bytes: Optional[int] = None, part_bytes: Optional[int] = None,
                 golden_rows: int = DEFAULT_GOLDEN_ROWS, counters: Optional[Dict[str, int]] = None,
                 allow_unknown_beam_options: bool = False, keep_state: bool = False,
-                base: Optional[str] = None) -> Dict:
+                base: Optional[str] = None,
+                progress: Union[None, bool, Callable[[job_progress.Update], None]] = None) -> Dict:
     """Runs the job to completion and returns the manifest it published.
 
     `output` is locked while the job runs (a second job into it fails at once), and the
@@ -258,7 +262,11 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     features finalized) where the runner reports them. A pipeline option Beam does not
     know is an error before anything is written unless `allow_unknown_beam_options`
     (`runners.check_pipeline_options`). `keep_state`, `base`: see `AnalyzeFeatures`
-    (the base is checked before the output is locked).
+    (the base is checked before the output is locked). `progress`: off by default (a
+    notebook or a pipeline is not written to); True shows it on stderr (a bar on a
+    terminal, plain lines elsewhere: `progress.display_for`); a callable is called from
+    a thread about 4 times a second with a `progress.Update` (input bytes read of the
+    planned total, rate, what runs after the reading), and once more when the job ends.
     """
     from pipelines import runners
     if fmt not in prepro_io.FORMATS:
@@ -277,8 +285,9 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     if num_shards is None:
         num_shards = 1 if plan.single_process and work_bytes < SINGLE_SHARD_BYTES else DEFAULT_SHARDS
     helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
+    display = _display(progress, plan)
     try:
-        with OutputDirectory(output) as out:
+        with OutputDirectory(output) as out, _tracker(display, inputs, base) as tracker:
             if checked_base is not None:
                 checked_base.check_unchanged()  # nothing publishes into a locked output from here on
             helper.cancel_into(keras_helper.Cancellation(out.work_dir))
@@ -289,15 +298,22 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                      | "AnalyzeFeatures" >> AnalyzeFeatures(
                          spec, output, golden_rows=golden_rows, num_shards=num_shards,
                          batch_bytes=batch_bytes or plan.batch_bytes, threads=plan.extract_threads,
-                         keep_state=keep_state, base=checked_base, publish=False, work_dir=out.work_dir))
+                         keep_state=keep_state, base=checked_base, publish=False, work_dir=out.work_dir,
+                         progress=tracker.channel if tracker else None))
                 result = p.run()
+                if tracker and plan.name != "FnApiRunner":  # FnApiRunner's run() returns when done
+                    tracker.watch(result)
                 result.wait_until_finish()
+                if tracker:
+                    tracker.watch(None)
                 if counters is not None:
                     counters.update(_counters(result))
                 helper.verdict()
                 manifest = json.loads(fs.read_bytes(fs.join(out.work_dir, CANDIDATE)))
                 rows = json.loads(fs.read_bytes(fs.join(out.work_dir, GOLDEN_ROWS)))
                 if rows:  # recorded beside the staged state files, with layers built from them
+                    if tracker:
+                        tracker.stage(job_progress.GOLDEN)
                     staged = {**manifest, "state_dir": artifacts.STAGING_STATE_DIR}
                     manifest = helper.record(out.work_dir, staged, rows, golden_rows)
                     failpoints.reach("golden")
@@ -306,4 +322,24 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
             out.publish(manifest)
     finally:
         helper.close()
+        if display is not None and hasattr(display, "close"):
+            display.close()
     return artifacts.read_manifest(output)
+
+
+def _display(progress, plan) -> Optional[Callable[[job_progress.Update], None]]:
+    """What `run_analyze`'s `progress` asks for (None: nothing)."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        return job_progress.display_for(remote=not plan.workers_here)
+    if callable(progress):
+        return progress
+    raise TypeError(f"progress must be True, False, None or a callable, not {type(progress).__name__}")
+
+
+def _tracker(display, inputs, base):
+    """The job's progress tracker, or nothing (None) when no one shows it."""
+    if display is None:
+        return contextlib.nullcontext()
+    return job_progress.Tracker(sum(i["bytes"] for i in inputs), len(inputs), display, base=base)

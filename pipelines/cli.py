@@ -66,9 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output", required=True, help="artifact directory (local or gs://)")
     a.add_argument("--shards", type=int, default=None,
                    help="vocabulary shards (default: 1 for an in-process run under 256 MB of input, else 16)")
-    a.add_argument("--verbose", action="store_true",
-                   help="show Beam's own log (worker messages, tracebacks of failed steps); by default "
-                        "prepro prints its progress, a summary, or one error line")
+    shown = a.add_mutually_exclusive_group()
+    shown.add_argument("--verbose", action="store_true",
+                       help="show Beam's own log (worker messages, tracebacks of failed steps) and dask's; by "
+                            "default prepro prints its progress, a summary, or one error line")
+    shown.add_argument("--quiet", action="store_true", help="print only the summary (or the error)")
+    a.add_argument("--progress-interval", type=_seconds, default=5.0, metavar="SECONDS",
+                   help="seconds between progress lines when stderr is not a terminal (default 5); a "
+                        "terminal shows a bar")
+    a.add_argument("--batch-bytes", type=_positive_int, default=None, metavar="BYTES",
+                   help="input bytes per batch (default 64 MB in one process, else 16 MB); never changes "
+                        "the result")
     a.add_argument("--allow-unknown-beam-options", action="store_true",
                    help="pass pipeline options Beam does not know on to it (by default an error naming "
                         "the closest valid one); for options of runners whose modules prepro does not import")
@@ -125,14 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _analyze(args, beam_args) -> int:
-    progress = logging.getLogger("prepro.progress")  # a line per read task, on stderr
-    if not progress.handlers:
+    notes = logging.getLogger("prepro.progress")  # the output lock's notes and warnings, on stderr
+    if not notes.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("prepro: %(asctime)s %(message)s", "%H:%M:%S"))
-        progress.addHandler(handler)
-        progress.setLevel(logging.INFO)
-        progress.propagate = False
+        notes.addHandler(handler)
+        notes.propagate = False
+    notes.setLevel(logging.WARNING if args.quiet else logging.INFO)
     if not args.verbose:
+        _quiet_dask()
         # Beam logs a failed step's traceback (and every worker's) before the job ends, and
         # its gRPC threads print theirs when a worker dies; the CLI reports the error
         # itself, in one line naming feature, file and row.
@@ -146,7 +155,7 @@ def _analyze(args, beam_args) -> int:
     manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
                            num_shards=args.shards, golden_rows=args.golden_rows, counters=counters,
                            allow_unknown_beam_options=args.allow_unknown_beam_options, keep_state=args.keep_state,
-                           base=args.base)
+                           base=args.base, batch_bytes=args.batch_bytes, progress=_progress_display(args, beam_args))
     from pipelines.runners import runner_name
     prov = manifest["provenance"]
     size = sum(i["bytes"] for i in prov["inputs"])
@@ -165,6 +174,41 @@ def _analyze(args, beam_args) -> int:
               + ", ".join(_kept_text(name, entry["state"]) for name, entry in sorted(manifest["features"].items())
                           if _kept_text(name, entry["state"])))
     return 0
+
+
+def _progress_display(args, beam_args):
+    """A bar on a terminal, plain lines elsewhere (and under --verbose: Beam's log is
+    interleaved), nothing with --quiet."""
+    if args.quiet:
+        return None
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipelines.progress import display_for
+    from pipelines.runners import workers_here
+    return display_for(interval=args.progress_interval, plain=args.verbose,
+                       remote=not workers_here(PipelineOptions(beam_args)))
+
+
+def _quiet_dask() -> None:
+    """dask.distributed logs at INFO to stderr from its scheduler, nanny and worker
+    processes (a LocalCluster DaskRunner starts when no --dask_client_address is given,
+    in this process and in child processes): only warnings and errors, unless --verbose.
+    The variable reaches the child processes (they read dask's config from it)."""
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
 
 
 def _kept_bytes(manifest) -> int:

@@ -25,7 +25,7 @@ import re
 import stat
 import struct
 import zlib
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -181,11 +181,14 @@ _FILE_KINDS = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat
 
 
 def read_batches(task, fmt: str, columns: Dict[str, str], batch_bytes: int = BATCH_BYTES,
-                 features_of: Optional[Dict[str, List[str]]] = None) -> Iterator[Batch]:
+                 features_of: Optional[Dict[str, List[str]]] = None,
+                 bytes_read: Optional[Callable[[int], None]] = None) -> Iterator[Batch]:
     """Reads a `ReadTask` (or a path); `columns` maps each needed source column to the
     kind of values its features read ("string", "int", "float", "hashable").
     Compressed files (.gz, .bz2, .zst, ... as Beam detects them by extension) are
-    decompressed while streaming.
+    decompressed while streaming. `bytes_read`, if given, is called after each batch is
+    consumed with how many of the task's bytes of the file are read so far (of the
+    compressed file, for a compressed one; an estimate: see `_position_in_task`).
 
     Every problem with the file is an InputError naming it (and the row, where there
     is one, and the features reading the column, given `features_of`: see
@@ -194,14 +197,20 @@ def read_batches(task, fmt: str, columns: Dict[str, str], batch_bytes: int = BAT
     task = ReadTask(task, fmt=fmt) if isinstance(task, str) else task
     path, reader, offset = task.path, _READERS[fmt], 0
     try:
-        with open_input(path) as f:
+        raw = _open_raw(path)
+        with _content(raw, path) as f:
             if task.start or task.end is not None:
                 lines = _LineRange(f, task.start, task.end)
                 offset, f = lines.first_line_offset, io.BufferedReader(lines, buffer_size=1 << 20)
             if offset == 0 and fmt in SPLITTABLE:
                 _skip_bom(f)  # pyarrow's CSV reader skips it itself
-            for batch in reader(f, path, columns, batch_bytes):
+            for number, batch in enumerate(reader(f, path, columns, batch_bytes), start=1):
                 yield batch._replace(part_offset=offset)
+                if bytes_read is not None:
+                    # pyarrow's CSV reader reads the whole file ahead of its batches, each
+                    # cut from batch_bytes of it: the position is no measure there.
+                    bound = number * batch_bytes if fmt == "csv" else None
+                    bytes_read(_position_in_task(raw, task, bound))
     except InputError as e:
         raise with_file_rows(e.naming_features(features_of or {}), path, offset) from None
     except CompressedDataError as e:
@@ -294,13 +303,32 @@ class _LineRange(io.RawIOBase):
 def open_input(path: str) -> io.BufferedIOBase:
     """Opens `path` through Beam's file systems as a plain buffered binary stream of its
     content: compressed files (by extension, as Beam detects them) are decompressed."""
+    return _content(_open_raw(path), path)
+
+
+def _open_raw(path: str) -> io.BufferedIOBase:
+    """The file's bytes as stored (compressed or not)."""
     from apache_beam.io.filesystem import CompressionTypes
-    FileSystems = fs.beam_filesystems()
+    return fs.beam_filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _content(raw: io.BufferedIOBase, path: str) -> io.BufferedIOBase:
+    from apache_beam.io.filesystem import CompressionTypes
     kind = CompressionTypes.detect_compression_type(path)
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     if kind == CompressionTypes.UNCOMPRESSED:
         return raw
     return io.BufferedReader(Decompressed(raw, kind), buffer_size=1 << 20)
+
+
+def _position_in_task(raw, task: ReadTask, bound: Optional[int] = None) -> int:
+    """Bytes of the task's range of the stored file read so far, within [0, task.size]
+    and at most `bound` (a parquet reader seeks around: its position is an estimate, as
+    is a decompressing reader's read-ahead)."""
+    try:
+        position = raw.tell() - task.start
+    except (OSError, ValueError, AttributeError):  # closed, or a stream without a position
+        return 0
+    return max(0, min(task.size, position, task.size if bound is None else bound))
 
 
 class CompressedDataError(Exception):

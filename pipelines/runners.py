@@ -54,6 +54,21 @@ class Plan:
         one process, else one per worker (the runner already keeps the cores busy)."""
         return multiprocessing.cpu_count() if self.single_process else 1
 
+    @property
+    def workers_here(self) -> bool:
+        """The workers run on this machine (a dask cluster's may), so a progress bar
+        moves with them; a job service elsewhere moves it in steps (pipelines/progress.py)."""
+        return workers_here(self.options)
+
+
+def workers_here(options: PipelineOptions) -> bool:
+    """See `Plan.workers_here`: FnApiRunner, DaskRunner, or the portable path through
+    an embedded job service."""
+    from apache_beam.options.pipeline_options import PortableOptions
+    if options.view_as(StandardOptions).runner in LOCAL_NAMES + ("DaskRunner",):
+        return True
+    return options.view_as(PortableOptions).job_endpoint == "embed"
+
 
 # Runners whose pipeline options live in their own module (Beam defines the options of
 # Dataflow, Flink, Spark, Prism and portable runners in apache_beam.options.pipeline_options,

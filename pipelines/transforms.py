@@ -17,7 +17,6 @@ Each is tested on its own with Beam's TestPipeline (tests/test_transforms.py).
 
 import contextlib
 import json
-import logging
 import platform
 from typing import Dict, List, Optional
 
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from pipelines import failpoints, keras_helper
 from pipelines import io as prepro_io
+from pipelines.progress import Reporter
 from pipelines.checks import checked_tally, finalize_stateless
 from pipelines.combiners import MergeTallies
 from pipelines.errors import InputError
@@ -41,7 +41,6 @@ from prepro.stats import TokenCounts
 from prepro.stats.numeric import merge_in_order
 
 METRICS = "prepro"  # namespace of the job's Beam counters (Dataflow shows them live)
-PROGRESS = logging.getLogger("prepro.progress")  # one line per read task (the CLI prints them)
 DEFAULT_GOLDEN_ROWS = 16
 GOLDEN_CANDIDATES = 4  # candidates per golden row: a layer may reject some rows
 CANDIDATE, GOLDEN_ROWS = "manifest.candidate.json", "golden_rows.json"
@@ -69,7 +68,10 @@ class ExtractStatistics(beam.DoFn):
     largest early, when the pending counts outgrow PENDING_COUNT_BYTES), a reference per
     shard; every numeric feature's statistics, keyed so parts merge in a canonical
     order (see prepro.stats.numeric); rows read per source. Per batch: the checked
-    input's figures of the features with nothing to learn, and golden-row candidates."""
+    input's figures of the features with nothing to learn, and golden-row candidates.
+
+    Progress: a read task's input bytes are counted per batch, in the Beam counter
+    input_bytes_read and on the driver's channel `progress` (pipelines/progress.py)."""
 
     COUNTS = "counts"
     TALLY = "tally"
@@ -80,10 +82,12 @@ class ExtractStatistics(beam.DoFn):
 
     def __init__(self, spec: spec_lib.Spec, num_shards: int, work_dir: str,
                  batch_bytes: int = prepro_io.BATCH_BYTES, threads: int = 1, golden_rows: int = 0,
-                 per_batch: bool = False):
+                 per_batch: bool = False, progress: Optional[str] = None):
         """`per_batch`: summarize each batch on its own rather than per bundle, for a
-        runner that loses finish_bundle's outputs (pipelines/elements.py)."""
+        runner that loses finish_bundle's outputs (pipelines/elements.py). `progress`:
+        the path of the driver's progress channel (None: counters only)."""
         self._per_batch = per_batch
+        self._progress = progress
         self._spec = spec
         self._batch_bytes = batch_bytes
         self._columns = source_columns(spec)
@@ -95,9 +99,11 @@ class ExtractStatistics(beam.DoFn):
     def setup(self):
         self._cancellation = keras_helper.Cancellation(self._work_dir)
         self._pool = Threads(self._threads)
+        self._reporter = Reporter(self._progress)
 
     def teardown(self):
         self._pool.close()
+        self._reporter.close()
 
     def start_bundle(self):
         self._bundle = None
@@ -115,12 +121,11 @@ class ExtractStatistics(beam.DoFn):
             return
         summary = _Summary(self, element.index, element)
         batches = prepro_io.read_batches(element, element.fmt, self._columns, self._batch_bytes,
-                                         features_of=prepro_io.features_of_columns(self._spec.features.values()))
+                                         features_of=prepro_io.features_of_columns(self._spec.features.values()),
+                                         bytes_read=summary.bytes_read)
         for batch in batches:
             yield from summary.add(batch)
         yield from summary.finish()
-        PROGRESS.info("read %s bytes %s..%s: %d rows", element.path, element.start, element.end or "end",
-                      summary.rows)
 
     def finish_bundle(self):
         if self._bundle is not None:
@@ -148,6 +153,17 @@ class _Summary:
         if task is not None:
             self._rows[(task.fmt, task.path)] = 0
         self.rows = 0
+        self._bytes_counted = 0  # of the task's bytes, in the counter and on the channel
+
+    def bytes_read(self, position: int, task_done: bool = False) -> None:
+        """The task's bytes read so far: what is new is counted (per batch, so one big
+        file moves the figures too); at the task's end, the rest of its bytes."""
+        new = max(0, position - self._bytes_counted)
+        self._bytes_counted += new
+        if new:
+            Metrics.counter(METRICS, "input_bytes_read").inc(new)
+        if new or task_done:
+            self._owner._reporter.report(self._task.index, self._bytes_counted, task_done)
 
     def add(self, batch: prepro_io.Batch):
         owner, features = self._owner, self._features
@@ -194,7 +210,7 @@ class _Summary:
         self._pending = {}
         task = self._task
         if task is not None:
-            Metrics.counter(METRICS, "input_bytes_read").inc(task.size)
+            self.bytes_read(task.size, task_done=True)
             Metrics.counter(METRICS, "read_tasks_done").inc()
         for source, rows in sorted(self._rows.items(), key=repr):
             yield (self._owner.ROWS, (source, (rows, task.size if task is not None else 0)))

@@ -417,8 +417,12 @@ def run_cli(tmp_path, capsys, inputs, fmt="csv"):
 
 
 def assert_one_line_error(err):
-    assert err.startswith("prepro analyze: error: "), err
-    assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
+    """One error line, last, after nothing but prepro's progress lines (a job that
+    started says what it reads)."""
+    *progress, error = err.splitlines()
+    assert error.startswith("prepro analyze: error: "), err
+    assert err.endswith("\n") and all(line.startswith("prepro: ") and "error" not in line for line in progress), \
+        f"not one error line: {err!r}"
     assert "Traceback" not in err
 
 

@@ -1,6 +1,6 @@
 """What a user of the command line sees for bad input: exit code 1, nothing on stdout,
-and one line on stderr, `prepro analyze: error: ...`, naming feature, file and row where
-they exist; no traceback. Run as a real process (in-process capture would hide what
+and one error line on stderr, `prepro analyze: error: ...`, naming feature, file and row
+where they exist, after nothing but prepro's own progress lines; no traceback. Run as a real process (in-process capture would hide what
 Beam logs on stderr: before, every error came with a Beam traceback there).
 """
 
@@ -57,8 +57,10 @@ def test_cli_bad_input_is_one_line_and_exit_1(tmp_path, case):
     result = run_cli(tmp_path, [path], fmt)
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""
-    assert result.stderr.startswith("prepro analyze: error: "), result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert_error(result.stderr.rstrip("\n"), path, row=row, feature=feature, fragments=[fragment])
+    *progress, error = result.stderr.splitlines()
+    assert error.startswith("prepro analyze: error: "), result.stderr
+    assert all(line.startswith("prepro: ") for line in progress) and "Traceback" not in result.stderr, result.stderr
+    assert "error" not in "".join(progress) and result.stderr.endswith("\n")
+    assert_error(error, path, row=row, feature=feature, fragments=[fragment])
     assert "[while running" not in result.stderr  # Beam's step suffix is not the user's business
     assert not (tmp_path / "out" / "manifest.json").exists()

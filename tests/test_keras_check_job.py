@@ -56,7 +56,7 @@ def test_refused_spec_cancels_the_running_job_and_publishes_nothing(tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("prepro analyze: error: feature 'review': Keras refuses this TextVectorization"), stderr
     assert "index innermost dimension" in last  # Keras's (TensorFlow's) own reason
-    assert " read " not in stderr, "a read task finished: the job was not cancelled"
+    assert " 100% " not in stderr, "the inputs were all read: the job was not cancelled"
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(os.listdir(out)) == ["manifest.json", json.loads(before)["state_dir"]]
 
