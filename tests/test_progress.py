@@ -195,3 +195,27 @@ def test_reporter_without_the_channel_stays_silent_and_tracker_reads_whole_recor
     assert not os.path.exists(tracker.channel)  # the private directory is removed
     line = progress.plain_line(progress.Update(41, 100, 1, 0, 3.0, progress.READING, 10.0))
     assert re.fullmatch(r"prepro: \d\d:\d\d:\d\d 41% 0\.0/0\.0 MB, 0\.0 MB/s, about 6 s left", line), line
+
+
+def test_the_remote_runners_counter_is_read_from_the_job_result():
+    """What the driver polls on a runner whose workers are elsewhere (here a finished
+    FnApiRunner job: the same query); no metrics (DaskRunner) is None, not an error."""
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+
+    def count(n):
+        Metrics.counter("prepro", "input_bytes_read").inc(n)
+        return n
+
+    p = beam.Pipeline()
+    _ = p | beam.Create([5, 7]) | beam.Map(count)
+    result = p.run()
+    result.wait_until_finish()
+    assert progress.bytes_counter(result) == 12
+    assert progress.bytes_counter(object()) is None
+
+
+def test_an_updates_first_line_names_its_base():
+    update = progress.Update(0, 2_500_000, 2, 0, 0.0, progress.READING, None, base="arts/")
+    assert progress.first_line(update) == ("prepro: reading 2.5 MB in 2 files, updating arts/ "
+                                           "(its kept state is merged, not re-read)")
