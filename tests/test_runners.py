@@ -37,8 +37,9 @@ def test_fnapi_one_and_two_workers_and_dask_give_the_same_bytes(tmp_path, dask_c
     # Beam 2.77's DaskRunner reports no metrics ({}); if it ever does, they must be exact.
     assert counters["dask"] in ({}, counters["in_process"])
     reference = snapshots["in_process"]
-    # manifest; 3 vocabularies, boundaries, mean and variance; 2 golden files
-    assert len(reference) == 9
+    # manifest; 3 vocabularies with counts and count distributions, boundaries and
+    # quantiles, mean and variance; 2 golden files
+    assert len(reference) == 16
     for name, files in snapshots.items():
         assert sorted(files) == sorted(reference), name
         for relpath in reference:
@@ -83,6 +84,6 @@ def test_portable_runner_with_separate_sdk_workers_gives_the_same_bytes(tmp_path
         assert done.returncode == 0, done.stderr[-3000:]
     assert "Starting worker" in pool_log.read_text(), "no SDK worker process was started by the pool"
     reference, portable = snapshot(tmp_path / "in_process"), snapshot(tmp_path / "portable")
-    assert sorted(portable) == sorted(reference) and len(reference) == 9
+    assert sorted(portable) == sorted(reference) and len(reference) == 16
     for relpath in reference:
         assert portable[relpath] == reference[relpath], f"portable: {relpath} differs"
