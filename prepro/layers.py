@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from prepro import artifacts, fs, spec as spec_lib, state_files
+from prepro import artifacts, fs, spec as spec_lib, state_files, vocab
 
 OOV_TEXT_TOKEN = "[UNK]"  # TextVectorization's OOV token; its only special token in tf_idf mode
 
@@ -83,6 +83,27 @@ class Artifacts:
         with self._parsing(relpath):
             tokens = state_files.read_vocabulary(data, integer, state["exceptions"], state["vocabulary_size"])
             return tokens if integer else [t.decode("utf-8") for t in tokens]
+
+    def vocabulary_array(self, name: str):
+        """`vocabulary(name)` as one pyarrow array (large_binary UTF-8, or int64): for
+        comparing vocabularies of millions of tokens without a Python object each."""
+        import pyarrow as pa
+        entry = self._feature(name)
+        state = entry["state"]
+        integer = entry["layer"] == "IntegerLookup"
+        relpath = state["vocabulary_file"]
+        data = self.files.read(relpath)
+        with self._parsing(relpath):
+            tokens = vocab.read_vocabulary_array(data, integer)
+            # Exception k (ranks ascending) has k exceptions and rank - k file tokens before it.
+            pieces, at = [], 0
+            for k, (rank, token) in enumerate(sorted((r, vocab.token_from_json(t)) for r, t in state["exceptions"])):
+                pieces += [tokens.slice(at, rank - k - at), pa.array([token], tokens.type)]
+                at = rank - k
+            merged = pa.concat_arrays(pieces + [tokens.slice(at)]) if pieces else tokens
+            state_files.require_count(merged, state["vocabulary_size"], "tokens (exceptions included)",
+                                      "vocabulary_size")
+            return merged
 
     def token_state(self, name: str):
         """The kept state of a vocabulary feature (`prepro analyze --keep-state`): a

@@ -149,6 +149,27 @@ def read_vocabulary_file(data: bytes, integer: bool) -> List[Token]:
     return [int(line) for line in lines] if integer else lines
 
 
+def read_vocabulary_array(data: bytes, integer: bool):
+    """`read_vocabulary_file` as one Arrow array (large_binary, or int64), without a
+    Python object per token: a 20M-token file in about a second, not a 2 GB list."""
+    import pyarrow as pa
+    if integer:
+        lines = data[:-1] if data.endswith(b"\n") else data
+        return pa.array(np.array(lines.split(b"\n"), dtype=np.int64) if data else np.zeros(0, np.int64))
+    if not data:
+        return pa.array([], pa.large_binary())
+    raw = np.frombuffer(data, np.uint8, count=len(data) - data.endswith(b"\n"))  # (no copy)
+    breaks = np.flatnonzero(raw == 10)
+    before = breaks[breaks > 0] - 1
+    if (raw[before] == 13).any() or (len(raw) and raw[-1] == 13):  # a trailing \r to strip: the slow way
+        return pa.array(read_vocabulary_file(data, integer), pa.large_binary())
+    # Line i ends at breaks[i], with i line breaks before it, which the body leaves out.
+    offsets = np.concatenate([[0], breaks - np.arange(len(breaks)), [len(raw) - len(breaks)]]).astype(np.int64)
+    body = np.delete(raw, breaks)
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(breaks) + 1,
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(body)])
+
+
 def merge_exceptions(file_tokens: Sequence[Token], exceptions: Iterable[tuple]) -> List[Token]:
     """Rebuilds the full ranked vocabulary from the file and the (rank, token) exceptions."""
     out = list(file_tokens)

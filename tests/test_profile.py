@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import prepro
 from pipelines.analyze import run_analyze
@@ -216,3 +217,21 @@ def test_inspect_shows_boundaries_moments_and_the_idf_range(two_versions):
     assert f"IDF              {idf.min():.6g} to {idf.max():.6g}   over {documents:,} documents" in text
     assert f"values' range    {values.min():.6g} to {values.max():.6g}" in text
     assert f"count at the cut {int(arts.token_counts('word')[-1]):>12,}" in text
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"a", b"\n").replace(b"b", b"\r")))
+def test_fuzz_the_vocabulary_array_reads_a_file_as_the_line_reader_does(data):
+    from prepro import vocab
+    assert vocab.read_vocabulary_array(data, False).to_pylist() == vocab.read_vocabulary_file(data, False)
+
+
+def test_the_vocabulary_array_puts_the_exceptions_back(tmp_path):
+    rows = ["x\u2028y", "a", "p\x1cq", "a", "b", "x\u2028y", "c\rd", "a"]
+    with open(tmp_path / "d.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"w": w}) + "\n" for w in rows)
+    spec = spec_from_dict({"features": {"w": {"source": "w", "layer": "StringLookup"}}})
+    run_analyze(spec, [str(tmp_path / "d.jsonl")], "jsonl", str(tmp_path / "arts"), golden_rows=0)
+    arts = prepro.load(str(tmp_path / "arts"))
+    assert len(arts.manifest["features"]["w"]["state"]["exceptions"]) == 3
+    assert [t.decode("utf-8") for t in arts.vocabulary_array("w").to_pylist()] == arts.vocabulary("w")
