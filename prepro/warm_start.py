@@ -17,7 +17,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from prepro import spec as spec_lib
+from prepro import artifacts, spec as spec_lib
 
 _LOOKUPS = ("TextVectorization", "StringLookup", "IntegerLookup")
 
@@ -30,8 +30,9 @@ def vocabulary_mapping(old, new, feature: str) -> Tuple[np.ndarray, np.ndarray, 
     if old_entry["layer"] not in _LOOKUPS:
         raise ValueError(f"feature {feature!r} is a {old_entry['layer']}; embeddings remap the indices of "
                          f"{', '.join(_LOOKUPS)}")
-    mine = {k: v for k, v in old_entry.items() if k not in ("state", "figures", "index_policy")}
-    theirs = {k: v for k, v in new_entry.items() if k not in ("state", "figures", "index_policy")}
+    ignored = (*artifacts.RESULT_KEYS, "index_policy")  # what the jobs learned, and the update policy
+    mine = {k: v for k, v in old_entry.items() if k not in ignored}
+    theirs = {k: v for k, v in new_entry.items() if k not in ignored}
     if mine != theirs:
         raise ValueError(f"feature {feature!r} has other options in the two artifacts ({_differ(mine, theirs)}): "
                          f"the index layouts may differ")
