@@ -82,6 +82,8 @@ def test_portable_runner_with_separate_sdk_workers_gives_the_same_bytes(tmp_path
         done = subprocess.run(base + ["--output", str(tmp_path / name)] + args, capture_output=True, text=True,
                               timeout=300, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-3000:]
+        # Progress reaches the driver from the SDK worker processes too (pipelines/progress.py).
+        assert "prepro: reading 1.3 MB in 3 files" in done.stderr and " 100% 1.3/1.3 MB" in done.stderr, name
     assert "Starting worker" in pool_log.read_text(), "no SDK worker process was started by the pool"
     reference, portable = snapshot(tmp_path / "in_process"), snapshot(tmp_path / "portable")
     assert sorted(portable) == sorted(reference) and len(reference) == 16
