@@ -306,19 +306,22 @@ class Artifacts:
 
     def token_counts(self, name: str) -> np.ndarray:
         """Each learned token's count (occurrences), in rank order (format version 4)."""
-        profile = self._profile(name)
+        profile, distribution = self._profile(name), self.count_distribution(name)
         data = self.files.read(profile["counts_file"])
         with self._parsing(profile["counts_file"]):
-            return state_files.read_counts(data, self._feature(name)["state"]["vocabulary_size"])
+            return state_files.read_counts(data, self._feature(name)["state"]["vocabulary_size"],
+                                           (distribution.counts, distribution.tokens))
 
     def count_distribution(self, name: str):
         """Every distinct token's count, as a `prepro.profile.TokenDistribution` (how many
         tokens occur c times, for every c): the whole rank-frequency curve."""
         from prepro.profile import TokenDistribution
-        profile = self._profile(name)
+        profile, g = self._profile(name), self._feature(name)["figures"]
         data = self.files.read(profile["count_distribution_file"])
         with self._parsing(profile["count_distribution_file"]):
-            return TokenDistribution(*state_files.read_count_distribution(data, profile["count_distribution_rows"]))
+            return TokenDistribution(*state_files.read_count_distribution(
+                data, profile["count_distribution_rows"], g["distinct_tokens"],
+                g["tokens_seen"] - g["special_tokens_seen"]))
 
     def quantile_profile(self, name: str):
         """A learned Discretization's values at every 1/steps of the weight, as a

@@ -45,6 +45,7 @@ BOUNDARIES = "boundaries.txt"
 COUNTS = "counts.txt"
 COUNT_DISTRIBUTION = "count_distribution.txt"
 QUANTILE_PROFILE = "quantiles.txt"
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a larger value is infinite where Keras computes
 QUANTILE_STEPS = 1000  # a profile step (0.1% of the weight) as fine as the default rank error
 TOKEN_STATE = "token_state.arrow"
 TOKEN_STATE_BATCH = 65536
@@ -230,17 +231,27 @@ def read_document_frequencies(data: bytes, expected: int) -> np.ndarray:
     return frequencies
 
 
-def read_counts(data: bytes, expected: int) -> np.ndarray:
-    """A learned token's count per line, in rank order."""
+def read_counts(data: bytes, expected: int, distribution: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
+    """A learned token's count per line, in rank order; with the feature's count
+    `distribution`, each count must be one it holds, for no more tokens than it says."""
     counts = np.array(data.split(), dtype=np.int64)
     require_count(counts, expected, "counts", "vocabulary_size")
-    if (counts < 1).any():
-        raise ValueError("a count below 1")
+    if (counts < 1).any() or (counts > artifacts.MAX_COUNT).any():
+        raise ValueError(f"a count below 1 or above {artifacts.MAX_COUNT}")
+    if distribution is not None:
+        values, tokens = np.unique(counts, return_counts=True)
+        known, known_tokens = distribution[0][::-1], distribution[1][::-1]  # ascending
+        at = np.minimum(np.searchsorted(known, values), max(len(known) - 1, 0))
+        if len(values) and (not len(known) or (known[at] != values).any() or (known_tokens[at] < tokens).any()):
+            raise ValueError("counts the count distribution does not hold (a count it lacks, or more tokens "
+                             "with a count than it says)")
     return counts
 
 
-def read_count_distribution(data: bytes, expected: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(counts, tokens): counts distinct and descending, both >= 1."""
+def read_count_distribution(data: bytes, expected: int, distinct: Optional[int] = None,
+                            occurrences: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(counts, tokens): counts distinct and descending, both >= 1 and at most MAX_COUNT;
+    when given, the tokens sum to `distinct` and their occurrences to `occurrences`."""
     pairs = np.array(data.split(), dtype=np.int64)
     if len(pairs) % 2:
         raise ValueError("a line that is not '<count> <tokens>'")
@@ -248,14 +259,23 @@ def read_count_distribution(data: bytes, expected: int) -> Tuple[np.ndarray, np.
     require_count(counts, expected, "lines", "count_distribution_rows")
     if (counts < 1).any() or (tokens < 1).any() or (np.diff(counts) >= 0).any():
         raise ValueError("counts must be distinct, descending and >= 1, tokens >= 1")
+    # In float64 first: the exact int64 sums below cannot overflow once these are bounded.
+    if tokens.astype(np.float64).sum() > 2 * artifacts.MAX_COUNT or \
+            (counts.astype(np.float64) * tokens).sum() > 2 * artifacts.MAX_COUNT:
+        raise ValueError(f"more than {artifacts.MAX_COUNT} tokens or occurrences")
+    found = int(tokens.sum()), int((counts * tokens).sum())
+    if distinct is not None and found != (distinct, occurrences):
+        raise ValueError(f"{found[0]} distinct tokens with {found[1]} occurrences, but the manifest's figures "
+                         f"say {distinct} (distinct_tokens) with {occurrences} (tokens_seen - special_tokens_seen)")
     return counts, tokens
 
 
 def read_quantile_profile(data: bytes, steps: int) -> np.ndarray:
     values = np.array(data.split(), np.float64)
     require_count(values, steps + 1, "values", "quantile_steps (+1)")
-    if np.isnan(values).any() or (np.diff(values) < 0).any():
-        raise ValueError("quantiles must be sorted numbers")
+    finite = values[np.isfinite(values)]
+    if np.isnan(values).any() or (values[1:] < values[:-1]).any() or (np.abs(finite) > FLOAT32_MAX).any():
+        raise ValueError("quantiles must be sorted numbers, finite ones within float32's range")
     return values
 
 

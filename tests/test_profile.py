@@ -235,3 +235,45 @@ def test_the_vocabulary_array_puts_the_exceptions_back(tmp_path):
     arts = prepro.load(str(tmp_path / "arts"))
     assert len(arts.manifest["features"]["w"]["state"]["exceptions"]) == 3
     assert [t.decode("utf-8") for t in arts.vocabulary_array("w").to_pylist()] == arts.vocabulary("w")
+
+
+def _forged(source: str, destination, relpath: str, data: bytes, edit=lambda manifest: None) -> str:
+    """A copy of the artifact with one listed file replaced and its checksum re-forged."""
+    from artifact_fixtures import copy_artifact, read_manifest_json, state_path, write_manifest_json
+    from prepro import artifacts
+    root = copy_artifact(source, destination)
+    with open(state_path(root, relpath), "wb") as f:
+        f.write(data)
+    manifest = read_manifest_json(root)
+    manifest["files"][relpath] = artifacts.file_entry(data)
+    edit(manifest)
+    write_manifest_json(root, manifest)
+    return root
+
+
+def test_forged_profiles_with_matching_checksums_are_refused_naming_the_file(two_versions, tmp_path):
+    arts, _ = two_versions["old"]
+    profile, size = arts.manifest["features"]["word"]["profile"], arts.manifest["features"]["word"]["state"]["vocabulary_size"]
+    distribution_file, counts_file = profile["count_distribution_file"], profile["counts_file"]
+    rows = lambda n: lambda m: m["features"]["word"]["profile"].update(count_distribution_rows=n)  # noqa: E731
+    cases = [
+        # 4 * 2**62 occurrences wrap int64's sums around (a negative total).
+        (distribution_file, b"4611686018427387904 4\n", rows(1), "more than 9007199254740992"),
+        # Well-formed, but not the figures' tokens and occurrences (an empty one broke the plots).
+        (distribution_file, b"1000000 1\n", rows(1), "1 distinct tokens with 1000000 occurrences, but"),
+        (distribution_file, b"", rows(0), "0 distinct tokens with 0 occurrences, but"),
+        # Counts the distribution does not hold: ascending, or each beyond MAX_COUNT.
+        (counts_file, "".join(f"{i + 1}\n" for i in range(size)).encode(), None, "does not hold"),
+        (counts_file, b"4611686018427387904\n" * size, None, "above 9007199254740992"),
+    ]
+    for i, (relpath, data, edit, words) in enumerate(cases):
+        forged = prepro.load(_forged(arts.root, tmp_path / str(i), relpath, data, edit or (lambda m: None)))
+        with pytest.raises(prepro.artifacts.ArtifactError, match=f"^{relpath}: malformed: .*{words}"):
+            forged.token_counts("word")
+        assert _cli("inspect", forged.root).returncode == 1
+    # Finite quantiles beyond float32's range are none a job writes (such values are
+    # infinite): they made the histogram's axis fail ('arange: cannot compute length').
+    quantiles_file = arts.manifest["features"]["value"]["profile"]["quantiles_file"]
+    forged = prepro.load(_forged(arts.root, tmp_path / "q", quantiles_file, b"-1e308\n" + b"1e308\n" * 1000))
+    with pytest.raises(prepro.artifacts.ArtifactError, match=f"^{quantiles_file}: malformed: .*float32's range"):
+        forged.report()
