@@ -26,6 +26,7 @@ import collections
 import hashlib
 import itertools
 import json
+import math
 import os
 import stat
 from typing import Any, Dict, Iterator, List, Mapping, Optional
@@ -645,6 +646,8 @@ def _check_consistency(manifest: Dict[str, Any], where: str) -> None:
         _check_spec_copy(manifest, spec, where)
     for name, entry in sorted(manifest["features"].items()):
         _check_state(spec.features[name], entry["state"], f"{where}: $.features.{name}")
+        if "profile" in entry and entry["layer"] == "Discretization":
+            _check_quantile_profile(entry, f"{where}: $.features.{name}")
     listed = manifest["files"]
     for at, relpath in _file_references(manifest):
         if relpath not in listed:
@@ -704,6 +707,19 @@ def _check_state(feature: spec_lib.FeatureSpec, state: Dict[str, Any], at: str) 
                                  or ("quantile_sketch_file" in state and state["quantiles"] != "sketch")):
             raise ArtifactError(f"{at}.state: a kept quantile state of the other kind than quantiles "
                                 f"{state['quantiles']!r}")
+
+
+def _check_quantile_profile(entry: Dict[str, Any], at: str) -> None:
+    """A profile only beside learned boundaries; moments null exactly when no value counted."""
+    if "boundaries_file" not in entry["state"]:
+        raise ArtifactError(f"{at}.profile: a profile, but the boundaries come from the config (nothing learned)")
+    moments = entry["profile"]["moments"]
+    if (moments["count"] == 0) != (moments["mean"] is None) or (moments["count"] == 0) != (moments["variance"] is None):
+        raise ArtifactError(f"{at}.profile.moments: mean and variance must be null exactly when count is 0")
+    for key in ("mean", "variance"):
+        if moments[key] is not None and not (math.isfinite(moments[key]) and (key == "mean" or moments[key] >= 0)):
+            raise ArtifactError(f"{at}.profile.moments.{key}: {moments[key]}, not a finite number"
+                                + (" >= 0" if key == "variance" else ""))
 
 
 def _file_references(manifest: Mapping[str, Any]) -> Iterator[tuple]:

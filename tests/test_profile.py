@@ -277,3 +277,38 @@ def test_forged_profiles_with_matching_checksums_are_refused_naming_the_file(two
     forged = prepro.load(_forged(arts.root, tmp_path / "q", quantiles_file, b"-1e308\n" + b"1e308\n" * 1000))
     with pytest.raises(prepro.artifacts.ArtifactError, match=f"^{quantiles_file}: malformed: .*float32's range"):
         forged.report()
+
+
+def _edited(source: str, destination, edit) -> str:
+    from artifact_fixtures import copy_artifact, read_manifest_json, write_manifest_json
+    root = copy_artifact(source, destination)
+    manifest = read_manifest_json(root)
+    edit(manifest["features"]["value"])
+    write_manifest_json(root, manifest)
+    return root
+
+
+def _to_config_boundaries(entry):
+    entry.update(config={"bin_boundaries": [1.0, 20.0]}, state={"boundaries": "config"})
+
+
+@pytest.mark.parametrize("edit,words", [
+    # A profile beside config boundaries made diff and the drift view fail (KeyError 'boundaries_file').
+    (_to_config_boundaries, "a profile, but the boundaries come from the config"),
+    # A null mean or variance with values counted failed inspect and report (TypeError).
+    (lambda e: e["profile"]["moments"].update(mean=None), "null exactly when count is 0"),
+    (lambda e: e["profile"]["moments"].update(variance=None), "null exactly when count is 0"),
+    (lambda e: e["profile"]["moments"].update(count=0), "null exactly when count is 0"),
+    # Python's JSON reader takes NaN; a NaN or negative variance made mean_shift NaN or inf.
+    (lambda e: e["profile"]["moments"].update(variance=-4.0), "moments.variance: -4.0, not a finite number >= 0"),
+    (lambda e: e["profile"]["moments"].update(mean=float("nan")), "moments.mean: nan, not a finite number"),
+])
+def test_a_quantile_profile_the_state_contradicts_is_refused_at_load(two_versions, tmp_path, edit, words):
+    arts, _ = two_versions["old"]
+    root = _edited(arts.root, tmp_path / "forged", edit)
+    with pytest.raises(prepro.artifacts.ArtifactError, match=r"manifest\.json: \$\.features\.value\.profile"):
+        prepro.load(root)
+    with pytest.raises(prepro.artifacts.ArtifactError, match=words.replace(".", r"\.")):
+        prepro.diff(arts, root)
+    shown = _cli("inspect", root)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
