@@ -11,6 +11,7 @@ disk, from a bucket's web view or inside a notebook. A large vocabulary is summa
 import dataclasses
 import html
 import io
+import os
 import time
 from typing import Any, Dict, List, Optional
 
@@ -367,8 +368,35 @@ class _Plots:
         return f'<figure data-plot="{kind}">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
+def _check_out(out: str, sources) -> None:
+    """The report never replaces a file of the artifacts it reads (their manifest.json,
+    a state file) nor a directory."""
+    from prepro import artifacts
+    # Locally the file is renamed into place: a symlink at `out` is replaced, not followed.
+    resolve = (lambda p: p.rstrip("/")) if fs.is_remote(out) else \
+        (lambda p: os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(p))), os.path.basename(p)))
+    target = resolve(out)
+    if not fs.is_remote(out) and os.path.isdir(target):
+        raise ValueError(f"--out {out}: a directory; name the HTML file to write")
+    for source in sources:
+        if fs.is_remote(source.root) != fs.is_remote(out):
+            continue
+        state_root = artifacts.state_root(source.root, source.manifest)
+        protected = {resolve(fs.join(source.root, artifacts.MANIFEST))} | {
+            resolve(fs.join(state_root, relpath)) for relpath in source.manifest["files"]}
+        inside_state = "state_dir" in source.manifest and target.startswith(resolve(state_root) + "/")
+        if target in protected or inside_state:
+            raise ValueError(f"--out {out}: a file of the artifact {source.root} (its manifest or state); "
+                             f"the report would replace it")
+
+
 def report(arts, out: Optional[str] = None, base=None) -> Report:
     """`arts.report(...)`: the Report, saved to `out` (local or gs://) when given."""
+    from prepro.layers import Artifacts, load
+    if base is not None and not isinstance(base, Artifacts):
+        base = load(base)
+    if out is not None:
+        _check_out(out, [arts] + ([base] if base is not None else []))
     result = build_report(arts, base)
     if out is not None:
         result.save(out)

@@ -165,3 +165,32 @@ def test_the_report_command_and_the_notebook_view(example, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipelines.cli", "report", str(tmp_path / "nothing"), "--out",
                           str(out)], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "no manifest.json" in bad.stderr
+
+
+def test_the_report_never_replaces_a_file_of_the_artifacts_it_reads(example, tmp_path):
+    from artifact_fixtures import copy_artifact
+    arts_dir, base_dir = (copy_artifact(str(example / n), tmp_path / n) for n in ("arts", "base"))
+    manifests = {d: open(os.path.join(d, "manifest.json"), "rb").read() for d in (arts_dir, base_dir)}
+    arts = prepro.load(arts_dir)
+    state = os.path.join(arts_dir, arts.manifest["state_dir"])
+    (tmp_path / "up").symlink_to(tmp_path)
+    refused = [os.path.join(arts_dir, "manifest.json"), str(tmp_path / "up" / "arts" / "manifest.json"),
+               os.path.join(state, sorted(arts.manifest["files"])[0]), os.path.join(state, "report.html")]
+    for out in refused:
+        with pytest.raises(ValueError, match="a file of the artifact .* the report would replace it"):
+            arts.report(out)
+    # The base's manifest too, named by path as the command line does.
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "report", arts_dir, "--base", base_dir, "--out",
+                           os.path.join(base_dir, "manifest.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "a file of the artifact" in done.stderr
+    with pytest.raises(ValueError, match="a directory; name the HTML file"):
+        arts.report(str(tmp_path))
+    assert {d: open(os.path.join(d, "manifest.json"), "rb").read() for d in (arts_dir, base_dir)} == manifests
+    prepro.load(arts_dir), prepro.load(base_dir)
+    # Beside the manifest is fine (the artifact ignores unlisted files), and a symlink
+    # at `out` is replaced, not followed (the file is renamed into place).
+    (tmp_path / "link.html").symlink_to(os.path.join(arts_dir, "manifest.json"))
+    for out in (os.path.join(arts_dir, "report.html"), str(tmp_path / "link.html")):
+        arts.report(out)
+        assert open(out, encoding="utf-8").read().startswith("<!doctype html>")
+    assert not os.path.islink(tmp_path / "link.html") and prepro.load(arts_dir).manifest == arts.manifest
