@@ -283,6 +283,7 @@ class Gate:
     "psi > 0.2 or oov_rate > 0.05". A comparison on a metric a feature lacks is false.
     Parsed with Python's `ast` and evaluated here: nothing of it is executed."""
 
+    MAX_DEPTH = 32  # nested and / or / not: far beyond any gate, far below Python's recursion limit
     _COMPARE = {ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b,
                 ast.GtE: lambda a, b: a >= b, ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b}
 
@@ -292,21 +293,25 @@ class Gate:
             self._tree = ast.parse(expression.strip(), mode="eval").body
         except SyntaxError:
             raise ValueError(f"--fail-on {expression!r}: not an expression like 'psi>0.2 or oov_rate>0.05'") from None
+        except (RecursionError, MemoryError):  # the parser's own limits, on deeply nested text
+            raise ValueError(f"--fail-on: nested deeper than {self.MAX_DEPTH} levels") from None
         self._check(self._tree)
 
-    def _check(self, node) -> None:
+    def _check(self, node, depth: int = 0) -> None:
+        if depth > self.MAX_DEPTH:
+            raise ValueError(f"--fail-on: nested deeper than {self.MAX_DEPTH} levels")
         if isinstance(node, ast.BoolOp):
             for value in node.values:
-                self._check(value)
+                self._check(value, depth + 1)
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            self._check(node.operand)
+            self._check(node.operand, depth + 1)
         elif isinstance(node, ast.Compare) and all(type(op) in self._COMPARE for op in node.ops):
             for operand in [node.left, *node.comparators]:
                 if isinstance(operand, ast.Name):
                     if operand.id not in METRICS:
                         raise ValueError(f"--fail-on: unknown metric {operand.id!r}; the metrics are "
                                          f"{', '.join(sorted(METRICS))}")
-                elif not (isinstance(operand, ast.Constant) and type(operand.value) in (int, float)):
+                elif _number(operand) is None:
                     raise ValueError(f"--fail-on: {ast.unparse(operand)!r} is neither a metric nor a number")
         else:
             raise ValueError(f"--fail-on: {ast.unparse(node)!r} is not a comparison (metric > number), "
@@ -321,7 +326,17 @@ class Gate:
             return all(results) if isinstance(node.op, ast.And) else any(results)
         if isinstance(node, ast.UnaryOp):
             return not self._eval(node.operand, metrics)
-        operands = [metrics.get(o.id) if isinstance(o, ast.Name) else o.value for o in [node.left, *node.comparators]]
+        operands = [metrics.get(o.id) if isinstance(o, ast.Name) else _number(o) for o in [node.left, *node.comparators]]
         if any(v is None for v in operands):
             return False
         return all(self._COMPARE[type(op)](a, b) for op, a, b in zip(node.ops, operands, operands[1:]))
+
+
+def _number(node) -> Optional[float]:
+    """The value of a number in a gate (a constant, possibly signed: -0.1), else None."""
+    sign = 1
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign, node = (-1 if isinstance(node.op, ast.USub) else 1), node.operand
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return sign * node.value
+    return None

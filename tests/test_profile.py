@@ -312,3 +312,19 @@ def test_a_quantile_profile_the_state_contradicts_is_refused_at_load(two_version
         prepro.diff(arts, root)
     shown = _cli("inspect", root)
     assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+
+
+def test_the_gate_takes_signed_numbers_and_refuses_deep_nesting_as_a_usage_error():
+    Gate = prepro.compare.Gate
+    # '-1' was "neither a metric nor a number".
+    assert Gate("psi > -1")({"psi": 0.0}) and Gate("-0.5 < psi <= +2")({"psi": 2}) and not Gate("psi < -1e-9")({"psi": 0})
+    for bad in ("psi > --1", "psi > -True", "psi > -psi"):
+        with pytest.raises(ValueError, match="neither a metric nor a number"):
+            Gate(bad)
+    assert Gate("not " * Gate.MAX_DEPTH + "psi > 0")({"psi": 1})
+    # 1,000 nested nots exhausted the recursion ('maximum recursion depth exceeded', a
+    # RuntimeError); 100,000 exhausted the parser (MemoryError).
+    for deep in ("not " * 1000 + "psi > 0", "not " * 100_000 + "psi > 0",
+                 "(psi > 0 or " * 40 + "psi > 0" + ")" * 40):
+        with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+            Gate(deep)
