@@ -147,8 +147,8 @@ def _vocabulary_diff(old, new, name: str, metrics: Dict[str, float], details: Di
     details["oov_rate_low"] = max(0.0, 1.0 - (covered + unknown) / total_new) if total_new else 0.0
     # Over the union of both vocabularies, each side's other tokens pooled in one bucket.
     total_old = old.count_distribution(name).occurrences
-    old_index = np.where(both, np.nan_to_num(at_old, nan=0).astype(np.int64), -1)
-    p_old_shared = np.where(both, old_counts[np.maximum(old_index, 0)], 0)
+    p_old_shared = np.zeros(len(new_tokens), np.int64)
+    p_old_shared[both] = old_counts[at_old[both].astype(np.int64)]
     p = np.concatenate([p_old_shared, old_counts[dropped], [total_old - old_counts.sum()]])
     q = np.concatenate([new_counts, np.zeros(int(dropped.sum())), [total_new - new_counts.sum()]])
     metrics["js"] = profile_lib.jensen_shannon(p, q)

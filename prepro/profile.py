@@ -41,6 +41,8 @@ class TokenDistribution:
     def top_mass(self, sizes) -> np.ndarray:
         """Occurrences of the `sizes` most frequent tokens (exact, any ties alike)."""
         k = np.clip(np.asarray(sizes, np.int64), 0, self.distinct)
+        if not len(self.counts):  # no token at all (an empty vocabulary)
+            return np.zeros(k.shape, np.int64)
         group = np.searchsorted(self._cumulative_tokens, k, side="left")
         group = np.minimum(group, len(self.counts) - 1)
         before_tokens = np.where(group > 0, self._cumulative_tokens[group - 1], 0)
@@ -54,6 +56,8 @@ class TokenDistribution:
     def count_at_rank(self, ranks) -> np.ndarray:
         """The count of the token at each 1-based rank (by count)."""
         r = np.clip(np.asarray(ranks, np.int64), 1, max(self.distinct, 1))
+        if not len(self.counts):
+            return np.zeros(r.shape, np.int64)
         return self.counts[np.minimum(np.searchsorted(self._cumulative_tokens, r, side="left"), len(self.counts) - 1)]
 
     def tokens_with_count_at_least(self, minimum: int) -> int:
