@@ -296,7 +296,11 @@ def _drift(arts, base, name: str, change: "compare.FeatureDiff", plots: "_Plots"
     rows = [(k, _number(v)) for k, v in sorted(m.items())]
     if "oov_rate" in m and not d.get("oov_rate_exact", True):
         rows.append(("oov_rate at least", _number(d["oov_rate_low"])))
-    out = ['<div class="drift" data-drift="1"><h3>Since the base</h3><div class="row">', _table(rows)]
+    out = ['<div class="drift" data-drift="1"><h3>Since the base</h3>']
+    if "layer_changed" in d:
+        out.append(f'<p class="note">The layer changed: {d["layer_changed"][0]} in the base, '
+                   f'{d["layer_changed"][1]} now (nothing else compared).</p>')
+    out += ['<div class="row">', _table(rows)]
     for key, label in (("top_added", "added"), ("top_dropped", "dropped")):
         if d.get(key):
             cells = "".join(f"<tr><td>{html.escape(repr(t))}</td><td class='n'>{'' if c is None else f'{c:,}'}</td></tr>"
@@ -304,7 +308,8 @@ def _drift(arts, base, name: str, change: "compare.FeatureDiff", plots: "_Plots"
             out.append(f'<table data-table="{label}"><tr><th>{label}</th><th>count</th></tr>{cells}</table>')
     out.append("</div>")
     entry, old_entry = arts.manifest["features"][name], base.manifest["features"][name]
-    if "profile" in entry and "profile" in old_entry and change.layer in compare.VOCABULARY_LAYERS:
+    if "profile" in entry and "profile" in old_entry and old_entry["layer"] == change.layer \
+            and change.layer in compare.VOCABULARY_LAYERS:
         old, new = base.count_distribution(name), arts.count_distribution(name)
         fig, ax = plots.new()
         for dist, colour, label in ((old, "#7f8c8d", "base"), (new, "#2f6db5", "this artifact")):

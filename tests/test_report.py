@@ -194,3 +194,19 @@ def test_the_report_never_replaces_a_file_of_the_artifacts_it_reads(example, tmp
         arts.report(out)
         assert open(out, encoding="utf-8").read().startswith("<!doctype html>")
     assert not os.path.islink(tmp_path / "link.html") and prepro.load(arts_dir).manifest == arts.manifest
+
+
+def test_a_feature_whose_layer_changed_since_the_base_says_so(tmp_path):
+    # A Discretization in the base, a StringLookup now, under one name: the drift view
+    # read the base's quantile profile as a count distribution (KeyError).
+    data = os.path.join(ROOT, "examples", "data", "flights-0.csv")
+    for label, feature in (("numbers", {"source": "delay_minutes", "layer": "Discretization", "config": {"num_bins": 4}}),
+                           ("tokens", {"source": "carrier", "layer": "StringLookup"})):
+        run_analyze(spec_from_dict({"features": {"x": feature}}), [data], "csv", str(tmp_path / label), golden_rows=0)
+    for base, now in (("numbers", "tokens"), ("tokens", "numbers")):
+        html = prepro.load(str(tmp_path / now)).report(base=str(tmp_path / base)).html
+        layers = [prepro.load(str(tmp_path / n)).manifest["features"]["x"]["layer"] for n in (base, now)]
+        assert f"The layer changed: {layers[0]} in the base, {layers[1]} now" in html
+        errors, requests, summary, _ = open_in_chromium(_saved(tmp_path / f"{now}.html", html))
+        assert errors == [] and requests == [] and [s["name"] for s in summary] == ["x"]
+        assert not {p["kind"] for p in summary[0]["plots"]} & {"drift-coverage", "drift-histogram"}
