@@ -371,7 +371,7 @@ def _feature_lines(arts, name: str, f, top: int):
     yield f"coverage         {g['coverage']:>12.2%}   of token occurrences are in the vocabulary"
     if "profile" in f and g["tokens_kept"]:
         yield f"count at the cut {int(arts.token_counts(name)[-1]):>12,}   (the last kept token's)"
-    if "document_frequencies_file" in state:
+    if "document_frequencies_file" in state and state["vocabulary_size"]:
         import numpy as np
         frequencies = arts.document_frequencies(name)
         idf = np.log1p(state["documents"] / (1.0 + frequencies))  # Keras's weight, log(1 + N / (1 + df))

@@ -165,7 +165,7 @@ def _vocabulary(arts, name: str, plots: "_Plots") -> List[str]:
     row.append(plots.figure(fig, "coverage", f"OOV share at the cut: {1 - g['coverage']:.2%} of token occurrences."
                             + (f" min_document_frequency {feature.min_document_frequency} also applies."
                                if feature.min_document_frequency > 1 else "")))
-    if "document_frequencies_file" in state:
+    if "document_frequencies_file" in state and state["vocabulary_size"]:
         row.append(_idf_plot(arts, name, plots))
     row.append("</div>")
     return out + row

@@ -332,21 +332,23 @@ def test_the_gate_takes_signed_numbers_and_refuses_deep_nesting_as_a_usage_error
 
 def test_an_empty_vocabulary_reports_and_compares(two_versions, tmp_path):
     # The job never writes one ("no tokens to learn"), but a consistent hand-made one
-    # loads: its report and diffs either way failed with IndexError.
+    # loads: its report and diffs either way failed with IndexError, inspect and the
+    # report's IDF range of a tf_idf one with numpy's 'zero-size array to reduction'.
     from artifact_fixtures import copy_artifact, read_manifest_json, state_path, write_manifest_json
     from prepro import artifacts
     arts, _ = two_versions["old"]
     root = copy_artifact(arts.root, tmp_path / "empty")
     manifest = read_manifest_json(root)
-    entry = manifest["features"]["word"]
-    entry["state"].update(exceptions=[], vocabulary_size=0)
-    entry["profile"]["count_distribution_rows"] = 0
-    entry["figures"].update(top_tokens=[], distinct_tokens=0, tokens_kept=0, tokens_seen=0, special_tokens_seen=0,
-                            coverage=0.0, below_thresholds=0)
-    for relpath in (entry["state"]["vocabulary_file"], entry["profile"]["counts_file"],
-                    entry["profile"]["count_distribution_file"]):
-        open(state_path(root, relpath), "wb").close()
-        manifest["files"][relpath] = artifacts.file_entry(b"")
+    for entry in (manifest["features"]["word"], manifest["features"]["text"]):  # text: tf_idf
+        entry["state"].update(exceptions=[], vocabulary_size=0)
+        entry["profile"]["count_distribution_rows"] = 0
+        entry["figures"].update(top_tokens=[], distinct_tokens=0, tokens_kept=0, tokens_seen=0,
+                                special_tokens_seen=0, coverage=0.0, below_thresholds=0)
+        for relpath in (entry["state"]["vocabulary_file"], entry["profile"]["counts_file"],
+                        entry["profile"]["count_distribution_file"], entry["state"].get("document_frequencies_file")):
+            if relpath:
+                open(state_path(root, relpath), "wb").close()
+                manifest["files"][relpath] = artifacts.file_entry(b"")
     write_manifest_json(root, manifest)
     empty = prepro.load(root)
     assert empty.count_distribution("word").coverage([0, 5]).tolist() == [0, 0]
@@ -354,3 +356,5 @@ def test_an_empty_vocabulary_reports_and_compares(two_versions, tmp_path):
     grown, shrunk = prepro.diff(empty, arts).features["word"].metrics, prepro.diff(arts, empty).features["word"].metrics
     assert grown["added"] == len(arts.vocabulary("word")) and grown["oov_rate"] == 1.0
     assert shrunk["dropped"] == len(arts.vocabulary("word")) and shrunk["oov_rate"] == 0.0
+    shown = _cli("inspect", root)
+    assert shown.returncode == 0 and "IDF" not in shown.stdout.split("text  (")[1], shown.stderr
