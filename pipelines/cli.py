@@ -278,7 +278,8 @@ def _report(args) -> int:
 def _diff(args) -> int:
     import prepro
     from prepro.compare import Gate
-    gate = Gate(args.fail_on) if args.fail_on else None  # a bad expression stops before any reading
+    # A bad expression stops before any reading; an empty one too (an unset "$GATE" never fails).
+    gate = Gate(args.fail_on) if args.fail_on is not None else None
     comparison = prepro.diff(args.old, args.new)
     print(comparison.to_json() if args.json else "\n".join(comparison.lines()))
     failing = [name for name, f in sorted(comparison.features.items()) if gate(f.metrics)] if gate else []

@@ -358,3 +358,13 @@ def test_an_empty_vocabulary_reports_and_compares(two_versions, tmp_path):
     assert shrunk["dropped"] == len(arts.vocabulary("word")) and shrunk["oov_rate"] == 0.0
     shown = _cli("inspect", root)
     assert shown.returncode == 0 and "IDF" not in shown.stdout.split("text  (")[1], shown.stderr
+
+
+def test_an_empty_fail_on_is_a_usage_error_not_a_gate_that_never_fails(two_versions):
+    # `--fail-on "$GATE"` with GATE unset passed every comparison (exit 0).
+    old, new = two_versions["old"][0].root, two_versions["new"][0].root
+    for empty in ("", "   "):
+        refused = _cli("diff", old, new, "--fail-on", empty)
+        assert refused.returncode == 2 and "not an expression" in refused.stderr, refused.stderr
+        with pytest.raises(ValueError, match="not an expression"):
+            prepro.compare.Gate(empty)
