@@ -138,6 +138,9 @@ def _vocabulary(arts, name: str, plots: "_Plots") -> List[str]:
         return out
     out.append("</div>")
     distribution = arts.count_distribution(name)
+    if distribution.distinct == 0:  # (a hand-made artifact: a job refuses an empty vocabulary)
+        out.append('<p class="note">No tokens: nothing to plot.</p>')
+        return out
     ranks = distribution.plot_ranks()
     cut = g["tokens_kept"]
     fig, ax = plots.new()
