@@ -14,12 +14,14 @@ that cannot be read), as `diff` and `cmp` do.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import threading
 import time
+import warnings
 
 
 def main(argv=None) -> int:
@@ -141,7 +143,6 @@ def _analyze(args, beam_args) -> int:
         notes.propagate = False
     notes.setLevel(logging.WARNING if args.quiet else logging.INFO)
     if not args.verbose:
-        _quiet_dask()
         # Beam logs a failed step's traceback (and every worker's) before the job ends, and
         # its gRPC threads print theirs when a worker dies; the CLI reports the error
         # itself, in one line naming feature, file and row.
@@ -152,10 +153,12 @@ def _analyze(args, beam_args) -> int:
     from pipelines.analyze import run_analyze
     start = time.time()
     counters = {}
-    manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
-                           num_shards=args.shards, golden_rows=args.golden_rows, counters=counters,
-                           allow_unknown_beam_options=args.allow_unknown_beam_options, keep_state=args.keep_state,
-                           base=args.base, batch_bytes=args.batch_bytes, progress=_progress_display(args, beam_args))
+    with contextlib.nullcontext() if args.verbose else _quiet_dask():
+        manifest = run_analyze(spec, args.input, args.format, args.output, beam_args,
+                               num_shards=args.shards, golden_rows=args.golden_rows, counters=counters,
+                               allow_unknown_beam_options=args.allow_unknown_beam_options,
+                               keep_state=args.keep_state, base=args.base, batch_bytes=args.batch_bytes,
+                               progress=_progress_display(args, beam_args))
     from pipelines.runners import runner_name
     prov = manifest["provenance"]
     size = sum(i["bytes"] for i in prov["inputs"])
@@ -188,13 +191,28 @@ def _progress_display(args, beam_args):
                        remote=not workers_here(PipelineOptions(beam_args)))
 
 
-def _quiet_dask() -> None:
+@contextlib.contextmanager
+def _quiet_dask():
     """dask.distributed logs at INFO to stderr from its scheduler, nanny and worker
     processes (a LocalCluster DaskRunner starts when no --dask_client_address is given,
-    in this process and in child processes): only warnings and errors, unless --verbose.
-    The variable reaches the child processes (they read dask's config from it)."""
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    in this process and in child processes), and warns when its dashboard's port is
+    taken: only its warnings and errors in the log, unless --verbose. The variable
+    reaches the child processes (they read dask's config from it); all of it is undone
+    when the job ends, so a caller of `main` keeps its own environment."""
+    key, logger = "DASK_LOGGING__DISTRIBUTED", logging.getLogger("distributed")
+    saved_value, saved_level = os.environ.get(key), logger.level
+    os.environ.setdefault(key, "warning")
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"distributed(\.|$)")
+            yield
+    finally:
+        logger.setLevel(saved_level)
+        if saved_value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved_value
 
 
 def _seconds(text: str) -> float:

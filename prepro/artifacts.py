@@ -648,6 +648,11 @@ def _check_consistency(manifest: Dict[str, Any], where: str) -> None:
         _check_state(spec.features[name], entry["state"], f"{where}: $.features.{name}")
         if "profile" in entry and entry["layer"] == "Discretization":
             _check_quantile_profile(entry, f"{where}: $.features.{name}")
+        learned = entry["layer"] in ("TextVectorization", "StringLookup", "IntegerLookup") or \
+            "boundaries_file" in entry["state"]
+        if manifest["format_version"] >= 4 and learned and "profile" not in entry:
+            raise ArtifactError(f"{where}: $.features.{name}: no profile, which format version 4 records for "
+                                f"every learned {entry['layer']}")
     listed = manifest["files"]
     for at, relpath in _file_references(manifest):
         if relpath not in listed:

@@ -251,7 +251,10 @@ class Artifacts:
         for key in ("mean_file", "variance_file"):
             data = self.files.read(state[key])
             with self._parsing(state[key]):
-                out.append(state_files.read_floats(data, math.prod(shape), f"state shape {list(shape)}").reshape(shape))
+                values = state_files.read_floats(data, math.prod(shape), f"state shape {list(shape)}")
+                if not np.isfinite(values).all() or (key == "variance_file" and (values < 0).any()):
+                    raise ValueError("a mean or variance that is not finite, or a negative variance")
+                out.append(values.reshape(shape))
         return tuple(out)
 
     def bin_boundaries(self, name: str) -> List[float]:

@@ -113,7 +113,7 @@ def assert_same_layer(built, reference, probe):
 def dask_cluster():
     import distributed  # apache-beam[dask], pinned in requirements.lock: never skipped
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+                                       dashboard_address=":0")  # (None still takes 8787)
     client = distributed.Client(cluster)
     yield cluster
     client.close()

@@ -368,3 +368,18 @@ def test_an_empty_fail_on_is_a_usage_error_not_a_gate_that_never_fails(two_versi
         assert refused.returncode == 2 and "not an expression" in refused.stderr, refused.stderr
         with pytest.raises(ValueError, match="not an expression"):
             prepro.compare.Gate(empty)
+
+
+def test_forged_moments_and_a_missing_profile_are_refused(two_versions, tmp_path):
+    from artifact_fixtures import copy_artifact, read_manifest_json, write_manifest_json
+    arts, _ = two_versions["old"]
+    mean_file = arts.manifest["features"]["scale"]["state"]["mean_file"]
+    forged = prepro.load(_forged(arts.root, tmp_path / "nan", mean_file, b"nan\n"))
+    with pytest.raises(prepro.artifacts.ArtifactError, match=f"^{mean_file}: malformed: .*not finite"):
+        forged.moments("scale")  # a NaN mean would make mean_shift NaN and every gate false
+    root = copy_artifact(arts.root, tmp_path / "no-profile")
+    manifest = read_manifest_json(root)
+    del manifest["features"]["word"]["profile"]
+    write_manifest_json(root, manifest)
+    with pytest.raises(prepro.artifacts.ArtifactError, match=r"\$\.features\.word: no profile, which format version 4"):
+        prepro.load(root)
