@@ -49,7 +49,7 @@ def generate(out: str, rows: int, id_space: int, files: int, seed: int = 7) -> d
     import pyarrow as pa
     import pyarrow.csv as pacsv
     rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, HEAD_IDS + 1) ** 1.05
+    weights = 1.0 / np.arange(1, min(HEAD_IDS, id_space) + 1) ** 1.05  # (a small --scale: fewer head ids)
     cdf = np.cumsum(weights) / weights.sum()
     seen = np.zeros(id_space, dtype=bool)
     os.makedirs(out, exist_ok=True)
@@ -112,8 +112,8 @@ def load_layer(artifacts: str, samples: int = 10_000) -> dict:
     t2 = time.perf_counter()
     size = layer.vocabulary_size()
     rss1 = process.memory_info().rss
-    path = os.path.join(artifacts, arts.manifest["features"][FEATURE]["state"]["vocabulary_file"])
-    lines = np.random.default_rng(0).choice(size - 1, samples, replace=False)
+    path = arts.files.path(arts.manifest["features"][FEATURE]["state"]["vocabulary_file"])  # (in its state dir)
+    lines = np.random.default_rng(0).choice(size - 1, min(samples, size - 1), replace=False)
     wanted = set(lines.tolist())
     tokens = {}
     with open(path, "rb") as f:
@@ -162,6 +162,7 @@ def _peaks(measured: dict) -> str:
 
 def run(args) -> int:
     rows, id_space = round(ROWS * args.scale), round(ID_SPACE * args.scale)
+    os.makedirs(args.data_dir, exist_ok=True)  # (a fresh clone has no bench/data/)
     data = os.path.join(args.data_dir, f"huge-vocab-{rows}")
     if not os.path.exists(os.path.join(data, "meta.json")):
         print(f"generating {data}", file=sys.stderr)
