@@ -58,8 +58,13 @@ def test_plain_lines_in_a_pipe_rise_to_100_percent_of_the_inputs_bytes(tmp_path)
     assert ANSI not in done.stderr and "\r" not in done.stderr
     assert re.search(r"MB/s, (about \d+ s|under 1 s) left", done.stderr), done.stderr
     # After 100%, what runs now; every line is prepro's own.
+    # (A stage can end within one poll of the tracker on a loaded machine: then nothing
+    # names it, and that is right; whatever is named comes in the job's order.)
     after = lines[[i for i, line in enumerate(lines) if " 100% " in line][0] + 1:]
-    assert after and "ranking vocabularies" in after[0], done.stderr
+    stages = [line.split(" ", 2)[2] for line in after]
+    order = [progress.AFTER_READING, progress.GOLDEN, progress.PUBLISHING]
+    assert all(stage in order for stage in stages), done.stderr
+    assert [order.index(stage) for stage in stages] == sorted(order.index(stage) for stage in stages), done.stderr
     assert all(line.startswith("prepro: ") for line in lines), done.stderr
     assert done.stdout.startswith("prepro analyze: 12000 rows, 1.3 MB from 3 file(s)"), done.stdout
 
@@ -86,13 +91,15 @@ def test_the_python_api_reports_per_batch_exact_bytes_on_one_and_two_worker_proc
 
 
 def test_dask_workers_report_on_the_channel_without_beam_metrics(tmp_path, dask_cluster):
-    updates, counters = [], {}
-    run_analyze(load_spec(SPEC), [DATA], "csv", str(tmp_path / "out"),
-                ["--runner", "DaskRunner", "--dask_client_address", dask_cluster.scheduler_address],
-                golden_rows=0, batch_bytes=50000, counters=counters, progress=updates.append)
-    assert counters == {}  # Beam 2.77's DaskRunner has no metrics: the channel is all there is
-    # Each file counted once, though DaskRunner reads every task once per consumer.
-    assert updates[-1].done_bytes == SIZE and updates[-1].tasks_done == 3
+    # In its own process: Beam's DaskRunner leaves its Client open, which breaks a later
+    # DaskRunner job in the same process (test_runners' own cluster) in a worker's side input.
+    done = cli(tmp_path, "--runner", "DaskRunner", "--dask_client_address", dask_cluster.scheduler_address)
+    assert done.returncode == 0, done.stderr
+    # Beam 2.77's DaskRunner has no metrics (the summary names no read tasks): the channel
+    # is all there is, and each file counts once though DaskRunner reads every task once
+    # per consumer.
+    assert_rising_to_the_inputs_bytes(done.stderr, updates=2)
+    assert " read tasks" not in done.stdout and "1.3 MB from 3 file(s)" in done.stdout, done.stdout
 
 
 def test_dask_local_cluster_shows_progress_and_keeps_distributed_info_out_unless_verbose(tmp_path):
