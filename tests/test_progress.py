@@ -97,8 +97,8 @@ def test_dask_workers_report_on_the_channel_without_beam_metrics(tmp_path, dask_
     assert done.returncode == 0, done.stderr
     # Beam 2.77's DaskRunner has no metrics (the summary names no read tasks): the channel
     # is all there is, and each file counts once though DaskRunner reads every task once
-    # per consumer.
-    assert_rising_to_the_inputs_bytes(done.stderr, updates=2)
+    # per consumer. (The cluster's workers read at full speed: maybe one line, at 100%.)
+    assert_rising_to_the_inputs_bytes(done.stderr, updates=1)
     assert " read tasks" not in done.stdout and "1.3 MB from 3 file(s)" in done.stdout, done.stdout
 
 
