@@ -34,10 +34,28 @@ def word_types(rng: np.random.Generator) -> pa.Array:
     return pc.utf8_capitalize(words.cast(pa.string())), words.cast(pa.string())
 
 
+BLOCK_DOCS = 1_000_000  # documents generated at once: Arrow's 2 GB limit per string array, and memory
+
+
 def generate(num_docs: int, seed: int = 2026) -> pa.Array:
-    """The corpus as an Arrow string array, one document per element."""
+    """The corpus as an Arrow string array, one document per element (up to BLOCK_DOCS)."""
     rng = np.random.default_rng(seed)
-    capitalised, plain = word_types(rng)
+    return _documents(num_docs, rng, *word_types(rng))
+
+
+def blocks(num_docs: int, seed: int = 2026):
+    """The corpus in string arrays of at most BLOCK_DOCS documents. Up to BLOCK_DOCS it
+    is `generate`'s; a bigger corpus draws its blocks from one set of word types with a
+    generator per block, so any size is deterministic and follows the same law."""
+    if num_docs <= BLOCK_DOCS:
+        yield generate(num_docs, seed)
+        return
+    types = word_types(np.random.default_rng(seed))
+    for k, start in enumerate(range(0, num_docs, BLOCK_DOCS)):
+        yield _documents(min(BLOCK_DOCS, num_docs - start), np.random.default_rng([seed, k]), *types)
+
+
+def _documents(num_docs: int, rng: np.random.Generator, capitalised: pa.Array, plain: pa.Array) -> pa.Array:
     ranks = np.arange(WORD_TYPES, dtype=np.float64)
     p = 1.0 / (ranks + ZIPF_SHIFT) ** ZIPF_EXPONENT
     doc_lengths = rng.poisson(MEAN_WORDS, num_docs)
@@ -57,11 +75,11 @@ def write(path: str, num_docs: int, seed: int = 2026) -> str:
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    docs = generate(num_docs, seed)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        for chunk in docs.chunks if isinstance(docs, pa.ChunkedArray) else [docs]:
-            f.write("\n".join(chunk.to_pylist()).encode("utf-8") + b"\n")
+        for docs in blocks(num_docs, seed):
+            for chunk in docs.chunks if isinstance(docs, pa.ChunkedArray) else [docs]:
+                f.write("\n".join(chunk.to_pylist()).encode("utf-8") + b"\n")
     os.replace(tmp, path)
     return path
 
