@@ -120,9 +120,10 @@ class ExtractStatistics(beam.DoFn):
             yield from self._bundle.add(element)
             return
         summary = _Summary(self, element.index, element)
-        batches = prepro_io.read_batches(element, element.fmt, self._columns, self._batch_bytes,
-                                         features_of=prepro_io.features_of_columns(self._spec.features.values()),
-                                         bytes_read=summary.bytes_read)
+        features_of = prepro_io.features_of_columns(self._spec.features.values())
+        batches = prepro_io.read_ahead(lambda bytes_read: prepro_io.read_batches(
+            element, element.fmt, self._columns, self._batch_bytes, features_of=features_of, bytes_read=bytes_read),
+            summary.bytes_read)
         for batch in batches:
             yield from summary.add(batch)
         yield from summary.finish()
