@@ -34,7 +34,7 @@ from pipelines.transforms import (CANDIDATE, DEFAULT_GOLDEN_ROWS, GOLDEN_CANDIDA
                                   CheckStateless, CountRows, ExtractStatistics, PickGoldenRows, RankVocabularies,
                                   Select, SummarizeNumeric, WriteManifestCandidate, source_columns)
 from pipelines.vocabulary import PartRef
-from prepro import artifacts, fs, golden, spec as spec_lib
+from prepro import artifacts, fs, golden, spec as spec_lib, text
 
 DEFAULT_SHARDS = 16
 # In-process runs below this much input rank one shard: splitting costs more than it
@@ -42,6 +42,15 @@ DEFAULT_SHARDS = 16
 # shards rank one at a time in less memory (609 MB, 10.9M distinct tokens: 42.0 s and
 # 1.4 GB with 16, 52.3 s and 4.2 GB with 1).
 SINGLE_SHARD_BYTES = 256 << 20
+
+
+def single_shard_bytes(spec: spec_lib.Spec) -> int:
+    """SINGLE_SHARD_BYTES over the widest n-gram squared: distinct n-grams grow with the
+    input much faster than distinct words (the 263 MB bigram tf-idf job: 5.8 GB peak in
+    one shard, 2.0 GB in 16, and faster), so an n-gram job splits at a quarter of it."""
+    widths = [max(text.ngram_widths(f.options.get("ngrams"))) for f in spec.features.values()
+              if f.is_text and f.options.get("ngrams") is not None]
+    return SINGLE_SHARD_BYTES // max([1, *widths]) ** 2
 
 
 class ReadInputs(beam.PTransform):
@@ -249,7 +258,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     artifact there is replaced only when the new one is complete (pipelines/publish.py):
     a job that fails or is killed leaves the previous artifact as it was.
     `num_shards`: how many slices the distinct tokens of a feature are counted and
-    ranked in (default: 1 for an in-process run under SINGLE_SHARD_BYTES, else
+    ranked in (default: 1 for an in-process run under single_shard_bytes(spec), else
     DEFAULT_SHARDS). `batch_bytes`:
     input bytes per batch (default: 64 MB in-process, else 16 MB). The result never
     depends on either. `part_bytes`: bytes per part of a split text/JSON Lines file
@@ -283,7 +292,7 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     plan = runners.make_runner(pipeline_args or [], total_bytes=work_bytes,
                                allow_unknown_options=allow_unknown_beam_options)
     if num_shards is None:
-        num_shards = 1 if plan.single_process and work_bytes < SINGLE_SHARD_BYTES else DEFAULT_SHARDS
+        num_shards = 1 if plan.single_process and work_bytes < single_shard_bytes(spec) else DEFAULT_SHARDS
     helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
     display = _display(progress, plan)
     try:

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--format", required=True, choices=("text", "csv", "jsonl", "parquet", "tfrecord"))
     a.add_argument("--output", required=True, help="artifact directory (local or gs://)")
     a.add_argument("--shards", type=int, default=None,
-                   help="vocabulary shards (default: 1 for an in-process run under 256 MB of input, else 16)")
+                   help="vocabulary shards (default: 1 for an in-process run under 256 MB of input, 64 MB with bigrams, else 16)")
     shown = a.add_mutually_exclusive_group()
     shown.add_argument("--verbose", action="store_true",
                        help="show Beam's own log (worker messages, tracebacks of failed steps) and dask's; by "
