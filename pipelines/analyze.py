@@ -155,8 +155,8 @@ class AnalyzeFeatures(beam.PTransform):
                              "over all the rows")
         spec, work_dir, state_dir = self.spec, self.work_dir, fs.join(self.work_dir, artifacts.STAGING_STATE_DIR)
         if self._publish:
-            from prepro.keras_check import check_against_keras
-            check_against_keras(spec, spec_lib.custom_objects(spec))  # a SpecError before the pipeline runs
+            from prepro import verdict_cache
+            verdict_cache.check(spec, spec_lib.custom_objects(spec))  # a SpecError before the pipeline runs
         if rows.element_type is not prepro_io.ReadTask:
             rows = rows | "ToBatches" >> ToBatches(self._columns, self._max_batch_rows,
                                                    prepro_io.features_of_columns(spec.features.values()))
@@ -293,7 +293,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                                allow_unknown_options=allow_unknown_beam_options)
     if num_shards is None:
         num_shards = 1 if plan.single_process and work_bytes < single_shard_bytes(spec) else DEFAULT_SHARDS
-    helper = keras_helper.KerasHelper(spec)  # the spec checked against Keras (in a helper process: meanwhile)
+    # The spec checked against Keras (cached; else in a helper process: meanwhile).
+    helper = keras_helper.KerasHelper(spec, golden_rows=golden_rows > 0)
     display = _display(progress, plan)
     try:
         with OutputDirectory(output) as out, _tracker(display, inputs, base) as tracker:

@@ -11,6 +11,10 @@ helper process imports them as the job starts, so the import overlaps the job:
 When TensorFlow is already loaded (a notebook, `prepro.adapt`), or a callable in the
 spec is a Python object another process cannot import, both happen in this process:
 the check before the job starts.
+
+Keras's verdict is cached (`prepro.verdict_cache`: keyed by the spec and the installed
+versions): with a cached verdict and no golden rows, no helper starts and nothing
+imports TensorFlow; a cached refusal fails the job before it starts.
 """
 
 import json
@@ -20,7 +24,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from prepro import fs, golden
+from prepro import fs, golden, verdict_cache
 from prepro import spec as spec_lib
 from prepro.spec import SpecError
 
@@ -57,15 +61,18 @@ class KerasHelper:
     helper process writes its refusal into the job's work directory itself (`cancel_into`
     says where), so the job stops even while this process is busy or stopped."""
 
-    def __init__(self, spec: spec_lib.Spec):
+    def __init__(self, spec: spec_lib.Spec, golden_rows: bool = True):
         self._custom_objects = spec_lib.custom_objects(spec)
         self._process: Optional[subprocess.Popen] = None
-        self._verdict: Optional[Dict[str, Any]] = None
+        self._verdict: Optional[Dict[str, Any]] = verdict_cache.lookup(spec)
+        if self._verdict is not None and (self._verdict["refused"] or not golden_rows):
+            self.verdict()  # a cached refusal: a SpecError before the job starts
+            return  # nothing here needs TensorFlow: no helper
         if "tensorflow" in sys.modules or not spec_lib.callables_are_refs(spec):
-            from prepro.keras_check import check_against_keras
-            check_against_keras(spec, self._custom_objects)  # a SpecError before the job starts
+            verdict_cache.check(spec, self._custom_objects)  # a SpecError before the job starts
             self._verdict = {"refused": None}
             return
+        self._verdict = None
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self._process = subprocess.Popen([sys.executable, "-m", "pipelines.keras_helper"], stdin=subprocess.PIPE,
@@ -121,10 +128,10 @@ def _serve() -> None:
     """The helper process: import Keras (meanwhile the job runs), check the spec, cancel the
     job if Keras refuses it, then record golden rows if asked."""
     request = json.loads(sys.stdin.readline())
-    from prepro.keras_check import check_against_keras
+    import keras  # noqa: F401  (imported while the job runs: golden rows need it even when the verdict is cached)
     custom_objects = {ref: spec_lib.resolve_callable(ref) for ref in request["refs"]}
     try:
-        check_against_keras(spec_lib.spec_from_dict(request["spec"]), custom_objects)
+        verdict_cache.check(spec_lib.spec_from_dict(request["spec"]), custom_objects)  # kept for the next job
         refusal = None
     except SpecError as e:
         refusal = str(e)
