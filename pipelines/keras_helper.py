@@ -13,8 +13,11 @@ spec is a Python object another process cannot import, both happen in this proce
 the check before the job starts.
 
 Keras's verdict is cached (`prepro.verdict_cache`: keyed by the spec and the installed
-versions): with a cached verdict and no golden rows, no helper starts and nothing
-imports TensorFlow; a cached refusal fails the job before it starts.
+versions), and golden outputs are computed without TensorFlow where
+`prepro.golden_numpy` covers every feature. When both hold, no helper starts and
+nothing imports TensorFlow: a cached refusal fails the job before it starts, and the
+golden rows are recorded here at the end (with Keras, in this process, only if the
+evaluator declines the rows themselves, e.g. an OOV token in a tf_idf feature).
 """
 
 import json
@@ -24,7 +27,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from prepro import fs, golden, verdict_cache
+from prepro import fs, golden, golden_numpy, verdict_cache
 from prepro import spec as spec_lib
 from prepro.spec import SpecError
 
@@ -65,7 +68,8 @@ class KerasHelper:
         self._custom_objects = spec_lib.custom_objects(spec)
         self._process: Optional[subprocess.Popen] = None
         self._verdict: Optional[Dict[str, Any]] = verdict_cache.lookup(spec)
-        if self._verdict is not None and (self._verdict["refused"] or not golden_rows):
+        if self._verdict is not None and (self._verdict["refused"] or not golden_rows
+                                          or not golden_numpy.uncovered(spec)):
             self.verdict()  # a cached refusal: a SpecError before the job starts
             return  # nothing here needs TensorFlow: no helper
         if "tensorflow" in sys.modules or not spec_lib.callables_are_refs(spec):

@@ -28,14 +28,30 @@ ROWS_FILE, EXPECTED_FILE = "golden/rows.json", "golden/expected.json"
 
 
 def record(root: str, manifest: Dict[str, Any], candidates: List[Dict[str, Any]], rows: int,
-           custom_objects: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+           custom_objects: Optional[Mapping[str, Any]] = None, evaluator: bool = True) -> Dict[str, Any]:
     """Writes the golden files next to the state files; returns the manifest with them.
 
     The first `rows` candidates that every layer accepts are kept (a layer may reject
-    a real row: an out-of-vocabulary value with `num_oov_indices=0`)."""
+    a real row: an out-of-vocabulary value with `num_oov_indices=0`). Their outputs come
+    from `prepro.golden_numpy` (no TensorFlow) where it covers every feature, else
+    (or with `evaluator=False`) from the Keras layers built from the artifacts; the two
+    give the same files (tests/test_golden_numpy.py)."""
     from prepro.layers import Artifacts
-    prep = Artifacts(root, manifest, custom_objects).preprocessing()
-    accepted, outputs, error = _accepted(prep, candidates, rows)
+    found = None
+    if evaluator:
+        from prepro import golden_numpy
+        arts = Artifacts(root, manifest, custom_objects)
+        try:
+            found = _accepted(lambda r: golden_numpy.feature_outputs(arts, r), candidates, rows,
+                              passes=golden_numpy.NotCovered)
+            if not found[0]:  # the reason wanted is Keras's rejection message
+                found = None
+        except golden_numpy.NotCovered:
+            found = None
+    if found is None:
+        prep = Artifacts(root, manifest, custom_objects).preprocessing()
+        found = _accepted(lambda r: feature_outputs(prep, r), candidates, rows)
+    accepted, outputs, error = found
     if not accepted:
         return {**manifest, "golden": {"rows": 0, "why": f"no candidate row is accepted by every layer "
                                                          f"({len(candidates)} tried; last error: {error})"}}
@@ -50,41 +66,52 @@ def record(root: str, manifest: Dict[str, Any], candidates: List[Dict[str, Any]]
                                                    "expected_file": EXPECTED_FILE}}
 
 
-def _accepted(prep, candidates: List[Dict[str, Any]], rows: int):
-    """The first `rows` candidates every layer accepts, their outputs, and the last
-    rejection's message."""
+def _accepted(outputs, candidates: List[Dict[str, Any]], rows: int, passes=()):
+    """The first `rows` candidates every layer accepts, their outputs (`outputs(rows)`),
+    and the last rejection's message. `passes`: exceptions that are not rejections."""
     try:
-        return candidates[:rows], feature_outputs(prep, candidates[:rows]), None
+        return candidates[:rows], outputs(candidates[:rows]), None
+    except passes:
+        raise
     except Exception:  # some row is rejected: find which, one row at a time
         pass
     accepted, error = [], None
     for row in candidates:
         try:
-            feature_outputs(prep, [row])
+            outputs([row])
+        except passes:
+            raise
         except Exception as e:
             error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
             continue
         accepted.append(row)
         if len(accepted) == rows:
             break
-    return accepted, feature_outputs(prep, accepted) if accepted else None, error
+    return accepted, outputs(accepted) if accepted else None, error
+
+
+def raw_arrays(layout: Mapping[str, Any], rows: List[Mapping[str, Any]]) -> Dict[str, np.ndarray]:
+    """Golden rows as NumPy arrays, one per column of `layout` ({column: (dtype name,
+    one row's shape)}): what `raw_tensors` hands TensorFlow (and `prepro.golden_numpy`
+    computes on). Strings go through NumPy's str dtype, as tf.constant gets them. A list
+    value keeps its length: a lookup's list column needs no declared shape here."""
+    out = {}
+    for column, (dtype, row_shape) in layout.items():
+        values = [row[column] for row in rows]
+        if dtype == "string":
+            values = np.array(values, dtype=object).astype(str)
+        array = np.asarray(values, dtype=None if dtype == "string" else dtype)
+        if array.size == len(rows) * int(np.prod(row_shape)):  # a scalar or a flat list of a declared shape
+            array = array.reshape((len(rows), *row_shape))
+        out[column] = array
+    return out
 
 
 def raw_tensors(prep, rows: List[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Golden rows as the raw-column tensors a model takes (`prep.raw_specs()`). A list
-    value keeps its length: a lookup's list column needs no declared shape here."""
+    """Golden rows as the raw-column tensors a model takes (`prep.raw_specs()`)."""
     import tensorflow as tf
-    out = {}
-    for column, spec in prep.raw_specs().items():
-        values = [row[column] for row in rows]
-        if spec.dtype == tf.string:
-            values = np.array(values, dtype=object).astype(str)
-        array = np.asarray(values, dtype=None if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
-        row_shape = tuple(spec.shape[1:])
-        if array.size == len(rows) * int(np.prod(row_shape)):  # a scalar or a flat list of a declared shape
-            array = array.reshape((len(rows), *row_shape))
-        out[column] = tf.constant(array)
-    return out
+    layout = {column: (spec.dtype.name, tuple(spec.shape[1:])) for column, spec in prep.raw_specs().items()}
+    return {column: tf.constant(array) for column, array in raw_arrays(layout, rows).items()}
 
 
 def feature_outputs(prep, rows: List[Mapping[str, Any]], layers: Optional[Mapping[str, Any]] = None):

@@ -7,6 +7,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The session's own cache of Keras verdicts (prepro/verdict_cache.py), which its jobs'
+# subprocesses inherit: a test sees the verdicts of this run only, never the user's.
+if "PREPRO_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["PREPRO_CACHE_DIR"] = tempfile.mkdtemp(prefix="prepro-test-cache-")
 
 # Property-based fuzzing (hypothesis): the suite runs a bounded, repeatable number of
 # examples per test ("ci": a fixed seed, so a run cannot flake); a long random search is

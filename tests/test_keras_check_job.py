@@ -42,7 +42,8 @@ def test_refused_spec_cancels_the_running_job_and_publishes_nothing(tmp_path):
     job = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "analyze", "--spec", str(spec), "--input", data,
                             "--format", "text", "--output", str(out)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                           env={**os.environ, "PYTHONPATH": ROOT, "PREPRO_FAILPOINTS": "read:stop"})
+                           env={**os.environ, "PYTHONPATH": ROOT, "PREPRO_FAILPOINTS": "read:stop",
+                                "PREPRO_KERAS_CHECK_CACHE": "0"})  # the helper's refusal, not a cached one
     started = time.time()
     try:
         while not glob.glob(str(out / ".prepro-work-*" / "cancelled.json")):
