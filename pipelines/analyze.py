@@ -264,9 +264,11 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     depends on either. `part_bytes`: bytes per part of a split text/JSON Lines file
     (default `io.PART_BYTES`, whatever the runner: numeric statistics merge per part,
     so their last bits depend on it; token counts never do). `golden_rows`: how many raw
-    rows the artifacts carry with their expected outputs (computed with Keras at the end;
-    when TensorFlow is not loaded yet, a helper process imports it while the job runs;
-    0 skips it). `counters`, if given, is filled with the job's Beam counters (rows and
+    rows the artifacts carry with their expected outputs (computed at the end, without
+    TensorFlow where `prepro.golden_numpy` covers every feature, else with Keras; when
+    TensorFlow is not loaded yet, a helper process imports it while the job runs, unless
+    Keras's verdict on the spec is cached (`prepro.verdict_cache`) and no feature needs
+    Keras; 0 skips them). `counters`, if given, is filled with the job's Beam counters (rows and
     input bytes read, batches, read tasks, part files of partial counts written,
     features finalized) where the runner reports them. A pipeline option Beam does not
     know is an error before anything is written unless `allow_unknown_beam_options`

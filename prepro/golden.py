@@ -4,7 +4,8 @@ so training/serving skew is caught in one command (`prepro verify`).
     golden/rows.json       the raw rows: [{column: value}], as the input held them
     golden/expected.json   {feature: {"dtype", "shape", "values"}}: the output of the
                            artifact-built layer (host and device halves) on those rows,
-                           computed with Keras when the artifacts were made
+                           computed when the artifacts were made: by `prepro.golden_numpy`
+                           (no TensorFlow) where it covers every feature, else with Keras
 
 `verify` recomputes the outputs with layers built from the artifacts here, with the
 layers inside a saved `.keras` model (found by name), or with the outputs named like

@@ -13,7 +13,9 @@ symbolic `keras.Input`s (as a model is built) and, for the device layers, in a c
 model's `predict`, through `prepro.training.Preprocessing`.
 
 Importing this module imports neither Keras nor TensorFlow (about 5 s); calling
-`check_against_keras` does. Standalone:
+`check_against_keras` does. The job calls it through `prepro.verdict_cache.check`, which
+keeps the verdict, so a spec already judged costs no TensorFlow import. Standalone
+(always checks, never cached):
 
     python -m prepro.keras_check spec.yaml [more.yaml ...]
 """
