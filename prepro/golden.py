@@ -101,7 +101,8 @@ def raw_arrays(layout: Mapping[str, Any], rows: List[Mapping[str, Any]]) -> Dict
         values = [row[column] for row in rows]
         if dtype == "string":
             values = np.array(values, dtype=object).astype(str)
-        array = np.asarray(values, dtype=None if dtype == "string" else dtype)
+        with np.errstate(over="ignore"):  # 1e300 into float32 is inf, as tf.constant makes it
+            array = np.asarray(values, dtype=None if dtype == "string" else dtype)
         if array.size == len(rows) * int(np.prod(row_shape)):  # a scalar or a flat list of a declared shape
             array = array.reshape((len(rows), *row_shape))
         out[column] = array
