@@ -221,7 +221,10 @@ class _Summary:
 
     def _spill(self, name: str, counts: TokenCounts):
         Metrics.counter(METRICS, "part_files_written").inc()
-        for shard, ref in write_parts(name, counts, self._owner._num_shards, self._owner._work_dir):
+        # part_bytes_written: the work directory's traffic, what a cluster's shared
+        # storage carries per GB of input (docs/cost-model.md).
+        for shard, ref in write_parts(name, counts, self._owner._num_shards, self._owner._work_dir,
+                                      Metrics.counter(METRICS, "part_bytes_written").inc):
             yield self._owner.COUNTS, ((name, shard), ref)
         failpoints.reach("count")
 

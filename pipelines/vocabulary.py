@@ -47,18 +47,41 @@ def counts_schema(token_type: pa.DataType, weighted: bool = False) -> pa.Schema:
     return TokenCounts.empty(token_type, weighted).table().schema
 
 
-def write_parts(name: str, counts: TokenCounts, num_shards: int, work_dir: str) -> Iterator[Tuple[int, PartRef]]:
+def write_parts(name: str, counts: TokenCounts, num_shards: int, work_dir: str,
+                written: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[int, PartRef]]:
     """Writes `counts` split into shards as one part file; (shard, reference) of
-    every shard that holds tokens or totals."""
+    every shard that holds tokens or totals. `written` is told the file's size."""
     shards = counts.shards(num_shards)
     path = fs.join(work_dir, name, f"part-{uuid.uuid4().hex}.arrow")
     schema = counts.table().schema
-    with fs.open_write(path) as f, pa.ipc.new_file(f, schema) as writer:
+    with fs.open_write(path) as raw, _Counted(raw) as f, pa.ipc.new_file(f, schema) as writer:
         for part in shards:
             writer.write_batch(pa.record_batch([c.combine_chunks() for c in part.table().columns], schema=schema))
+    if written is not None:
+        written(f.written)
     for shard, part in enumerate(shards):
         if part.table().num_rows or part.documents:
             yield shard, PartRef(path, part.documents, part.occurrences)
+
+
+class _Counted:
+    """A writable file that counts the bytes written through it."""
+
+    def __init__(self, f):
+        self._f, self.written = f, 0
+
+    def write(self, data) -> int:
+        self.written += len(memoryview(data))
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def read_part(ref: PartRef, shard: int, token_type: pa.DataType, weighted: bool = False) -> TokenCounts:
