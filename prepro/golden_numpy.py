@@ -202,8 +202,11 @@ def _vocabulary(arts, state, f: FeatureSpec):
 def _positions(vocabulary, values) -> np.ndarray:
     """Each value's position in the vocabulary, -1 where it is not there."""
     import pyarrow.compute as pc
-    found = pc.index_in(values, value_set=vocabulary)
-    return np.asarray(found.fill_null(-1), np.int64)
+    # The vocabulary is scanned for the few golden values, not hashed whole: a 20M-token
+    # vocabulary's hash set would cost seconds and a GB for 16 rows' lookups.
+    hits = np.flatnonzero(np.asarray(pc.is_in(vocabulary, value_set=pc.unique(values)), np.bool_))
+    found = np.asarray(pc.index_in(values, value_set=vocabulary.take(hits)).fill_null(-1), np.int64)
+    return np.where(found >= 0, hits[np.maximum(found, 0)] if len(hits) else -1, -1)
 
 
 def _indices(f: FeatureSpec, positions: np.ndarray, is_mask: np.ndarray) -> np.ndarray:
