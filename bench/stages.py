@@ -5,9 +5,9 @@
 
 Runs the job's own functions (no Beam) on the benchmark corpus, batch by batch as a
 read task does, and times each with the thread's CPU clock, so the figures hold on a
-busy machine too: read (file -> lines), standardize, split, count (the counting of one
-batch: dictionary encoding, n-gram keys, document frequencies), merge (a batch's
-counts into the task's). They are the per-worker costs of docs/cost-model.md. Ranking
+busy machine too: read (file -> lines), tokenize (standardize and split), count (the
+counting of one batch: dictionary encoding, n-gram keys, document frequencies), merge
+(a batch's counts into the task's). They are the per-worker costs of docs/cost-model.md. Ranking
 and writing are timed by the whole job (`python -m bench.run`), not here.
 """
 
@@ -19,7 +19,8 @@ import time
 from bench.run import REPO
 from bench import corpus as corpus_lib
 from pipelines import io as prepro_io
-from pipelines.extract import SERIAL, text_counts
+from pipelines import extract
+from pipelines.extract import SERIAL
 from prepro import spec as spec_lib, text
 from prepro.spec import needs_document_frequencies
 
@@ -37,6 +38,26 @@ class Clock:
         return result
 
 
+def cpu_seconds(path: str, config: dict, batch_bytes: int = 64 << 20) -> dict:
+    """{stage: CPU seconds of one thread} for the text feature `config` over `path`."""
+    feature = spec_lib.spec_from_dict({"features": {"review": {
+        "source": "text", "layer": "TextVectorization", "config": config}}}).features["review"]
+    options, doc_counts = feature.options, needs_document_frequencies(feature)
+    clock, total = Clock(), None
+    batches = prepro_io.read_batches(path, "text", {"text": "string"}, batch_bytes)
+    while True:
+        batch = clock.time("read", next, batches, None)
+        if batch is None:
+            break
+        docs = text._binary(batch.table.column("text").combine_chunks())
+        clock.time("tokenize", extract._unigrams, docs, options)  # standardize + split, as the job does
+        counts = clock.time("count", extract.text_counts, docs, options, doc_counts, SERIAL)  # tokenize + count
+        total = counts if total is None else clock.time("merge", total.merge, counts)
+    seconds = {stage: clock.seconds.get(stage, 0.0) for stage in ("read", "tokenize", "count", "merge")}
+    seconds["count"] -= seconds["tokenize"]  # text_counts tokenizes too
+    return seconds
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1_000_000)
@@ -45,29 +66,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=os.path.join(REPO, "bench", "data"))
     args = parser.parse_args(argv)
     path = corpus_lib.write(os.path.join(args.data_dir, f"zipf-{args.docs}.txt"), args.docs)
-    feature = spec_lib.spec_from_dict({"features": {"review": {
-        "source": "text", "layer": "TextVectorization", "config": json.loads(args.config)}}}).features["review"]
-    options, doc_counts = feature.options, needs_document_frequencies(feature)
-    clock, total = Clock(), None
-    batches = prepro_io.read_batches(path, "text", {"text": "string"}, args.batch_bytes)
-    while True:
-        batch = clock.time("read", next, batches, None)
-        if batch is None:
-            break
-        docs = text._binary(batch.table.column("text").combine_chunks())
-        clock.time("standardize", text.standardize, docs, options["standardize"])
-        clock.time("split", text.unigrams, docs, options)  # standardize + split
-        counts = clock.time("count", text_counts, docs, options, doc_counts, SERIAL)  # all three + count
-        total = counts if total is None else clock.time("merge", total.merge, counts)
-    seconds = clock.seconds
-    # text_counts repeats standardize and split: leave them out of its own figure.
-    seconds["count"] -= seconds["split"]
-    seconds["split"] -= seconds["standardize"]
+    seconds = cpu_seconds(path, json.loads(args.config), args.batch_bytes)
     gb = os.path.getsize(path) / 1e9
     print(f"{path}: {gb * 1000:.1f} MB, {json.dumps(json.loads(args.config))}, one thread")
     print(f"{'stage':<12} {'CPU s':>7} {'CPU s/GB':>9}")
-    for stage in ("read", "standardize", "split", "count", "merge"):
-        print(f"{stage:<12} {seconds.get(stage, 0.0):>7.2f} {seconds.get(stage, 0.0) / gb:>9.1f}")
+    for stage, value in seconds.items():
+        print(f"{stage:<12} {value:>7.2f} {value / gb:>9.1f}")
     print(f"{'total':<12} {sum(seconds.values()):>7.2f} {sum(seconds.values()) / gb:>9.1f}")
     return 0
 

@@ -61,6 +61,18 @@ def test_batch_cut_into_parts_counts_like_one_piece(monkeypatch, split, ngrams, 
     assert (counted.documents, counted.occurrences) == (plain.documents, plain.occurrences)
 
 
+@pytest.mark.parametrize("split", ["whitespace", "character", None])
+def test_a_part_tokenized_in_pieces_is_tokenized_whole(monkeypatch, split):
+    """extract._unigrams (pieces of PART_BYTES, joined) gives text.unigrams' tokens and
+    document indices, for a part that is a slice of its batch."""
+    docs = random_docs(seed=11, n=300).slice(5, 250)
+    options = {"standardize": "lower_and_strip_punctuation", "split": split, "ngrams": None}
+    monkeypatch.setattr(extract, "PART_BYTES", 100)
+    doc_ids, tokens = extract._unigrams(docs, options)
+    whole_ids, whole_tokens = text.unigrams(docs, options)
+    assert tokens.equals(whole_tokens) and doc_ids.tolist() == whole_ids.tolist()
+
+
 def test_parts_are_whole_consecutive_documents():
     docs = random_docs(seed=3, n=500)
     for part_bytes in (1, 10, 100, 10_000):
