@@ -152,3 +152,13 @@ def test_callable_that_does_not_import_names_the_feature(tmp_path):
     with pytest.raises(SpecError, match="feature 'review': split: cannot import"):
         run_analyze(spec, [str(data)], "text", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module, name", [("artifacts", "MANIFEST_SCHEMA"), ("golden", "ROWS_SCHEMA"),
+                                          ("golden", "EXPECTED_SCHEMA")])
+def test_the_json_schemas_are_valid_draft_2020_12(module, name):
+    """The validators are built without the meta-schema check (a constant schema need not
+    be checked by every process): it is made here."""
+    import importlib
+    import jsonschema
+    jsonschema.Draft202012Validator.check_schema(getattr(importlib.import_module(f"prepro.{module}"), name))
