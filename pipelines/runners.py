@@ -87,6 +87,8 @@ def check_pipeline_options(pipeline_args: List[str], allow_unknown: bool = False
     argument, or a value Beam refuses. `allow_unknown` passes unknown names on to Beam
     (for options of runners whose modules prepro does not import); values are checked
     whatever it says."""
+    if not pipeline_args:  # nothing to check: Beam's parsers of every option cost 0.1 s to build
+        return
     parser = _parser()
     known, unknown = _parse_known(parser, pipeline_args)
     runner = "FnApiRunner" if known.runner in LOCAL_NAMES else str(known.runner).rsplit(".", 1)[-1]
