@@ -262,8 +262,13 @@ class NgramKeyCounts:
     def to_token_counts(self, dictionary: pa.Array, separator: bytes = b" ") -> "TokenCounts":
         base, tables = self.base, []
         for width, (distinct, counts, doc_counts) in sorted(self.per_width.items()):
-            parts = [dictionary.take(pa.array((distinct // base ** (width - 1 - j)) % base))
-                     for j in range(width)]
+            # The key's digits in base `base`, most significant first: one divmod per
+            # digit but the first (a key is below base ** width), none for unigrams.
+            rest, digits = distinct, []
+            for _ in range(width - 1):
+                rest, digit = np.divmod(rest, base)
+                digits.append(digit)
+            parts = [dictionary.take(pa.array(digit)) for digit in [rest, *digits[::-1]]]
             tokens = parts[0] if width == 1 else pc.binary_join_element_wise(*parts, separator)
             tables.append(pa.table({"token": tokens, "count": counts, "doc_count": doc_counts},
                                    schema=_schema(dictionary.type)))
