@@ -16,11 +16,25 @@ Linux carries ru_maxrss across fork and exec, so the command starts from this
 wrapper's own high-water mark (`wrapper_maxrss_mb`, ~17 MB): keep the wrapper small.
 `processes` lists the sampled peak RSS of each process of the tree with its role
 (`role_of`): the figure behind a per-worker memory bound.
+
+CPU time (`cpu_s`, with `user_s` and `sys_s`) is getrusage(RUSAGE_CHILDREN)'s user + system
+time of the whole tree. RUSAGE_CHILDREN only adds a process's time once someone waits for
+it, and a parent may exit without waiting (PySpark leaves its JVM to exit on its own), so
+the wrapper makes itself the tree's child subreaper (prctl PR_SET_CHILD_SUBREAPER):
+orphaned descendants become its children, and it waits for every one before reading
+getrusage. The wall time stops when the command itself exits.
+
+`--memory-limit-mb`: when the sampled tree RSS passes it, the whole tree is killed (SIGKILL) and the
+result says `memory_limit_exceeded` (a peer that would exhaust the machine fails alone).
 """
 
 import argparse
+import ctypes
+import errno
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -62,41 +76,90 @@ def role_of(cmdline) -> str:
     return "other"
 
 
-def measure(cmd, interval: float = 0.1) -> dict:
-    """Runs `cmd` to completion; wall time (start-up included) and memory peaks."""
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to this process (Linux 3.4+), so their CPU
+    time reaches RUSAGE_CHILDREN when it waits for them."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_all() -> None:
+    """Waits for every remaining child (the orphans adopted as subreaper included)."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except OSError as e:
+            if e.errno != errno.EINTR:
+                return
+
+
+def measure(cmd, interval: float = 0.1, memory_limit_mb: Optional[float] = None) -> dict:
+    """Runs `cmd` to completion; wall time (start-up included), CPU time of the whole
+    tree and memory peaks."""
+    subreaper = become_subreaper()
     start = time.perf_counter()
     child = subprocess.Popen(cmd)
-    sampler = TreeSampler(child.pid, interval)
+    sampler = TreeSampler(child.pid, interval, memory_limit_mb)
     sampler.start()
     child.wait()
     wall = time.perf_counter() - start
     sampler.stop()
+    reap_all()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     # ru_maxrss is in KiB on Linux; MB here are 10**6 bytes.
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e6
+    children = usage.ru_maxrss * 1024 / 1e6
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
     tree = sampler.peak / 1e6
     processes = [{"pid": pid, "role": "driver" if pid == child.pid else role, "peak_mb": peak / 1e6}
                  for pid, (role, peak) in sorted(sampler.per_process.items())]
     return {"cmd": list(cmd), "returncode": child.returncode, "wall_s": wall,
-            "children_maxrss_mb": children, "tree_rss_peak_mb": tree,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "subreaper": subreaper, "memory_limit_mb": memory_limit_mb,
+            "memory_limit_exceeded": sampler.killed, "children_maxrss_mb": children, "tree_rss_peak_mb": tree,
             "peak_mb": max(children, tree), "wrapper_maxrss_mb": own, "processes": processes}
+
+
+def kill_tree(proc: psutil.Process) -> None:
+    """SIGKILL to `proc` and every live descendant (children first found, then killed)."""
+    try:
+        members = proc.children(recursive=True) + [proc]
+    except psutil.NoSuchProcess:
+        return
+    for member in members:
+        try:
+            member.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
 
 
 class TreeSampler(threading.Thread):
     """Samples the process tree's summed RSS in the background, keeping the peak, so
     the main thread can block in wait() and the wall time is exact."""
 
-    def __init__(self, pid: int, interval: float):
+    def __init__(self, pid: int, interval: float, limit_mb: Optional[float] = None):
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
         self.interval = interval
+        self.limit = limit_mb * 1e6 if limit_mb else None
+        self.killed = False
         self.peak = 0
         self.per_process: Dict = {}
         self._done = threading.Event()
 
     def run(self):
         while not self._done.is_set():
-            self.peak = max(self.peak, tree_rss(self.process, self.per_process))
+            rss = tree_rss(self.process, self.per_process)
+            self.peak = max(self.peak, rss)
+            if self.limit and rss > self.limit and not self.killed:
+                self.killed = True
+                kill_tree(self.process)
             self._done.wait(self.interval)
 
     def stop(self):
@@ -108,12 +171,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="where to write the result")
     parser.add_argument("--interval", type=float, default=0.1, help="tree RSS sampling period (s)")
+    parser.add_argument("--memory-limit-mb", type=float, help="kill the tree when its RSS passes this")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- command and arguments")
     args = parser.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("no command given")
-    result = measure(cmd, args.interval)
+    result = measure(cmd, args.interval, args.memory_limit_mb)
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
     return result["returncode"]
