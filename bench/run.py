@@ -1,7 +1,8 @@
-"""Benchmark: prepro's analyze job vs Keras adapt() vs TensorFlow Transform.
+"""Benchmark: prepro's analyze job vs Keras adapt(), TensorFlow Transform and single-machine peers.
 
     python -m bench.run                                   # every workload, full size
     python -m bench.run --workloads ngram-tfidf --docs-scale 0.05 --skip tft
+    python -m bench.run --workloads unigram --skip adapt,tft --sizes 1000000,4000000   # past start-up
 
 For each workload one generated input (cached in --data-dir) is given to each tool,
 every tool in its own fresh process under `bench.measure`:
@@ -14,11 +15,22 @@ every tool in its own fresh process under `bench.measure`:
 - tft:    tft_beam.AnalyzeDataset on the local FnApiRunner (`bench.tft_job`), the
           pipeline run only. Off by default for `unigram` (slow; --tft-on unigram);
           not wired for `numeric`.
-Prints one table and writes every figure as JSON (--json).
+- polars, duckdb, spark: the same top-k (and document frequencies, IDF) written the
+          obvious way in each tool (`bench/peers/`), the whole process timed (start-up,
+          the JVM's included); each checked SAME / DIFFERENT against prepro's artifact;
+          text workloads only; "skipped" when the bench extra is not installed;
+- wc:     `wc -w` on the same file: the reading limit.
+Every tool's wall time, CPU seconds (user + system of its whole process tree), peak
+memory and their ratios to prepro's. With --sizes A,B every workload runs at both sizes
+and the throughput past start-up is (MB(B) - MB(A)) / (wall(B) - wall(A)), and CPU
+seconds per GB (cpu(B) - cpu(A)) / (GB(B) - GB(A)).
+Prints the tables and writes every figure as JSON (--json).
 """
 
 import argparse
+import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -31,7 +43,13 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURE = "review"
-TOOLS = ("prepro", "prepro-2w", "adapt", "tft")
+TOOLS = ("prepro", "prepro-2w", "adapt", "tft", "polars", "duckdb", "spark", "wc")
+# peer -> (the module it needs, its program): bench/peers/, installed by the bench extra.
+PEERS = {"polars": ("polars", "bench.peers.polars_job"),
+         "duckdb": ("duckdb", "bench.peers.duckdb_job"),
+         "spark": ("pyspark", "bench.peers.spark_job")}
+BENCH_EXTRA = "pip install -e .[bench]"
+IDF_RELATIVE_TOLERANCE = 1e-6
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
@@ -72,6 +90,10 @@ class Case:
     def input_mb(self) -> float:
         return sum(os.path.getsize(p) for p in self.inputs) / 1e6
 
+    @property
+    def label(self) -> str:
+        return f"{self.name}, {self.docs:,}"
+
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
 
@@ -90,13 +112,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=os.path.join(REPO, "bench", "data"),
                         help="corpora (cached) and run outputs")
     parser.add_argument("--json", help="results file (default DATA_DIR/results.json)")
+    parser.add_argument("--sizes", default="",
+                        help="comma-separated document (row) counts, e.g. 1000000,4000000: every workload "
+                             "at each size (--docs-scale ignored), and the throughput past start-up "
+                             "between the smallest and the largest")
+    parser.add_argument("--memory-limit-mb", type=float,
+                        default=round(0.7 * _total_memory_mb()),
+                        help="kill a measured tool whose process tree passes this RSS (default 70%% of RAM)")
     args = parser.parse_args(argv)
     args.workloads, args.skip, args.tft_on = (_names(args.workloads, WORKLOADS, parser),
                                               _names(args.skip, TOOLS, parser),
                                               _names(args.tft_on, WORKLOADS, parser))
+    try:
+        args.sizes = sorted({int(n.replace("_", "")) for n in args.sizes.split(",") if n.strip()})
+    except ValueError:
+        parser.error(f"--sizes takes comma-separated integers, not {args.sizes!r}")
+    if len(args.sizes) == 1 or any(n < 1 for n in args.sizes):
+        parser.error("--sizes needs at least two positive sizes")
     args.data_dir = os.path.abspath(args.data_dir)
     args.json = args.json or os.path.join(args.data_dir, "results.json")
     return args
+
+
+def _total_memory_mb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6
 
 
 def _names(text: str, allowed, parser) -> List[str]:
@@ -107,10 +146,10 @@ def _names(text: str, allowed, parser) -> List[str]:
     return names
 
 
-def prepare(name: str, args) -> Case:
+def prepare(name: str, args, docs: Optional[int] = None) -> Case:
     """Generates (or reuses) the workload's corpus and makes a clean working directory."""
     workload = WORKLOADS[name]
-    docs = max(1, round(workload.docs * args.docs_scale))
+    docs = docs or max(1, round(workload.docs * args.docs_scale))
     if workload.kind == "numeric":
         corpus = os.path.join(args.data_dir, f"numeric-{docs}")
         generate = ["bench.numeric_data", "--rows", str(docs), "--files", str(NUMERIC_FILES)]
@@ -134,17 +173,25 @@ def child_env() -> Dict[str, str]:
     return env
 
 
+MEMORY_LIMIT_MB: Optional[float] = None  # set by main() from --memory-limit-mb
+
+
 def measured(case: Case, tool: str, cmd: List[str]) -> Dict:
     """Runs `cmd` under `bench.measure` in a fresh process; its figures, or an error."""
     figures, logfile = case.path(f"{tool}.measure.json"), case.path(f"{tool}.log")
-    wrapper = [sys.executable, "-m", "bench.measure", "--json", figures, "--"] + cmd
+    limit = ["--memory-limit-mb", str(MEMORY_LIMIT_MB)] if MEMORY_LIMIT_MB else []
+    wrapper = [sys.executable, "-m", "bench.measure", "--json", figures, *limit, "--"] + cmd
     with open(logfile, "wb") as out:
         subprocess.run(wrapper, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
     if not os.path.exists(figures):
         return {"status": "error", "error": f"bench.measure wrote no result; see {logfile}", "log": logfile}
     with open(figures) as f:
         result = {"status": "ok", "log": logfile, "process": json.load(f)}
-    if result["process"]["returncode"] != 0:
+    result["cpu_s"] = result["process"].get("cpu_s")
+    if result["process"].get("memory_limit_exceeded"):
+        result.update(status="error", error=f"killed: its processes passed {MEMORY_LIMIT_MB:,.0f} MB of RSS "
+                                            f"(--memory-limit-mb; full log: {logfile})")
+    elif result["process"]["returncode"] != 0:
         result.update(status="error", error=f"exit code {result['process']['returncode']}: "
                                             f"{_tail(logfile)} (full log: {logfile})")
     return result
@@ -259,6 +306,100 @@ def compare_vocabularies(tft_file: str, prepro_artifacts: str) -> str:
             f"are not in TFT's")
 
 
+def top_k(config: Dict) -> int:
+    """How many tokens the layer learns: max_tokens less the OOV slot, and the mask in "int" mode."""
+    return config["max_tokens"] - (2 if config.get("output_mode", "int") == "int" else 1)
+
+
+def peer_missing(tool: str) -> Optional[str]:
+    """Why a peer cannot run here, or None."""
+    module = PEERS[tool][0]
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed: {BENCH_EXTRA}"
+    if tool == "spark" and not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+        return "no Java (Spark needs a JRE 17 or later on PATH or in JAVA_HOME)"
+    return None
+
+
+def run_peer(case: Case, tool: str) -> Dict:
+    """A peer program on the same file: the whole process timed, start-up included."""
+    out = case.path(f"{tool}.json")
+    config = case.workload.config
+    cmd = [sys.executable, "-m", PEERS[tool][1], "--corpus", case.corpus, "--top-k", str(top_k(config)),
+           "--ngrams", str(config.get("ngrams") or 1), "--result", out]
+    if config.get("output_mode") == "tf_idf":
+        cmd.append("--tf-idf")
+    result = measured(case, tool, cmd)
+    job = _child_result(result, out)
+    if job:
+        result.update(job=job, result_file=out, wall_s=result["process"]["wall_s"],
+                      peak_mb=result["process"]["peak_mb"])
+        del job["tokens"], job["counts"], job["doc_counts"], job["idf"]  # in result_file; keep the JSON small
+    return result
+
+
+def run_wc(case: Case) -> Dict:
+    """`wc -w` on the corpus: reading the file and finding its words, nothing more."""
+    result = measured(case, "wc", ["wc", "-w", case.corpus])
+    if result["status"] == "ok":
+        with open(result["log"], "rb") as f:
+            words = int(f.read().split()[0])
+        result.update(wall_s=result["process"]["wall_s"], peak_mb=result["process"]["peak_mb"],
+                      check=f"{words:,} words", words=words,
+                      locale=f"LC_ALL={os.environ.get('LC_ALL') or ''} LANG={os.environ.get('LANG') or ''}")
+    return result
+
+
+def compare_top_k(peer_file: str, artifacts: str, tf_idf: bool) -> Dict:
+    """SAME if a peer's top-k is prepro's learned vocabulary in rank order, with the same
+    counts (and document frequencies, and IDF weights within 1e-6 relative for tf_idf);
+    else DIFFERENT and how."""
+    import numpy as np
+    import prepro
+    with open(peer_file, encoding="utf-8") as f:
+        peer = json.load(f)
+    try:
+        arts = prepro.load(artifacts)
+        ours = arts.vocabulary(FEATURE)
+        our_counts = [int(c) for c in arts.token_counts(FEATURE)]
+    except Exception as e:  # prepro's own failure is reported by its row
+        return {"parity": "n/a", "parity_detail": f"not compared: {type(e).__name__}: {e}"}
+    tokens, counts = peer["tokens"], peer["counts"]
+    if tokens != ours:
+        differ = sum(a != b for a, b in zip(tokens, ours)) + abs(len(tokens) - len(ours))
+        first = next((i for i, (a, b) in enumerate(zip(tokens, ours)) if a != b), min(len(tokens), len(ours)))
+        at = lambda toks, cs: (f"{toks[first]!r} (count {cs[first]})" if first < len(toks)  # noqa: E731
+                               else "nothing (list ends)")
+        missing = len(set(ours) - set(tokens))
+        return {"parity": "DIFFERENT",
+                "parity_detail": f"{differ} of {len(ours)} ranks differ ({len(tokens)} tokens vs prepro's "
+                                 f"{len(ours)}; {missing} of prepro's tokens absent); first at rank {first}: "
+                                 f"peer {at(tokens, counts)}, prepro {at(ours, our_counts)}"}
+    checks = [("counts", counts, our_counts)]
+    if tf_idf:
+        checks.append(("document frequencies", peer["doc_counts"],
+                       [int(c) for c in arts.document_frequencies(FEATURE)]))
+    for what, theirs, mine in checks:
+        if theirs != mine:
+            i = next(i for i, (a, b) in enumerate(zip(theirs, mine)) if a != b)
+            return {"parity": "DIFFERENT", "parity_detail": f"same tokens, {what} differ: "
+                                                            f"{sum(a != b for a, b in zip(theirs, mine))} tokens, "
+                                                            f"first {ours[i]!r} at rank {i}: peer {theirs[i]}, "
+                                                            f"prepro {mine[i]}"}
+    detail = f"same {len(ours)} tokens in rank order, same counts"
+    if tf_idf:
+        theirs, mine = np.asarray(peer["idf"], np.float64), arts.idf_weights(FEATURE).astype(np.float64)
+        relative = np.abs(theirs - mine) / np.abs(mine)
+        worst = float(relative.max()) if len(mine) else 0.0
+        if not worst <= IDF_RELATIVE_TOLERANCE:
+            i = int(np.nanargmax(relative))
+            return {"parity": "DIFFERENT", "parity_detail": f"same tokens and document frequencies, IDF "
+                                                            f"off by {worst:.2e} relative at rank {i} "
+                                                            f"({ours[i]!r}: peer {theirs[i]}, prepro {mine[i]})"}
+        detail += f" and document frequencies, IDF within {worst:.1e} relative (float64 vs prepro's float32)"
+    return {"parity": "SAME", "parity_detail": detail}
+
+
 def run_case(case: Case, args) -> None:
     """Every tool on one workload, prepro first (adapt's parity check needs its artifacts)."""
     for tool in args.skip:
@@ -285,6 +426,22 @@ def run_case(case: Case, args) -> None:
         case.results["adapt"] = report(case, "adapt", run_adapt(case, artifacts))
     if "tft" not in case.results:
         case.results["tft"] = report(case, "tft", run_tft(case, args, artifacts))
+    for tool in PEERS:
+        if tool in case.results:
+            continue
+        why = ("the peers are wired for the text workloads only" if case.workload.kind != "text"
+               else peer_missing(tool))
+        case.results[tool] = ({"status": "skipped", "why": why} if why
+                              else report(case, tool, run_peer(case, tool)))
+    if "wc" not in case.results:
+        case.results["wc"] = (report(case, "wc", run_wc(case)) if case.workload.kind == "text" else
+                              {"status": "skipped", "why": "wc -w is the reading limit of the text workloads"})
+    for tool in PEERS:  # after every tool has run: the check loads prepro (and TensorFlow) here
+        r = case.results[tool]
+        if r["status"] == "ok":
+            r.update(compare_top_k(r["result_file"], artifacts, case.workload.config.get("output_mode") == "tf_idf")
+                     if artifacts else {"parity": "n/a", "parity_detail": "no prepro artifacts to compare"})
+            log(f"[{case.label}] {tool}: {r['parity']}: {r['parity_detail']}")
     for result in case.results.values():
         if result.get("wall_s"):
             result["mb_s"] = case.input_mb / result["wall_s"]
@@ -301,17 +458,17 @@ def _tree_bytes(root: str) -> Dict[str, bytes]:
 
 def report(case: Case, tool: str, result: Dict) -> Dict:
     if result["status"] == "ok":
-        log(f"[{case.name}] {tool}: {result['wall_s']:.1f} s, peak {result['peak_mb']:.0f} MB"
+        log(f"[{case.label}] {tool}: {result['wall_s']:.1f} s, peak {result['peak_mb']:.0f} MB"
             + (f", parity {result['parity']}" if "parity" in result else ""))
     else:
-        log(f"[{case.name}] {tool}: {result['status'].upper()}: {result.get('error')}")
+        log(f"[{case.label}] {tool}: {result['status'].upper()}: {result.get('error')}")
     return result
 
 
 def table(cases: List[Case]) -> str:
-    """One row per workload and tool: wall s, MB/s, peak MB, ratios to prepro, parity."""
-    head = (f"{'workload':<12} {'rows':>10} {'MB':>7}  {'tool':<9} {'wall s':>8} {'MB/s':>7} {'peak MB':>8}"
-            f"  {'wall/prepro':>11} {'peak/prepro':>11}  check")
+    """One row per workload and tool: wall s, CPU s, MB/s, peak MB, ratios to prepro, parity."""
+    head = (f"{'workload':<12} {'rows':>10} {'MB':>7}  {'tool':<9} {'wall s':>8} {'CPU s':>7} {'MB/s':>7} "
+            f"{'peak MB':>8}  {'wall/prepro':>11} {'CPU/prepro':>10} {'peak/prepro':>11}  check")
     rows = [head, "-" * len(head)]
     for case in cases:
         base = case.results.get("prepro", {})
@@ -323,20 +480,92 @@ def table(cases: List[Case]) -> str:
             if r["status"] != "ok":
                 rows.append(f"{lead} {r['status']}: {r.get('why') or r.get('error')}")
                 continue
-            rows.append(f"{lead} {r['wall_s']:>8.1f} {r['mb_s']:>7.2f} {r['peak_mb']:>8.0f}"
-                        f"  {_ratio(r, base, 'wall_s'):>11} {_ratio(r, base, 'peak_mb'):>11}"
-                        f"  {r.get('parity', '')}")
+            cpu = f"{r['cpu_s']:>7.1f}" if r.get("cpu_s") is not None else f"{'n/a':>7}"
+            rows.append(f"{lead} {r['wall_s']:>8.1f} {cpu} {r['mb_s']:>7.2f} {r['peak_mb']:>8.0f}"
+                        f"  {_ratio(r, base, 'wall_s'):>11} {_ratio(r, base, 'cpu_s'):>10} "
+                        f"{_ratio(r, base, 'peak_mb'):>11}  {r.get('parity', r.get('check', ''))}")
     return "\n".join(rows)
 
 
 def _ratio(result: Dict, base: Dict, key: str) -> str:
-    return f"{result[key] / base[key]:.2f}x" if base.get("status") == "ok" else "n/a"
+    if base.get("status") != "ok" or not result.get(key) or not base.get(key):
+        return "n/a"
+    return f"{result[key] / base[key]:.2f}x"
+
+
+def throughput(cases: List[Case]) -> Dict[str, Dict[str, Dict]]:
+    """Per workload and tool, between its smallest and largest size: MB/s and CPU s per GB
+    past start-up (the differences of wall, CPU and input size), when both sizes ran."""
+    out: Dict[str, Dict[str, Dict]] = {}
+    for name in dict.fromkeys(c.name for c in cases):
+        sized = sorted((c for c in cases if c.name == name), key=lambda c: c.docs)
+        if len(sized) < 2:
+            continue
+        small, big = sized[0], sized[-1]
+        mb = big.input_mb - small.input_mb
+        rows = out.setdefault(name, {})
+        for tool in TOOLS:
+            a, b = small.results.get(tool, {}), big.results.get(tool, {})
+            if a.get("status") != "ok" or b.get("status") != "ok":
+                if a.get("status", "skipped") == b.get("status", "skipped") == "skipped":
+                    continue  # not asked for (listed as skipped in the notes)
+                why = next((f"at {c.docs:,}: {r.get('status', 'not run')}: {r.get('why') or r.get('error') or ''}"
+                            for c, r in ((small, a), (big, b)) if r.get("status") != "ok"), "")
+                rows[tool] = {"status": "incomplete", "why": why}
+                continue
+            wall = b["wall_s"] - a["wall_s"]
+            cpu = b["cpu_s"] - a["cpu_s"] if a.get("cpu_s") is not None and b.get("cpu_s") is not None else None
+            rows[tool] = {"status": "ok", "small_docs": small.docs, "big_docs": big.docs, "delta_mb": mb,
+                          "delta_wall_s": wall, "delta_cpu_s": cpu,
+                          # no growth (noise at sizes too close together) gives no rate
+                          "mb_s": mb / wall if wall > 0 and mb > 0 else None,
+                          "cpu_s_per_gb": cpu / (mb / 1e3) if cpu is not None and cpu > 0 and mb > 0 else None}
+    return out
+
+
+def throughput_table(rates: Dict[str, Dict[str, Dict]]) -> str:
+    head = (f"{'workload':<12} {'docs':>21}  {'tool':<9} {'+MB':>7} {'+wall s':>8} {'+CPU s':>7}"
+            f" {'MB/s':>8} {'x prepro':>8} {'CPU s/GB':>9} {'x prepro':>8}")
+    rows = ["throughput past start-up: MB/s = +MB / +wall s; CPU s/GB = +CPU s / +GB "
+            "(+ = largest size minus smallest)", head, "-" * len(head)]
+    for name, tools in rates.items():
+        base = tools.get("prepro", {})
+        for tool, r in tools.items():
+            if r["status"] != "ok":
+                rows.append(f"{name:<12} {'':>21}  {tool:<9} {r['status']}: {r['why']}")
+                continue
+            docs = f"{r['small_docs']:,}->{r['big_docs']:,}"
+            speed, speed_x = _rate(r, base, "mb_s", 2)
+            cpu, cpu_x = _rate(r, base, "cpu_s_per_gb", 1)
+            delta_cpu = f"{r['delta_cpu_s']:>7.1f}" if r["delta_cpu_s"] is not None else f"{'n/a':>7}"
+            rows.append(f"{name:<12} {docs:>21}  {tool:<9} {r['delta_mb']:>7.1f} {r['delta_wall_s']:>8.1f} "
+                        f"{delta_cpu} {speed:>8} {speed_x:>8} {cpu:>9} {cpu_x:>8}")
+    rows.append("x prepro: the tool's figure over prepro's (MB/s: > 1 is faster than prepro; CPU s/GB: "
+                "> 1 is more CPU per GB); n/a where the time did not grow between the sizes")
+    return "\n".join(rows)
+
+
+def _rate(r: Dict, base: Dict, key: str, digits: int):
+    """A rate and its ratio to prepro's, as printed (n/a when either is missing)."""
+    if r.get(key) is None:
+        return "n/a", "n/a"
+    ratio = f"{r[key] / base[key]:.2f}x" if base.get("status") == "ok" and base.get(key) else "n/a"
+    return f"{r[key]:.{digits}f}", ratio
 
 
 def notes(cases: List[Case]) -> str:
     lines = ["adapt: wall = the adapt() call only; peak = its process's ru_maxrss right after adapt().",
              "tft: wall = the Beam pipeline run only (imports excluded); peak = whole process tree.",
              "prepro: wall = the whole CLI run, start-up included; peak = whole process tree.",
+             "polars, duckdb, spark (bench/peers/), wc -w: wall = the whole process, start-up (the JVM's) "
+             "included; peak = whole process tree.",
+             "CPU s = user + system of the measured process tree (getrusage RUSAGE_CHILDREN; for adapt and "
+             "tft the whole process, imports and reading included, though their wall is the call only).",
+             "peers' check: SAME = prepro's learned tokens in rank order with the same counts (tf_idf: "
+             "document frequencies too, IDF within 1e-6 relative); tokenization: the peers lower-case "
+             "with Unicode rules (Keras: ASCII A-Z only) and split on ' ' dropping empty tokens (Keras: "
+             "runs of the six ASCII whitespace bytes); the bench corpus is ASCII with single spaces, "
+             "so both agree on it.",
              "MB = 10^6 bytes; MB/s = input bytes / wall; x/prepro > 1 means more than prepro.",
              "check: text: PASS if the artifact-built layer equals the adapted one; numeric: PASS if "
              "prepro's worst rank error is within its bound and 10x below adapt()'s; prepro-2w (--scaling): "
@@ -344,19 +573,26 @@ def notes(cases: List[Case]) -> str:
     for case in cases:
         for tool, r in case.results.items():
             if r.get("parity_detail"):
-                lines.append(f"[{case.name}] check: {r['parity']}: {r['parity_detail']}")
+                lines.append(f"[{case.label}] {tool} check: {r['parity']}: {r['parity_detail']}")
+            if tool == "wc" and r.get("words") is not None:
+                lines.append(f"[{case.label}] wc -w: {r['words']:,} words ({r['locale']})")
             if r.get("vocabulary_vs_prepro"):
-                lines.append(f"[{case.name}] tft vocabulary: {r['vocabulary_vs_prepro']}")
+                lines.append(f"[{case.label}] tft vocabulary: {r['vocabulary_vs_prepro']}")
             if r["status"] == "skipped":
-                lines.append(f"[{case.name}] {tool} skipped: {r['why']}")
+                lines.append(f"[{case.label}] {tool} skipped: {r['why']}")
+            if r.get("status") == "ok" and r.get("job", {}).get("in_process_s") is not None:
+                lines.append(f"[{case.label}] {tool}: {r['job']['in_process_s']:.1f} s of its {r['wall_s']:.1f} s "
+                             f"after its imports ({r['job']['tool']} {r['job']['version']})")
     return "\n".join(lines)
 
 
-def write_json(path: str, cases: List[Case], args, code: Dict[str, str]) -> None:
+def write_json(path: str, cases: List[Case], args, code: Dict[str, str], rates=None) -> None:
     body = {"prepro_code": code, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
-            "docs_scale": args.docs_scale,
-            "workloads": {c.name: {"docs": c.docs, "corpus": c.corpus, "input_mb": c.input_mb,
-                                   "config": c.workload.config, "tools": c.results} for c in cases}}
+            "docs_scale": args.docs_scale, "sizes": args.sizes,
+            "workloads": {(c.name if not args.sizes else f"{c.name}@{c.docs}"):
+                          {"docs": c.docs, "corpus": c.corpus, "input_mb": c.input_mb,
+                           "config": c.workload.config, "tools": c.results} for c in cases},
+            "throughput": rates or {}}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(body, f, indent=1)
@@ -378,23 +614,31 @@ def log(message: str) -> None:
 
 
 def main(argv=None) -> int:
+    global MEMORY_LIMIT_MB
     args = parse_args(argv)
+    MEMORY_LIMIT_MB = args.memory_limit_mb
     code = {"start": source_state(), "load_average_at_start": os.getloadavg()[0]}
     cases = []
     for name in args.workloads:
-        case = prepare(name, args)
-        run_case(case, args)
-        cases.append(case)
+        for docs in args.sizes or [None]:
+            case = prepare(name, args, docs)
+            run_case(case, args)
+            cases.append(case)
     code["end"] = source_state()
     changed = "" if code["start"] == code["end"] else f"; CHANGED during the run, now {code['end']}"
     print(f"prepro code: {code['start']}{changed}; load average at start "
           f"{code['load_average_at_start']:.2f} on {os.cpu_count()} cores\n")
     print(table(cases))
+    rates = throughput(cases) if args.sizes else None
+    if rates:
+        print()
+        print(throughput_table(rates))
     print()
     print(notes(cases))
-    write_json(args.json, cases, args, code)
+    write_json(args.json, cases, args, code, rates)
     print(f"\nresults: {args.json}")
-    failed = any(r["status"] == "error" or r.get("parity") == "FAIL" for c in cases for r in c.results.values())
+    failed = any(r["status"] == "error" or r.get("parity") in ("FAIL", "DIFFERENT")
+                 for c in cases for r in c.results.values())
     return 1 if failed else 0
 
 
