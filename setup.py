@@ -26,9 +26,12 @@ setup(
                     "dask": ["apache-beam[dask]>=2.77,<2.78"],
                     # `prepro report`'s plots (imported only there: a training job never needs it)
                     "report": ["matplotlib>=3.8"],
-                    # the benchmark's peer (bench/tft_job.py): prepro itself never imports it, and
-                    # importing it sets TF_USE_LEGACY_KERAS=1 for the process
-                    "bench": ["tensorflow-transform>=1.21,<1.22"],
+                    # the benchmark's peers: TFT (bench/tft_job.py; importing it sets
+                    # TF_USE_LEGACY_KERAS=1 for the process) and the single-machine peers of
+                    # bench/peers/, pinned exactly (their figures are for these versions; Spark
+                    # also needs Java 17+), and py-spy to profile any of them. prepro never imports them.
+                    "bench": ["tensorflow-transform>=1.21,<1.22", "polars==2.1.0", "duckdb==2.0.1",
+                              "pyspark==4.3.0", "py-spy==0.4.3"],
                     # the other Keras 3 backends (prepro's layers run under each)
                     "backends": ["jax>=0.10,<0.11", "torch>=2.13,<2.14"]},
     entry_points={"console_scripts": ["prepro=pipelines.cli:main"]},
