@@ -24,6 +24,10 @@ the wrapper makes itself the tree's child subreaper (prctl PR_SET_CHILD_SUBREAPE
 orphaned descendants become its children, and it waits for every one before reading
 getrusage. The wall time stops when the command itself exits.
 
+`others_cpu_s`: the machine's busy CPU time during the run (/proc/stat) less the tree's:
+what other jobs used meanwhile (~0 on an idle machine; on 2 cores, anything near the
+wall time means the figures are not comparable).
+
 `--memory-limit-mb`: when the sampled tree RSS passes it, the whole tree is killed (SIGKILL) and the
 result says `memory_limit_exceeded` (a peer that would exhaust the machine fails alone).
 """
@@ -100,10 +104,22 @@ def reap_all() -> None:
                 return
 
 
+def machine_busy_s() -> Optional[float]:
+    """CPU seconds the whole machine has been busy since boot (every state but idle and iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def measure(cmd, interval: float = 0.1, memory_limit_mb: Optional[float] = None) -> dict:
     """Runs `cmd` to completion; wall time (start-up included), CPU time of the whole
     tree and memory peaks."""
     subreaper = become_subreaper()
+    busy = machine_busy_s()
     start = time.perf_counter()
     child = subprocess.Popen(cmd)
     sampler = TreeSampler(child.pid, interval, memory_limit_mb)
@@ -113,6 +129,9 @@ def measure(cmd, interval: float = 0.1, memory_limit_mb: Optional[float] = None)
     sampler.stop()
     reap_all()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_after = machine_busy_s()
+    others = (busy_after - busy - usage.ru_utime - usage.ru_stime
+             ) if busy is not None and busy_after else None
     # ru_maxrss is in KiB on Linux; MB here are 10**6 bytes.
     children = usage.ru_maxrss * 1024 / 1e6
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
@@ -121,7 +140,7 @@ def measure(cmd, interval: float = 0.1, memory_limit_mb: Optional[float] = None)
                  for pid, (role, peak) in sorted(sampler.per_process.items())]
     return {"cmd": list(cmd), "returncode": child.returncode, "wall_s": wall,
             "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
-            "subreaper": subreaper, "memory_limit_mb": memory_limit_mb,
+            "subreaper": subreaper, "others_cpu_s": None if others is None else max(0.0, others), "memory_limit_mb": memory_limit_mb,
             "memory_limit_exceeded": sampler.killed, "children_maxrss_mb": children, "tree_rss_peak_mb": tree,
             "peak_mb": max(children, tree), "wrapper_maxrss_mb": own, "processes": processes}
 

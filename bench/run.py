@@ -468,7 +468,7 @@ def report(case: Case, tool: str, result: Dict) -> Dict:
 def table(cases: List[Case]) -> str:
     """One row per workload and tool: wall s, CPU s, MB/s, peak MB, ratios to prepro, parity."""
     head = (f"{'workload':<12} {'rows':>10} {'MB':>7}  {'tool':<9} {'wall s':>8} {'CPU s':>7} {'MB/s':>7} "
-            f"{'peak MB':>8}  {'wall/prepro':>11} {'CPU/prepro':>10} {'peak/prepro':>11}  check")
+            f"{'peak MB':>8}  {'wall/prepro':>11} {'CPU/prepro':>10} {'peak/prepro':>11} {'others':>6}  check")
     rows = [head, "-" * len(head)]
     for case in cases:
         base = case.results.get("prepro", {})
@@ -481,9 +481,11 @@ def table(cases: List[Case]) -> str:
                 rows.append(f"{lead} {r['status']}: {r.get('why') or r.get('error')}")
                 continue
             cpu = f"{r['cpu_s']:>7.1f}" if r.get("cpu_s") is not None else f"{'n/a':>7}"
+            others = r.get("process", {}).get("others_cpu_s")
+            others = f"{others:>6.1f}" if others is not None else f"{'n/a':>6}"
             rows.append(f"{lead} {r['wall_s']:>8.1f} {cpu} {r['mb_s']:>7.2f} {r['peak_mb']:>8.0f}"
                         f"  {_ratio(r, base, 'wall_s'):>11} {_ratio(r, base, 'cpu_s'):>10} "
-                        f"{_ratio(r, base, 'peak_mb'):>11}  {r.get('parity', r.get('check', ''))}")
+                        f"{_ratio(r, base, 'peak_mb'):>11} {others}  {r.get('parity', r.get('check', ''))}")
     return "\n".join(rows)
 
 
@@ -560,7 +562,9 @@ def notes(cases: List[Case]) -> str:
              "polars, duckdb, spark (bench/peers/), wc -w: wall = the whole process, start-up (the JVM's) "
              "included; peak = whole process tree.",
              "CPU s = user + system of the measured process tree (getrusage RUSAGE_CHILDREN; for adapt and "
-             "tft the whole process, imports and reading included, though their wall is the call only).",
+             "tft the whole process, imports and reading included, though their wall is the call only); "
+             "others = CPU s the rest of the machine used meanwhile (/proc/stat): near 0 on an idle machine, "
+             "comparable to the wall time when another job competed for the 2 cores.",
              "peers' check: SAME = prepro's learned tokens in rank order with the same counts (tf_idf: "
              "document frequencies too, IDF within 1e-6 relative); tokenization: the peers lower-case "
              "with Unicode rules (Keras: ASCII A-Z only) and split on ' ' dropping empty tokens (Keras: "
