@@ -1,5 +1,6 @@
 """The fast paths agree with the plain definitions they replace."""
 
+import os
 import pickle
 import random
 
@@ -106,8 +107,10 @@ def random_counts(rng, n, token_type=pa.binary()):
 @pytest.mark.parametrize("token_type", [pa.binary(), pa.int64()])
 def test_part_files_split_counts_into_shards_and_read_back(tmp_path, token_type):
     counts = random_counts(np.random.default_rng(1), 5000, token_type)
-    refs = list(vocabulary.write_parts("f", counts, 4, str(tmp_path)))
+    written = []
+    refs = list(vocabulary.write_parts("f", counts, 4, str(tmp_path), written.append))
     assert [shard for shard, _ in refs] == [0, 1, 2, 3] and len({r.path for _, r in refs}) == 1
+    assert written == [os.path.getsize(refs[0][1].path)]  # the part_bytes_written counter's figure
     back = [vocabulary.read_part(ref, shard, token_type) for shard, ref in refs]
     assert sum(len(as_dict(b)) for b in back) == 5000
     assert {k: v for b in back for k, v in as_dict(b).items()} == as_dict(counts)

@@ -59,3 +59,17 @@ def test_a_caller_that_stops_early_stops_the_reader_and_closes_its_file():
             break
     assert closed.wait(5)
     assert not _reader_threads()
+
+
+def test_text_lines_across_batch_boundaries_keep_beams_line_rule(tmp_path):
+    """"\n" ends a line, one "\r" before it is dropped (a lone "\r" stays), an unended
+    last line is a line (its one "\r" dropped too, as before): the same with every batch
+    size, a "\r\n" cut between reads too."""
+    body = b"a\r\n\r\nb\rc\n\n" + b"x" * 3000 + b"\r\n" + b"tail\r"
+    path = tmp_path / "lines.txt"
+    path.write_bytes(body)
+    expected = [b"a", b"", b"b\rc", b"", b"x" * 3000, b"tail"]
+    for batch_bytes in (1, 7, 4096):
+        lines = [v for b in prepro_io.read_batches(str(path), "text", {"text": "string"}, batch_bytes)
+                 for v in b.table.column(0).to_pylist()]
+        assert lines == expected
