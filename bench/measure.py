@@ -92,16 +92,22 @@ def become_subreaper() -> bool:
         return False
 
 
-def reap_all() -> None:
-    """Waits for every remaining child (the orphans adopted as subreaper included)."""
+def reap_new_children(before: set) -> None:
+    """Waits for every child that was not one before the command started (the orphans
+    adopted as subreaper included); a caller's own children (a test runner's helpers)
+    are left alone, else this would wait for them forever."""
     while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
+        waiting = [c.pid for c in psutil.Process().children() if c.pid not in before]
+        if not waiting:
             return
-        except OSError as e:
-            if e.errno != errno.EINTR:
-                return
+        for pid in waiting:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            except OSError as e:
+                if e.errno != errno.EINTR:
+                    return
 
 
 def machine_busy_s() -> Optional[float]:
@@ -119,6 +125,8 @@ def measure(cmd, interval: float = 0.1, memory_limit_mb: Optional[float] = None)
     """Runs `cmd` to completion; wall time (start-up included), CPU time of the whole
     tree and memory peaks."""
     subreaper = become_subreaper()
+    before = {c.pid for c in psutil.Process().children()}
+    earlier = resource.getrusage(resource.RUSAGE_CHILDREN)  # children this process waited for already
     busy = machine_busy_s()
     start = time.perf_counter()
     child = subprocess.Popen(cmd)
@@ -127,10 +135,11 @@ def measure(cmd, interval: float = 0.1, memory_limit_mb: Optional[float] = None)
     child.wait()
     wall = time.perf_counter() - start
     sampler.stop()
-    reap_all()
+    reap_new_children(before)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user, system = usage.ru_utime - earlier.ru_utime, usage.ru_stime - earlier.ru_stime
     busy_after = machine_busy_s()
-    others = (busy_after - busy - usage.ru_utime - usage.ru_stime
+    others = (busy_after - busy - user - system
              ) if busy is not None and busy_after else None
     # ru_maxrss is in KiB on Linux; MB here are 10**6 bytes.
     children = usage.ru_maxrss * 1024 / 1e6
@@ -139,7 +148,7 @@ def measure(cmd, interval: float = 0.1, memory_limit_mb: Optional[float] = None)
     processes = [{"pid": pid, "role": "driver" if pid == child.pid else role, "peak_mb": peak / 1e6}
                  for pid, (role, peak) in sorted(sampler.per_process.items())]
     return {"cmd": list(cmd), "returncode": child.returncode, "wall_s": wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+            "cpu_s": user + system, "user_s": user, "sys_s": system,
             "subreaper": subreaper, "others_cpu_s": None if others is None else max(0.0, others), "memory_limit_mb": memory_limit_mb,
             "memory_limit_exceeded": sampler.killed, "children_maxrss_mb": children, "tree_rss_peak_mb": tree,
             "peak_mb": max(children, tree), "wrapper_maxrss_mb": own, "processes": processes}

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -115,6 +116,22 @@ def test_measure_counts_the_cpu_of_an_orphaned_descendant(tmp_path):
     assert result["returncode"] == 0 and result["subreaper"]
     assert result["cpu_s"] >= 0.55, result
     assert result["wall_s"] < result["cpu_s"]  # the wall time stopped when the command exited
+
+
+def test_measure_leaves_its_callers_other_children_alone():
+    """A child the caller already had (pytest's multiprocessing resource tracker, in CI)
+    is neither waited for (measure hung on it) nor counted."""
+    lingering = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        start = time.monotonic()
+        result = measure.measure([sys.executable, "-c", "pass"])
+        assert time.monotonic() - start < 30 and result["returncode"] == 0
+        assert lingering.poll() is None
+    finally:
+        lingering.kill()
+        lingering.wait()
+    spent = measure.measure([sys.executable, "-c", "pass"])  # the lingering child's CPU is not this run's
+    assert spent["cpu_s"] < 1.0, spent
 
 
 def test_measure_kills_a_tree_past_its_memory_limit():
