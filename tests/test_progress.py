@@ -144,7 +144,10 @@ def pty_argv(tmp_path, *extra):
 
 
 def test_a_terminal_shows_a_rich_bar_that_refreshes_share_and_time_left(tmp_path):
-    status, screen = run_in_pty(pty_argv(tmp_path, "--input", DATA), SLOW)
+    # The ranking made to last (16 shards, 0.1 s each) well past a poll of the channel, so
+    # what runs after the reading is on screen: a stage shorter than a poll may go unnamed.
+    status, screen = run_in_pty(pty_argv(tmp_path, "--input", DATA, "--shards", "16"),
+                                {"PREPRO_FAILPOINTS": "read:sleep,rank:sleep"})
     assert status == 0, screen
     assert screen.startswith(f"prepro: reading {SIZE / 1e6:.1f} MB in 3 files\r\n"), screen[:300]
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # the bar's text, without its colours
