@@ -30,6 +30,7 @@ from pipelines.publish import OutputDirectory, job_work_dir
 from pipelines import io as prepro_io
 from pipelines.elements import MAX_BATCH_ROWS, ToBatches, drops_finish_bundle_outputs
 from pipelines.errors import InputError
+from pipelines.extract import counts_whole_batches
 from pipelines.transforms import (CANDIDATE, DEFAULT_GOLDEN_ROWS, GOLDEN_CANDIDATES, GOLDEN_ROWS, METRICS,
                                   CheckStateless, CountRows, ExtractStatistics, PickGoldenRows, RankVocabularies,
                                   Select, SummarizeNumeric, WriteManifestCandidate, source_columns)
@@ -260,7 +261,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
     `num_shards`: how many slices the distinct tokens of a feature are counted and
     ranked in (default: 1 for an in-process run under single_shard_bytes(spec), else
     DEFAULT_SHARDS). `batch_bytes`:
-    input bytes per batch (default: 64 MB in-process, else 16 MB). The result never
+    input bytes per batch (default: 64 MB in-process, 8 MB there when its threads count
+    whole batches (`extract.counts_whole_batches`), else 16 MB). The result never
     depends on either. `part_bytes`: bytes per part of a split text/JSON Lines file
     (default `io.PART_BYTES`, whatever the runner: numeric statistics merge per part,
     so their last bits depend on it; token counts never do). `golden_rows`: how many raw
@@ -309,7 +311,8 @@ def run_analyze(spec: spec_lib.Spec, patterns: List[str], fmt: str, output: str,
                      | "ReadInputs" >> ReadInputs(patterns, fmt, part_bytes or prepro_io.PART_BYTES)
                      | "AnalyzeFeatures" >> AnalyzeFeatures(
                          spec, output, golden_rows=golden_rows, num_shards=num_shards,
-                         batch_bytes=batch_bytes or plan.batch_bytes, threads=plan.extract_threads,
+                         batch_bytes=batch_bytes or plan.batch_bytes(counts_whole_batches(spec)),
+                         threads=plan.extract_threads,
                          keep_state=keep_state, base=checked_base, publish=False, work_dir=out.work_dir,
                          progress=tracker.channel if tracker else None))
                 result = p.run()

@@ -31,6 +31,9 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 IN_PROCESS_BYTES = 1 << 30
 IN_PROCESS_BATCH_BYTES = 64 << 20
+# In one process, batches counted whole, one per thread (extract.counts_whole_batches):
+# small, so several are counted at once within one read task.
+IN_PROCESS_WHOLE_BATCH_BYTES = 8 << 20
 LOCAL_NAMES = (None, "", "local", "FnApiRunner")
 
 
@@ -42,11 +45,13 @@ class Plan:
     name: str
     single_process: bool   # one in-process worker: no small batches needed
 
-    @property
-    def batch_bytes(self) -> int:
+    def batch_bytes(self, whole_batches: bool = False) -> int:
         """Input bytes per batch: big in one process (fewer partial counts to merge),
-        smaller with several workers (work to spread)."""
-        return IN_PROCESS_BATCH_BYTES if self.single_process else 16 << 20
+        smaller with several workers (work to spread), and small in one process whose
+        threads count `whole_batches` (several batches of a read task at once)."""
+        if not self.single_process:
+            return 16 << 20
+        return IN_PROCESS_WHOLE_BATCH_BYTES if whole_batches else IN_PROCESS_BATCH_BYTES
 
     @property
     def extract_threads(self) -> int:

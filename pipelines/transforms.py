@@ -18,7 +18,7 @@ Each is tested on its own with Beam's TestPipeline (tests/test_transforms.py).
 import contextlib
 import json
 import platform
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -30,7 +30,7 @@ from pipelines.progress import Reporter
 from pipelines.checks import checked_tally, finalize_stateless
 from pipelines.combiners import MergeTallies
 from pipelines.errors import InputError
-from pipelines.extract import Threads, feature_counts
+from pipelines.extract import SERIAL, Threads, counted_ahead, counts_whole_batches, feature_counts
 from pipelines.golden import candidate_rows
 from pipelines.numeric import add_batch, new_stats
 from pipelines.numeric_state import finalize_numeric
@@ -124,8 +124,9 @@ class ExtractStatistics(beam.DoFn):
         batches = prepro_io.read_ahead(lambda bytes_read: prepro_io.read_batches(
             element, element.fmt, self._columns, self._batch_bytes, features_of=features_of, bytes_read=bytes_read),
             summary.bytes_read)
-        for batch in batches:
-            yield from summary.add(batch)
+        ahead = self._threads if self._threads > 1 and counts_whole_batches(self._spec) else 0
+        for batch, counted in counted_ahead(lambda b: summary.count(b, SERIAL if ahead else None), batches, ahead):
+            yield from summary.add(batch, counted)
         yield from summary.finish()
 
     def finish_bundle(self):
@@ -166,7 +167,33 @@ class _Summary:
         if new or task_done:
             self._owner._reporter.report(self._task.index, self._bytes_counted, task_done)
 
-    def add(self, batch: prepro_io.Batch):
+    def count(self, batch: prepro_io.Batch, threads: Optional[Threads] = None) -> Tuple[list, list]:
+        """One batch's work that needs nothing but the batch, so batches can be counted
+        ahead in other threads (no state, no metrics): each token feature's (name,
+        counts, tally), each stateless feature's (name, None, figures), and the batch's
+        golden-row candidates."""
+        counted = []
+        for name, feature in self._features:
+            if feature.is_numeric:
+                continue
+            try:
+                if feature.is_stateless:
+                    counted.append((name, None, checked_tally(batch, feature)))
+                else:
+                    counted.append((name, *feature_counts(batch, feature, threads or self._owner._pool)))
+            except InputError as e:
+                raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
+        owner = self._owner
+        # After the batch's values passed the token features' checks (and its numeric
+        # values are checked before the candidates are used), so candidates hold only
+        # values the features accept.
+        candidates = candidate_rows(batch, owner._columns, owner._spec, GOLDEN_CANDIDATES * owner._golden_rows) \
+            if owner._golden_rows else []
+        return counted, candidates
+
+    def add(self, batch: prepro_io.Batch, counted: Optional[Tuple[list, list]] = None):
+        """Adds one batch, in file order: its numeric statistics, and its `count`
+        (computed here when not given) merged into the pending counts."""
         owner, features = self._owner, self._features
         self.rows += batch.table.num_rows
         source = (self._task.fmt, self._task.path) if self._task is not None else ("elements", None)
@@ -182,28 +209,19 @@ class _Summary:
                             [(n, f) for n, f in features if f.is_numeric])
         except InputError as e:
             raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
-        for name, feature in features:
-            if feature.is_numeric:
+        token_counts, candidates = self.count(batch) if counted is None else counted
+        for name, counts, tally in token_counts:
+            if counts is None:
+                yield (owner.CHECKED, (name, tally))
                 continue
-            try:
-                if feature.is_stateless:
-                    yield (owner.CHECKED, (name, checked_tally(batch, feature)))
-                    continue
-                counts, tally = feature_counts(batch, feature, owner._pool)
-            except InputError as e:
-                raise prepro_io.with_file_rows(e, batch.path, batch.part_offset) from None
             yield (owner.TALLY, (name, tally))
             pending = self._pending
             pending[name] = pending[name].merge(counts) if name in pending else counts
             while sum(c.nbytes for c in pending.values()) > PENDING_COUNT_BYTES:
                 largest = max(sorted(pending), key=lambda n: pending[n].nbytes)
                 yield from self._spill(largest, pending.pop(largest))
-        # After the batch's values passed every feature's checks, so candidates hold
-        # only values the features accept.
-        if owner._golden_rows:
-            for candidate in candidate_rows(batch, owner._columns, owner._spec,
-                                            GOLDEN_CANDIDATES * owner._golden_rows):
-                yield (owner.GOLDEN, candidate)
+        for candidate in candidates:
+            yield (owner.GOLDEN, candidate)
 
     def finish(self):
         for name in sorted(self._pending):
