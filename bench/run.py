@@ -166,10 +166,15 @@ def prepare(name: str, args, docs: Optional[int] = None) -> Case:
     return Case(name, workload, docs, corpus, workdir)
 
 
+CALLERS_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+
 def child_env() -> Dict[str, str]:
     """The environment for every measured process: Keras 3, whatever the caller set."""
     env = dict(os.environ)
     env.pop("TF_USE_LEGACY_KERAS", None)
+    if CALLERS_TF_LOG_LEVEL is None:
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # set by compare_top_k, not by the caller
     return env
 
 
@@ -356,6 +361,9 @@ def compare_top_k(peer_file: str, artifacts: str, tf_idf: bool) -> Dict:
     else DIFFERENT and how."""
     import numpy as np
     import prepro
+    # idf_weights runs TensorFlow's ops (adapt()'s bits): keep its C++ start-up logs out
+    # of the benchmark's output. (child_env leaves it out of the measured tools' runs.)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with open(peer_file, encoding="utf-8") as f:
         peer = json.load(f)
     try:

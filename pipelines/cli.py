@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between progress lines when stderr is not a terminal (default 5); a "
                         "terminal shows a bar")
     a.add_argument("--batch-bytes", type=_positive_int, default=None, metavar="BYTES",
-                   help="input bytes per batch (default 64 MB in one process, else 16 MB); never changes "
+                   help="input bytes per batch (default 64 MB in one process, 8 MB there without n-gram or "
+                        "numeric features, else 16 MB); never changes "
                         "the result")
     a.add_argument("--allow-unknown-beam-options", action="store_true",
                    help="pass pipeline options Beam does not know on to it (by default an error naming "
