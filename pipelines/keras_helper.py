@@ -65,6 +65,7 @@ class KerasHelper:
     says where), so the job stops even while this process is busy or stopped."""
 
     def __init__(self, spec: spec_lib.Spec, golden_rows: bool = True):
+        self._spec = spec
         self._custom_objects = spec_lib.custom_objects(spec)
         self._process: Optional[subprocess.Popen] = None
         self._verdict: Optional[Dict[str, Any]] = verdict_cache.lookup(spec)
@@ -102,6 +103,10 @@ class KerasHelper:
                rows: int) -> Dict[str, Any]:
         """The manifest with golden rows recorded under `root` (see prepro.golden.record)."""
         self.verdict()
+        if self._process is not None and not golden_numpy.uncovered(self._spec):
+            # NumPy records them here: the helper's TensorFlow (~1 GB) is let go first
+            # rather than loading a big vocabulary next to it (21.7M tokens: 3.0 GB).
+            self.close()
         if self._process is None:
             return golden.record(root, manifest, candidates, rows, self._custom_objects)
         self._send({"root": root, "manifest": manifest, "candidates": candidates, "rows": rows})

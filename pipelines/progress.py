@@ -43,7 +43,7 @@ RATE_WINDOW_SECONDS = 30.0
 READING = "reading"
 AFTER_READING = "ranking vocabularies, summarizing numeric features, writing state files"
 AFTER_READING_UPDATE = "merging the base's kept state, ranking vocabularies, writing state files"
-GOLDEN = "recording golden rows with Keras"
+GOLDEN = "recording golden rows"  # (with NumPy where prepro.golden_numpy covers the spec, else Keras)
 PUBLISHING = "publishing"
 
 

@@ -80,3 +80,37 @@ def test_accepted_spec_runs_with_golden_rows_from_the_helper(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert prepro.load(str(out)).manifest["golden"]["rows"] == 3
+
+
+def test_covered_golden_rows_are_recorded_without_tensorflow_once_the_helper_checked(tmp_path):
+    """A cold verdict cache starts the helper (it imports TensorFlow to check the spec);
+    golden rows of a spec prepro.golden_numpy covers are then recorded in the job's own
+    process, which never imports TensorFlow, after the helper is let go (the helper no
+    longer loads a big vocabulary next to TensorFlow), and the next job finds the
+    verdict cached."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    script = (
+        "import sys, json\n"
+        "from pipelines import keras_helper\n"
+        "from pipelines.analyze import run_analyze\n"
+        "from prepro.spec import spec_from_dict\n"
+        "recorded = []\n"
+        "record = keras_helper.golden.record\n"
+        "def spy(*args):\n"
+        "    recorded.append(1)\n"
+        "    return record(*args)\n"
+        "keras_helper.golden.record = spy\n"
+        "started = []\n"
+        "popen = keras_helper.subprocess.Popen\n"
+        "keras_helper.subprocess.Popen = lambda *a, **k: started.append(1) or popen(*a, **k)\n"
+        f"spec = spec_from_dict({{'features': {{'user': {{'source': 'text', 'layer': 'StringLookup'}}}}}})\n"
+        f"run_analyze(spec, [{inputs(tmp_path)!r}], 'text', {str(out)!r}, golden_rows=3)\n"
+        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'helpers': len(started), 'recorded_here': len(recorded)}))\n")
+    env = {**os.environ, "PYTHONPATH": ROOT, "PREPRO_CACHE_DIR": str(cache)}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"tf": False, "helpers": 1, "recorded_here": 1}
+    assert prepro.load(str(out)).manifest["golden"]["rows"] == 3
+    assert glob.glob(str(cache / "keras-check" / "*"))  # the helper cached its verdict
