@@ -124,9 +124,13 @@ class ExtractStatistics(beam.DoFn):
         batches = prepro_io.read_ahead(lambda bytes_read: prepro_io.read_batches(
             element, element.fmt, self._columns, self._batch_bytes, features_of=features_of, bytes_read=bytes_read),
             summary.bytes_read)
-        ahead = self._threads if self._threads > 1 and counts_whole_batches(self._spec) else 0
-        for batch, counted in counted_ahead(lambda b: summary.count(b, SERIAL if ahead else None), batches, ahead):
-            yield from summary.add(batch, counted)
+        if self._threads > 1 and counts_whole_batches(self._spec):
+            # Each batch counted whole in one thread, `threads` batches at once.
+            for batch, counted in counted_ahead(lambda b: summary.count(b, SERIAL), batches, self._threads):
+                yield from summary.add(batch, counted)
+        else:  # each batch's checks and counts in `add`, numeric values first
+            for batch in batches:
+                yield from summary.add(batch)
         yield from summary.finish()
 
     def finish_bundle(self):

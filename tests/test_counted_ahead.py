@@ -109,3 +109,22 @@ def test_a_unigram_job_writes_the_same_bytes_counted_whole_or_in_parts(tmp_path,
         outputs[whole] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert outputs[True] == outputs[False]
     assert len(outputs[True]) >= 3
+
+
+def test_a_bad_row_deep_in_a_file_counted_ahead_is_named_and_nothing_is_published(tmp_path, monkeypatch):
+    """Batches counted ahead: the first bad row in file order is the one reported (a later
+    batch's bad row may be counted first), with its file and row, and no artifact is left."""
+    corpus = tmp_path / "docs.txt"
+    lines = [b"row %d alpha beta" % i for i in range(20000)]
+    lines[12344] = b"bad \xff first"  # row 12,345
+    lines[19000] = b"bad \xfe later"
+    corpus.write_bytes(b"\n".join(lines) + b"\n")
+    spec = spec_lib.spec_from_dict({"features": {"review": {"source": "text", "layer": "TextVectorization"}}})
+    assert extract.counts_whole_batches(spec)
+    monkeypatch.setattr(runners.Plan, "extract_threads", property(lambda self: 2))
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as error:
+        analyze.run_analyze(spec, [str(corpus)], "text", str(out), batch_bytes=16 << 10, golden_rows=0)
+    message = str(error.value)
+    assert "row 12345" in message and "docs.txt" in message and "review" in message, message
+    assert not (out / "manifest.json").exists()

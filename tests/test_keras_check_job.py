@@ -105,12 +105,14 @@ def test_covered_golden_rows_are_recorded_without_tensorflow_once_the_helper_che
         "keras_helper.subprocess.Popen = lambda *a, **k: started.append(1) or popen(*a, **k)\n"
         f"spec = spec_from_dict({{'features': {{'user': {{'source': 'text', 'layer': 'StringLookup'}}}}}})\n"
         f"run_analyze(spec, [{inputs(tmp_path)!r}], 'text', {str(out)!r}, golden_rows=3)\n"
-        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'helpers': len(started), 'recorded_here': len(recorded)}))\n")
+        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'helpers': len(started),\n"
+        "                  'recorded_here': len(recorded)}))\n")
     env = {**os.environ, "PYTHONPATH": ROOT, "PREPRO_CACHE_DIR": str(cache)}
     env.pop("TF_USE_LEGACY_KERAS", None)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"tf": False, "helpers": 1, "recorded_here": 1}
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures == {"tf": False, "helpers": 1, "recorded_here": 1}
     assert prepro.load(str(out)).manifest["golden"]["rows"] == 3
     assert glob.glob(str(cache / "keras-check" / "*"))  # the helper cached its verdict
