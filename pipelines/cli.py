@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pass pipeline options Beam does not know on to it (by default an error naming "
                         "the closest valid one); for options of runners whose modules prepro does not import")
     a.add_argument("--golden-rows", type=int, default=16,
-                   help="raw rows the artifacts carry with their expected outputs (0: none; "
-                        "computing them imports TensorFlow, ~5 s)")
+                   help="raw rows the artifacts carry with their expected outputs (0: none; computed "
+                        "without TensorFlow where prepro.golden_numpy covers the spec, else with Keras: ~5 s)")
     a.add_argument("--keep-state", action="store_true",
                    help="also write every feature's mergeable state (every distinct token with its counts, "
                         "exact sums, exact values or the quantile sketch), for later updates with --base")

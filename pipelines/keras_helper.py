@@ -17,7 +17,8 @@ versions), and golden outputs are computed without TensorFlow where
 `prepro.golden_numpy` covers every feature. When both hold, no helper starts and
 nothing imports TensorFlow: a cached refusal fails the job before it starts, and the
 golden rows are recorded here at the end (with Keras, in this process, only if the
-evaluator declines the rows themselves, e.g. an OOV token in a tf_idf feature).
+evaluator declines the rows themselves, e.g. an OOV token in a tf_idf feature
+of more than 65,536 tokens).
 """
 
 import json

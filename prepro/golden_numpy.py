@@ -26,8 +26,9 @@ TensorFlow: float64 `log(1 + N / (1 + df))` cast to float32. NumPy's float64 log
 differ from TensorFlow's by an ulp or so, which changes the float32 result only next
 to a float32 rounding boundary: a weight whose float64 value is within 16 ulps of one
 is declined. The OOV slot's weight is TensorFlow's float32 mean of all weights, whose
-summation order NumPy does not reproduce: a row with an OOV token in a tf_idf feature
-is declined (elsewhere its output is 0 times that weight, exactly 0).
+summation order `prepro.tf_mean` reproduces on x86-64 for up to 65,536 weights: a row with
+an OOV token in a tf_idf feature is declined elsewhere (or if any weight is next to a
+boundary).
 
 Rows a layer rejects (an out-of-vocabulary value with `num_oov_indices: 0`, a number
 outside int64) raise `Rejected`, as Keras raises, so `golden.record` passes over the
@@ -288,8 +289,6 @@ def _tf_idf_weights(arts, state, f: FeatureSpec, indices: np.ndarray, depth: int
     zeros past the vocabulary when padded), for the indices these rows count."""
     start = spec_lib.token_start(f)
     used = np.unique(indices[(indices >= 0) & (indices < depth)])
-    if (used < start).any():
-        raise NotCovered("an OOV token in a tf_idf feature (its weight is TensorFlow's float32 mean)")
     if (f.name, "idf") not in state:
         documents = arts.manifest["features"][f.name]["state"]["documents"]
         frequencies = arts.document_frequencies(f.name)
@@ -297,14 +296,33 @@ def _tf_idf_weights(arts, state, f: FeatureSpec, indices: np.ndarray, depth: int
             logs = np.log(1 + documents / (1 + frequencies))  # float64, as Artifacts.idf_weights
         state[(f.name, "idf")] = logs
     logs = state[(f.name, "idf")]
-    learned = used[used < start + len(logs)] - start
-    near = logs[learned]
-    spread = _IDF_ULPS * np.spacing(np.abs(near))
-    if ((near - spread).astype(np.float32) != (near + spread).astype(np.float32)).any():
-        raise NotCovered("an IDF weight next to a float32 rounding boundary")
+    counts_oov = bool((used < start).any())
+    learned = np.arange(len(logs)) if counts_oov else used[used < start + len(logs)] - start
+    _exact_in_float32(logs[learned])  # the OOV weight is the mean of them all
     weights = np.zeros(depth, np.float32)
     weights[start:start + len(logs)] = logs[:depth - start].astype(np.float32)
-    return weights  # the OOV slots' weights stay 0: no row counts them (checked above)
+    if counts_oov:  # else the OOV slots' weights stay 0: no row counts them
+        weights[:start] = _oov_weight(arts, f, logs.astype(np.float32))
+    return weights
+
+
+def _exact_in_float32(weights: np.ndarray) -> None:
+    spread = _IDF_ULPS * np.spacing(np.abs(weights))
+    if ((weights - spread).astype(np.float32) != (weights + spread).astype(np.float32)).any():
+        raise NotCovered("an IDF weight next to a float32 rounding boundary")
+
+
+def _oov_weight(arts, f: FeatureSpec, weights: np.ndarray) -> np.float32:
+    """The OOV slots' weight in the artifact-built layer: `tf.reduce_mean` of the learned
+    weights when `Artifacts.tf_idf_state` passes the OOV tokens itself, else the
+    `np.average` Keras's `set_vocabulary` pads with."""
+    from prepro import tf_mean
+    if arts._tf_idf_specials(f.name) is None:
+        return np.average(weights)
+    if not tf_mean.reproducible(len(weights)):
+        raise NotCovered(f"an OOV token in a tf_idf feature whose weight (TensorFlow's float32 mean of "
+                         f"{len(weights)} weights) prepro.tf_mean cannot reproduce here")
+    return tf_mean.mean(weights)
 
 
 # -- text ---------------------------------------------------------------------------------
