@@ -296,13 +296,15 @@ def _tf_idf_weights(arts, state, f: FeatureSpec, indices: np.ndarray, depth: int
             logs = np.log(1 + documents / (1 + frequencies))  # float64, as Artifacts.idf_weights
         state[(f.name, "idf")] = logs
     logs = state[(f.name, "idf")]
-    counts_oov = bool((used < start).any())
-    learned = np.arange(len(logs)) if counts_oov else used[used < start + len(logs)] - start
-    _exact_in_float32(logs[learned])  # the OOV weight is the mean of them all
     weights = np.zeros(depth, np.float32)
     weights[start:start + len(logs)] = logs[:depth - start].astype(np.float32)
-    if counts_oov:  # else the OOV slots' weights stay 0: no row counts them
-        weights[:start] = _oov_weight(arts, f, logs.astype(np.float32))
+    if (used < start).any():  # else the OOV slots' weights stay 0: no row counts them
+        if (f.name, "oov") not in state:  # once per feature: the mean of all the weights
+            _exact_in_float32(logs)
+            state[(f.name, "oov")] = _oov_weight(arts, f, logs.astype(np.float32))
+        weights[:start] = state[(f.name, "oov")]
+    else:
+        _exact_in_float32(logs[used[used < start + len(logs)] - start])
     return weights
 
 
