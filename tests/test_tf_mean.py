@@ -67,3 +67,10 @@ def test_golden_rows_decline_an_oov_weight_tf_mean_cannot_reproduce(tmp_path, mo
     with pytest.raises(golden_numpy.NotCovered, match="cannot reproduce"):
         golden_numpy.feature_outputs(arts, [{"t": "a zzz"}])
     assert golden_numpy.feature_outputs(arts, [{"t": "a b"}])["t"].shape == (1, 8)
+
+
+def test_not_reproducible_off_x86_64(monkeypatch):
+    """Another packet width (an ARM build's NEON: 4 lanes) sums in another order: declined."""
+    import platform
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert not tf_mean.reproducible(10)
