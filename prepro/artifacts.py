@@ -242,11 +242,31 @@ class StateFiles:
 
     def read(self, relpath: str) -> bytes:
         """The file's bytes, checked against the manifest: exactly the bytes returned."""
-        return self._checked(relpath, whole=True)
+        return self._checked(relpath)
 
     def verify(self, relpath: str) -> None:
         """Checks the file's size and SHA-256 by streaming it (vocabularies can be GBs)."""
-        self._checked(relpath, whole=False)
+        for _ in self.blocks(relpath):
+            pass
+
+    def blocks(self, relpath: str, size: int = _CHUNK) -> Iterator[bytes]:
+        """The file's bytes in consecutive blocks of `size`, for a reader that needs no
+        more than a block at a time. The check comes last: a mismatch raises instead of the end of
+        the iteration, so a reader must finish before it trusts what it read."""
+        expected = dict(self._entry(relpath))
+        path = fs.join(self.dir, relpath)
+        digest = Digest()
+        try:
+            with self._open(path, expected["bytes"]) as f:
+                for chunk in _chunks(f, expected["bytes"], size):
+                    digest.update(chunk)
+                    yield chunk
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: listed in the manifest but missing") from None
+        except OSError as e:
+            raise ArtifactError(one_line(f"{path}: cannot read it: {e.strerror or e}")) from None
+        if digest.entry() != expected:
+            raise _mismatch(path, expected, digest.entry())
 
     def open_checked_size(self, relpath: str):
         """A listed file opened for random access (a reader of parts of a big file, whose
@@ -269,18 +289,15 @@ class StateFiles:
             raise ArtifactError(one_line(f"{self.root}: {relpath!r} is not listed in the manifest's files; "
                                           f"refusing to read it")) from None
 
-    def _checked(self, relpath: str, whole: bool) -> Optional[bytes]:
+    def _checked(self, relpath: str) -> bytes:
         expected = dict(self._entry(relpath))
         path = fs.join(self.dir, relpath)
-        digest, data = Digest(), None
+        digest = Digest()
         try:
             with self._open(path, expected["bytes"]) as f:
-                if whole:  # one buffer, not chunks joined: a vocabulary is read at 1x its size
-                    data = _read_at_most(f, expected["bytes"] + 1)
-                    digest.update(data)
-                else:
-                    for chunk in _chunks(f, expected["bytes"]):
-                        digest.update(chunk)
+                # One buffer, not blocks joined: a vocabulary is read at 1x its size.
+                data = _read_at_most(f, expected["bytes"] + 1)
+                digest.update(data)
         except FileNotFoundError:
             raise ArtifactError(f"{path}: listed in the manifest but missing") from None
         except OSError as e:
@@ -351,12 +368,12 @@ def _read_at_most(f, size: int) -> bytes:
     return data + rest if rest else data
 
 
-def _chunks(f, limit: int) -> Iterator[bytes]:
+def _chunks(f, limit: int, size: int = _CHUNK) -> Iterator[bytes]:
     """A file's bytes in chunks, at most `limit + 1` of them: enough to tell that a file
     is longer than listed without reading all of it."""
     remaining = limit + 1
     while remaining > 0:
-        chunk = f.read(min(_CHUNK, remaining))
+        chunk = f.read(min(size, remaining))
         if not chunk:
             return
         remaining -= len(chunk)

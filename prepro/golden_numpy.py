@@ -191,23 +191,23 @@ def _output(arts, state, f: FeatureSpec, x: np.ndarray) -> np.ndarray:
 
 # -- vocabularies ------------------------------------------------------------------------
 
-def _vocabulary(arts, state, f: FeatureSpec):
-    """The learned tokens as one Arrow array (bytes, or int64), from the checked file."""
-    if (f.name, "vocabulary") not in state:
-        import pyarrow as pa
-        tokens = arts.vocabulary_array(f.name)
-        state[(f.name, "vocabulary")] = tokens if f.is_integer else tokens.cast(pa.large_binary())
-    return state[(f.name, "vocabulary")]
+def _positions(arts, state, f: FeatureSpec, values) -> np.ndarray:
+    """Each value's (an Arrow array) rank in the feature's vocabulary, -1 where it is
+    not there; values looked up before are remembered, so `golden.record`'s repeated
+    calls scan the vocabulary file once, a block at a time (a 20M-token vocabulary
+    held whole would be the job's largest allocation, for 16 rows' lookups)."""
+    import pyarrow as pa
+    known = state.setdefault((f.name, "positions"), {})
+    keys = values.to_pylist()
+    new = [k for k in dict.fromkeys(keys) if k not in known]
+    if new:
+        ranks = arts.vocabulary_positions(f.name, pa.array(new, values.type))
+        known.update(zip(new, ranks.tolist()))
+    return np.array([known[k] for k in keys], np.int64)
 
 
-def _positions(vocabulary, values) -> np.ndarray:
-    """Each value's position in the vocabulary, -1 where it is not there."""
-    import pyarrow.compute as pc
-    # The vocabulary is scanned for the few golden values, not hashed whole: a 20M-token
-    # vocabulary's hash set would cost seconds and a GB for 16 rows' lookups.
-    hits = np.flatnonzero(np.asarray(pc.is_in(vocabulary, value_set=pc.unique(values)), np.bool_))
-    found = np.asarray(pc.index_in(values, value_set=vocabulary.take(hits)).fill_null(-1), np.int64)
-    return np.where(found >= 0, hits[np.maximum(found, 0)] if len(hits) else -1, -1)
+def _vocabulary_size(arts, f: FeatureSpec) -> int:
+    return arts.manifest["features"][f.name]["state"]["vocabulary_size"]
 
 
 def _indices(f: FeatureSpec, positions: np.ndarray, is_mask: np.ndarray) -> np.ndarray:
@@ -260,7 +260,6 @@ def _depth(f: FeatureSpec, vocabulary_size: int) -> int:
 def _lookup(arts, state, f: FeatureSpec, x: np.ndarray) -> np.ndarray:
     import pyarrow as pa
     o = f.options
-    vocabulary = _vocabulary(arts, state, f)
     flat = x.reshape(-1)
     if f.is_integer:
         values = pa.array(flat.astype(np.int64), pa.int64())
@@ -269,9 +268,9 @@ def _lookup(arts, state, f: FeatureSpec, x: np.ndarray) -> np.ndarray:
         values = pa.array(_utf8(flat), pa.large_binary())
         is_mask = (np.array([v == o["mask_token"] for v in flat.tolist()], bool) if o["mask_token"] is not None
                    else np.zeros(len(flat), bool))
-    indices = _indices(f, _positions(vocabulary, values), is_mask).reshape(x.shape)
+    indices = _indices(f, _positions(arts, state, f, values), is_mask).reshape(x.shape)
     mode = o["output_mode"]
-    depth = _depth(f, len(vocabulary))
+    depth = _depth(f, _vocabulary_size(arts, f))
     weights = _tf_idf_weights(arts, state, f, indices, depth) if mode == "tf_idf" else None
     return _encode(indices, mode, depth, np.int64, weights)
 
@@ -343,9 +342,8 @@ def _text(arts, state, f: FeatureSpec, x: np.ndarray) -> np.ndarray:
     doc_ids = np.asarray(doc_ids, np.int64)
     order = np.argsort(doc_ids, kind="stable")  # n-grams come width by width; Keras's per row
     doc_ids, tokens = doc_ids[order], tokens.take(pa.array(order, pa.int64()))
-    vocabulary = _vocabulary(arts, state, f)
     is_mask = np.asarray(pa.compute.equal(pa.compute.binary_length(tokens), 0).to_numpy(zero_copy_only=False), bool)
-    indices = _indices(f, _positions(vocabulary, tokens.cast(pa.large_binary())), is_mask)
+    indices = _indices(f, _positions(arts, state, f, tokens.cast(pa.large_binary())), is_mask)
     n = len(flat)
     mode = o["output_mode"]
     if mode == "int":
@@ -358,7 +356,7 @@ def _text(arts, state, f: FeatureSpec, x: np.ndarray) -> np.ndarray:
         keep = position < width
         out[doc_ids[keep], position[keep]] = indices[keep]
         return out
-    depth = _depth(f, len(vocabulary))
+    depth = _depth(f, _vocabulary_size(arts, f))
     counts = np.zeros((n, depth), np.int64)
     inside = indices < depth
     np.add.at(counts, (doc_ids[inside], indices[inside]), 1)

@@ -24,6 +24,7 @@ import numpy as np
 from prepro import artifacts, fs, spec as spec_lib, state_files, vocab
 
 OOV_TEXT_TOKEN = "[UNK]"  # TextVectorization's OOV token; its only special token in tf_idf mode
+_SCAN_BLOCK = 1 << 20  # a vocabulary scan's block: ~10x its size in temporaries, whatever the file's
 
 
 # TensorFlow shares a vocabulary file's lookup table between all layers a process builds
@@ -104,6 +105,35 @@ class Artifacts:
             state_files.require_count(merged, state["vocabulary_size"], "tokens (exceptions included)",
                                       "vocabulary_size")
             return merged
+
+    def vocabulary_positions(self, name: str, values) -> np.ndarray:
+        """Each of `values`' (an Arrow array: large_binary UTF-8, or int64) rank in
+        `vocabulary(name)`, -1 where it is not there. The file is scanned a block at a
+        time: a few lookups in a 20M-token vocabulary hold megabytes, not the GB that
+        `vocabulary_array` would."""
+        entry = self._feature(name)
+        state = entry["state"]
+        relpath = state["vocabulary_file"]
+        exceptions = sorted((r, vocab.token_from_json(t)) for r, t in state["exceptions"])
+        blocks = self.files.blocks(relpath, _SCAN_BLOCK)
+        with self._parsing(relpath):
+            try:
+                lines, count = vocab.find_in_vocabulary_file(blocks, values, entry["layer"] == "IntegerLookup")
+            except ValueError:
+                for _ in blocks:  # a modified file's checksum error comes before a parse error
+                    pass
+                raise
+            state_files.require_count(range(count + len(exceptions)), state["vocabulary_size"],
+                                      "tokens (exceptions included)", "vocabulary_size")
+        # Exception k (ranks ascending) has k exceptions and rank - k file tokens before
+        # it: file line i is at rank i plus the exceptions whose rank - k is at most i.
+        slots = np.array([rank - k for k, (rank, _) in enumerate(exceptions)], np.int64)
+        ranks = np.where(lines >= 0, lines + np.searchsorted(slots, lines, side="right"), -1)
+        if exceptions:  # (not in the file: matched here, by value)
+            rank_of = {token: rank for rank, token in exceptions}
+            for i, value in enumerate(values.to_pylist()):
+                ranks[i] = rank_of.get(value, ranks[i])
+        return ranks
 
     def token_state(self, name: str):
         """The kept state of a vocabulary feature (`prepro analyze --keep-state`): a

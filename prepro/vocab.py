@@ -14,6 +14,7 @@ manifest, and the layer is then built from an in-memory list so indices stay exa
 """
 
 import base64
+import itertools
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -156,18 +157,47 @@ def read_vocabulary_array(data: bytes, integer: bool):
     if integer:
         lines = data[:-1] if data.endswith(b"\n") else data
         return pa.array(np.array(lines.split(b"\n"), dtype=np.int64) if data else np.zeros(0, np.int64))
-    if not data:
+    raw = np.frombuffer(data, np.uint8)  # (no copy)
+    if not len(raw):
         return pa.array([], pa.large_binary())
-    raw = np.frombuffer(data, np.uint8, count=len(data) - data.endswith(b"\n"))  # (no copy)
     breaks = np.flatnonzero(raw == 10)
-    before = breaks[breaks > 0] - 1
-    if (raw[before] == 13).any() or (len(raw) and raw[-1] == 13):  # a trailing \r to strip: the slow way
-        return pa.array(read_vocabulary_file(data, integer), pa.large_binary())
-    # Line i ends at breaks[i], with i line breaks before it, which the body leaves out.
-    offsets = np.concatenate([[0], breaks - np.arange(len(breaks)), [len(raw) - len(breaks)]]).astype(np.int64)
-    body = np.delete(raw, breaks)
-    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(breaks) + 1,
+    ends = breaks if raw[-1] == 10 else np.append(breaks, len(raw))  # each line's end, exclusive
+    starts = np.concatenate([[0], breaks + 1])[:len(ends)]
+    carriage = (ends > starts) & (raw[ends - 1] == 13)  # one trailing \r is not part of the token
+    lengths = ends - carriage - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    body = np.delete(raw, np.concatenate([breaks, ends[carriage] - 1]))
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(ends),
                                             [None, pa.py_buffer(offsets), pa.py_buffer(body)])
+
+
+def find_in_vocabulary_file(blocks: Iterable[bytes], values, integer: bool) -> Tuple[np.ndarray, int]:
+    """Each of `values`' (an Arrow array of the file's type) line number in a
+    vocabulary file read as consecutive `blocks` (-1 where absent), and the file's
+    line count: a lookup of a few tokens holds a block at a time, not a GB-sized file."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    wanted = pc.unique(values)
+    found = np.full(len(wanted), -1, np.int64)
+    lines, carry = 0, b""
+    for block in itertools.chain(blocks, [None]):
+        if block is None:  # the end: what is left is the last line (none if empty)
+            whole, carry = carry, b""
+        else:
+            cut = block.rfind(b"\n") + 1
+            whole, carry = (carry + block[:cut], block[cut:]) if cut else (b"", carry + block)
+        if not whole:
+            continue
+        tokens = read_vocabulary_array(whole, integer)
+        # The block is probed against the few values, not hashed itself: hashing every
+        # token of a 20M-token file would cost seconds.
+        hits = np.flatnonzero(np.asarray(pc.is_in(tokens, value_set=wanted), np.bool_))
+        where = np.asarray(pc.index_in(wanted, value_set=tokens.take(hits)).fill_null(-1), np.int64)
+        first = (found < 0) & (where >= 0)  # (a token's first line: what a lookup table keeps)
+        found[first] = lines + hits[where[first]]
+        lines += len(tokens)
+    at = np.asarray(pc.index_in(values, value_set=wanted), np.int64)
+    return found[at], lines
 
 
 def merge_exceptions(file_tokens: Sequence[Token], exceptions: Iterable[tuple]) -> List[Token]:

@@ -237,6 +237,59 @@ def test_the_vocabulary_array_puts_the_exceptions_back(tmp_path):
     assert [t.decode("utf-8") for t in arts.vocabulary_array("w").to_pylist()] == arts.vocabulary("w")
 
 
+@settings(max_examples=300)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"a", b"\n").replace(b"b", b"\r")),
+       st.integers(1, 64), st.lists(st.binary(max_size=4).map(lambda b: b.replace(b"a", b"\r")), max_size=6))
+def test_fuzz_finding_tokens_block_by_block_agrees_with_the_line_reader(data, block, others):
+    import pyarrow as pa
+    from prepro import vocab
+    lines = vocab.read_vocabulary_file(data, False)
+    values = lines[::2] + others
+    found, count = vocab.find_in_vocabulary_file((data[i:i + block] for i in range(0, len(data), block)),
+                                                 pa.array(values, pa.large_binary()), False)
+    assert count == len(lines)
+    assert found.tolist() == [lines.index(v) if v in lines else -1 for v in values]
+
+
+def test_vocabulary_positions_are_ranks_with_the_exceptions_and_need_no_whole_file(tmp_path):
+    import tracemalloc
+    import pyarrow as pa
+    rows = ["x\u2028y", "a", "p\x1cq", "a", "b", "x\u2028y", "c\rd", "a"] + [f"t{i:07d}" for i in range(2_000_000)]
+    with open(tmp_path / "d.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"w": w}) + "\n" for w in rows)
+    spec = spec_from_dict({"features": {"w": {"source": "w", "layer": "StringLookup"}}})
+    run_analyze(spec, [str(tmp_path / "d.jsonl")], "jsonl", str(tmp_path / "arts"), golden_rows=0)
+    arts = prepro.load(str(tmp_path / "arts"))
+    vocabulary = arts.vocabulary("w")
+    asked = ["x\u2028y", "c\rd", "a", "nope", "t0000000", "t1999999", "", "p\x1cq", "a"]
+    values = pa.array([v.encode("utf-8") for v in asked], pa.large_binary())
+    expected = [vocabulary.index(v) if v in vocabulary else -1 for v in asked]
+    file_bytes = arts.manifest["files"][arts.manifest["features"]["w"]["state"]["vocabulary_file"]]["bytes"]
+    tracemalloc.start()
+    try:
+        assert arts.vocabulary_positions("w", values).tolist() == expected
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    from prepro.layers import _SCAN_BLOCK  # held: a bounded multiple of the scan's block, not of the file
+    assert file_bytes > 16 * _SCAN_BLOCK > peak, (peak, file_bytes)
+
+
+def test_vocabulary_positions_of_a_modified_file_name_its_checksum_not_a_parse_error(tmp_path):
+    import pyarrow as pa
+    from artifact_fixtures import state_path
+    with open(tmp_path / "d.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"n": n}) + "\n" for n in [5, 5, 7, 9] * 3)
+    spec = spec_from_dict({"features": {"n": {"source": "n", "layer": "IntegerLookup"}}})
+    run_analyze(spec, [str(tmp_path / "d.jsonl")], "jsonl", str(tmp_path / "arts"), golden_rows=0)
+    arts = prepro.load(str(tmp_path / "arts"))
+    relpath = arts.manifest["features"]["n"]["state"]["vocabulary_file"]
+    with open(state_path(arts.root, relpath), "r+b") as f:
+        f.write(b"x")  # same size, not a number
+    with pytest.raises(prepro.artifacts.ArtifactError, match="size or SHA-256 does not match"):
+        arts.vocabulary_positions("n", pa.array([5], pa.int64()))
+
+
 def _forged(source: str, destination, relpath: str, data: bytes, edit=lambda manifest: None) -> str:
     """A copy of the artifact with one listed file replaced and its checksum re-forged."""
     from artifact_fixtures import copy_artifact, read_manifest_json, state_path, write_manifest_json
