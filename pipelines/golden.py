@@ -23,7 +23,8 @@ from pipelines.io import Batch
 from prepro.spec import Spec
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_WORDS = 1 << 20  # rows per step of the byte gathering (64 bytes of scratch per row)
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)  # a word's first k bytes
+_HIGH_BYTES = np.array([((1 << 64) - 1) ^ ((1 << (64 - 8 * k)) - 1) for k in range(9)], np.uint64)  # its last k
 
 
 def candidate_rows(batch: Batch, columns: Dict[str, str], spec: Spec, limit: int) -> List[Tuple[int, str]]:
@@ -161,21 +162,21 @@ def _as_numbers(values: pa.Array, target: pa.DataType, text: bool) -> Optional[p
 def _byte_words(values: pa.Array) -> List[np.ndarray]:
     """Length, first 8 and last 8 bytes of each value (of a large_binary array): a
     key costs O(rows), not a pass over every byte; rows that tie on it are ordered by
-    their canonical JSON."""
+    their canonical JSON. The 8 bytes are little-endian words; a value shorter than 8
+    bytes has zeros after its bytes in the first word and before them in the last."""
     offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
     data_buffer = values.buffers()[2]
-    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None and data_buffer.size else np.zeros(1, np.uint8)
-    starts, ends = offsets[:-1], offsets[1:]
+    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    first, last = offsets[0] if len(offsets) else 0, offsets[-1] if len(offsets) else 0
+    # The values' bytes with 8 zeros either side, and a view of it whose element i is the
+    # (unaligned) word at byte i: one gather per row, not eight.
+    padded = np.concatenate([np.zeros(8, np.uint8), data[first:last], np.zeros(8, np.uint8)])
+    words = np.ndarray((len(padded) - 7,), np.dtype("<u8"), padded, 0, (1,))
+    starts, ends = offsets[:-1] - first + 8, offsets[1:] - first + 8
     lengths = (ends - starts).astype(np.uint64)
-    heads, tails = np.empty(len(starts), np.uint64), np.empty(len(starts), np.uint64)
-    lanes = np.arange(8, dtype=np.int64)
-    shifts = (lanes * 8).astype(np.uint64)
-    for a in range(0, len(starts), _WORDS):
-        s, e = starts[a:a + _WORDS, None], ends[a:a + _WORDS, None]
-        for out, index in ((heads, s + lanes), (tails, e - 8 + lanes)):
-            inside = (index >= s) & (index < e)
-            picked = data[np.clip(index, 0, len(data) - 1)].astype(np.uint64) * inside
-            out[a:a + _WORDS] = (picked << shifts).sum(axis=1, dtype=np.uint64)
+    kept = np.minimum(ends - starts, 8)  # bytes of the value in each word
+    heads = words[starts].astype(np.uint64) & _LOW_BYTES[kept]
+    tails = words[ends - 8].astype(np.uint64) & _HIGH_BYTES[kept]
     return [lengths, heads, tails]
 
 

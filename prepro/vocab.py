@@ -46,9 +46,70 @@ def rank_table(table, limit: Optional[int] = None):
     # faster than one two-key sort, and contiguous columns sort ~1.4x faster
     # (measured: 1.35M mostly tied tokens in 27 chunks, 2.6 s -> 1.5 s).
     table = table.combine_chunks()
-    by_token = pc.array_sort_indices(table["token"], order="descending")
+    tokens = table["token"].chunk(0) if table["token"].num_chunks else table["token"].combine_chunks()
+    by_token = pa.array(bytes_descending_order(tokens), pa.int64()) if not pa.types.is_integer(tokens.type) \
+        else pc.array_sort_indices(tokens, order="descending")
     order = by_token.take(pc.array_sort_indices(table[by].take(by_token), order="descending"))
     return table.take(order[:limit] if limit is not None else order)
+
+
+def bytes_descending_order(values) -> np.ndarray:
+    """The indices that sort a binary Arrow array (no nulls) by bytes, descending,
+    equal values in their original order: `pc.array_sort_indices(values,
+    order="descending")`, ~3x faster. Arrow compares values a pair at a time through
+    pointers (a cache miss each); here each value is cut into 8-byte big-endian words
+    that NumPy's vectorized sorts order as integers: all values by their first word,
+    then only those still tied by their next word within their group, and so on; values
+    equal in every word by length (a shorter value that a longer one extends with zero
+    bytes is the smaller), then by position."""
+    import pyarrow as pa
+    values = values.cast(pa.large_binary())
+    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
+    data = np.frombuffer(values.buffers()[2], np.uint8) if len(values) and values.buffers()[2] is not None \
+        else np.zeros(0, np.uint8)
+    padded = np.concatenate([data[offsets[0]:offsets[-1]], np.zeros(8, np.uint8)])
+    at = np.ndarray((len(padded) - 7,), np.dtype(">u8"), padded, 0, (1,))  # at[i]: the word from byte i
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+
+    def inverted_word(rows: np.ndarray, level: int) -> np.ndarray:
+        """~(word `level` of each row): its ascending order is descending bytes."""
+        kept = np.clip(lengths[rows] - 8 * level, 0, 8)
+        return ~(at[np.minimum(starts[rows] + 8 * level, len(at) - 1)].astype(np.uint64) & _HIGH_BYTES[kept])
+
+    order = np.arange(len(values), dtype=np.int64)
+    tied, group, level = order.copy(), np.zeros(len(values), np.int64), 0  # positions still tied, their groups
+    while len(tied) > 1:
+        rows = order[tied]
+        if lengths[rows].max() <= 8 * level:  # every word compared: length, then position decide
+            order[tied] = rows[np.lexsort((rows, -lengths[rows], group))]
+            break
+        key = inverted_word(rows, level)
+        sub = np.argsort(key) if level == 0 else np.argsort(_pair_key(group, key))
+        order[tied] = rows[sub]
+        group, key, level = group[sub], key[sub], level + 1
+        kept, starts_group = _tied_groups(np.r_[True, (group[1:] != group[:-1]) | (key[1:] != key[:-1])])
+        tied, group = tied[kept], np.cumsum(starts_group) - 1
+    return order
+
+
+def _pair_key(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """One uint64 ordered as (group, key): the group (< 2**32) above the key's dense
+    rank (< 2**32), so a single fast unstable sort orders by both."""
+    by_key = np.argsort(key)
+    ranks = np.empty(len(key), np.uint64)
+    ranks[by_key] = np.cumsum(np.r_[False, key[by_key][1:] != key[by_key][:-1]])
+    return (group.astype(np.uint64) << np.uint64(32)) | ranks
+
+
+def _tied_groups(starts_group: np.ndarray):
+    """Of positions cut into consecutive groups (True where a group starts), those in
+    groups of two or more, and which of them start a group."""
+    group = np.cumsum(starts_group) - 1
+    kept = np.flatnonzero(np.bincount(group)[group] > 1)
+    return kept, starts_group[kept]
+
+
+_HIGH_BYTES = np.array([((1 << 64) - 1) ^ ((1 << (64 - 8 * k)) - 1) for k in range(9)], np.uint64)  # a word's first k bytes (big-endian)
 
 
 def rank_key(count, token: Token) -> Tuple[Any, Token]:

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pipelines import extract, vocabulary
 from prepro import text, vocab
@@ -196,3 +197,19 @@ def test_the_three_forms_of_the_ranking_rule_agree(token_type):
     for count, token in expected[::7]:
         at_or_above = sum(vocab.rank_key(c, t) >= vocab.rank_key(count, token) for c, t in expected)
         assert vocab.ranks_at_or_above(ranked, count, token) == at_or_above
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(max_size=40).map(lambda b: bytes(c % 4 * 85 for c in b)), max_size=60), st.data())
+def test_fuzz_the_word_sort_orders_bytes_as_arrow_does(values, data):
+    """`vocab.bytes_descending_order` (8-byte words, NumPy sorts) against Arrow's stable
+    descending sort: duplicates in their original order, zero bytes, values that extend
+    one another, long shared prefixes, slices of an array, binary and string arrays."""
+    values = values + data.draw(st.lists(st.sampled_from(values), max_size=10)) if values else values
+    array = pa.array(values, pa.binary())
+    if all(max(v, default=0) < 128 for v in values):
+        array = array.cast(pa.string())
+    start = data.draw(st.integers(0, len(values)))
+    array = array.slice(start, data.draw(st.integers(0, len(values) - start)))
+    expected = pc.array_sort_indices(array, order="descending").to_numpy()
+    assert vocab.bytes_descending_order(array).tolist() == expected.tolist()

@@ -11,6 +11,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import prepro
 import prepro.golden
@@ -121,6 +122,24 @@ def test_cli_records_golden_rows_in_a_helper_process(tmp_path):
     assert arts.manifest["golden"]["rows"] == 16
     report = prepro.golden.verify(arts)
     assert report.ok and len(report.differences) == 7
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=20), max_size=40), st.data())
+def test_fuzz_a_golden_key_reads_length_first_and_last_eight_bytes(values, data):
+    """The words a string's part of the key is made of, against their definition per
+    value (little-endian; a short value's bytes first in the head word, last in the
+    tail word), on slices of an array as batches are."""
+    import pyarrow as pa
+    from pipelines.golden import _byte_words
+    start = data.draw(st.integers(0, len(values)))
+    stop = data.draw(st.integers(start, len(values)))
+    array = pa.array(values, pa.large_binary()).slice(start, stop - start)
+    lengths, heads, tails = _byte_words(array)
+    part = values[start:stop]
+    assert lengths.tolist() == [len(v) for v in part]
+    assert heads.tolist() == [int.from_bytes(v[:8], "little") for v in part]
+    assert tails.tolist() == [int.from_bytes(v[-8:], "little") << (8 * (8 - len(v[-8:]))) for v in part]
 
 
 def test_golden_candidates_do_not_depend_on_batching_or_value_types():
