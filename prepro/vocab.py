@@ -124,13 +124,18 @@ def last_rank_key(table) -> Tuple[Any, Token]:
 
 
 def ranks_at_or_above(table, count, token: Token) -> int:
-    """How many leading rows of a `rank_table`-ordered table rank at or above (count, token)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """How many leading rows of a `rank_table`-ordered table rank at or above (count,
+    token): a binary search by `rank_key` (those rows are a prefix)."""
     counts, tokens = table[rank_column(table)], table["token"]
-    count = pa.scalar(count, counts.type)
-    above = pc.or_(pc.greater(counts, count), pc.and_(pc.equal(counts, count), pc.greater_equal(tokens, token)))
-    return pc.sum(above).as_py() or 0  # a prefix: the table is ranked
+    bound = rank_key(count, token)
+    low, high = 0, table.num_rows
+    while low < high:
+        middle = (low + high) // 2
+        if rank_key(counts[middle].as_py(), tokens[middle].as_py()) >= bound:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 # The characters `str.splitlines` breaks at (Keras re-reads `.keras` vocabulary assets
@@ -164,9 +169,26 @@ def file_unsafe_positions(tokens) -> List[int]:
         text.validate(full=True)
     except pa.ArrowInvalid:  # not UTF-8 (never from the job, whose policy rejects it)
         return [i for i, t in enumerate(tokens.to_pylist()) if not is_file_safe(t)]
-    unsafe = pc.or_(pc.equal(pc.binary_length(tokens), 0),
-                    pc.match_substring_regex(text, _LINE_BREAK_PATTERN))
+    empty = pc.equal(pc.binary_length(tokens), 0)
+    if not _may_hold_line_breaks(text):  # (the usual case: a byte scan, not a regex per token)
+        return np.flatnonzero(empty.to_numpy(zero_copy_only=False)).tolist()
+    unsafe = pc.or_(empty, pc.match_substring_regex(text, _LINE_BREAK_PATTERN))
     return np.flatnonzero(unsafe.to_numpy(zero_copy_only=False)).tolist()
+
+
+# Every byte that can be part of a LINE_BREAKS character in UTF-8: the ASCII ones, and
+# the last byte of U+0085 (C2 85) and of U+2028/U+2029 (E2 80 A8/A9).
+_LINE_BREAK_BYTES = np.zeros(256, np.bool_)
+_LINE_BREAK_BYTES[[ord(c) if ord(c) < 128 else c.encode("utf-8")[-1] for c in LINE_BREAKS]] = True
+
+
+def _may_hold_line_breaks(text) -> bool:
+    """Whether any token's bytes (a string array) include one that may end a line break."""
+    data = text.buffers()[2]
+    if data is None or not len(text):
+        return False
+    offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1]
+    return bool(_LINE_BREAK_BYTES[np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]]].any())
 
 
 def encode_token(token: Token) -> bytes:

@@ -213,3 +213,15 @@ def test_fuzz_the_word_sort_orders_bytes_as_arrow_does(values, data):
     array = array.slice(start, data.draw(st.integers(0, len(values) - start)))
     expected = pc.array_sort_indices(array, order="descending").to_numpy()
     assert vocab.bytes_descending_order(array).tolist() == expected.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab\u00e9\u20ac" + vocab.LINE_BREAKS)), max_size=4), max_size=30),
+       st.data())
+def test_fuzz_file_unsafe_positions_agree_with_is_file_safe(tokens, data):
+    """The byte scan that spares the regex when no byte can end a line break, on slices."""
+    array = pa.array([t.encode("utf-8") for t in tokens], pa.binary())
+    start = data.draw(st.integers(0, len(tokens)))
+    stop = data.draw(st.integers(start, len(tokens)))
+    expected = [i for i, t in enumerate(tokens[start:stop]) if not vocab.is_file_safe(t.encode("utf-8"))]
+    assert vocab.file_unsafe_positions(array.slice(start, stop - start)) == expected
