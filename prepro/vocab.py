@@ -176,19 +176,21 @@ def file_unsafe_positions(tokens) -> List[int]:
     return np.flatnonzero(unsafe.to_numpy(zero_copy_only=False)).tolist()
 
 
-# Every byte that can be part of a LINE_BREAKS character in UTF-8: the ASCII ones, and
-# the last byte of U+0085 (C2 85) and of U+2028/U+2029 (E2 80 A8/A9).
-_LINE_BREAK_BYTES = np.zeros(256, np.bool_)
-_LINE_BREAK_BYTES[[ord(c) if ord(c) < 128 else c.encode("utf-8")[-1] for c in LINE_BREAKS]] = True
+# The bytes that can end a LINE_BREAKS character in UTF-8, as ranges: the ASCII ones
+# (\n \v \f \r, then \x1c-\x1e), and the last byte of U+0085 (C2 85) and of
+# U+2028/U+2029 (E2 80 A8/A9).
+_LINE_BREAK_BYTE_RANGES = ((0x0A, 0x0D), (0x1C, 0x1E), (0x85, 0x85), (0xA8, 0xA9))
 
 
 def _may_hold_line_breaks(text) -> bool:
-    """Whether any token's bytes (a string array) include one that may end a line break."""
+    """Whether any token's bytes (a string array) include one that may end a line
+    break: a few vectorized comparisons per byte (a lookup table is ~5x slower)."""
     data = text.buffers()[2]
     if data is None or not len(text):
         return False
     offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1]
-    return bool(_LINE_BREAK_BYTES[np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]]].any())
+    raw = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]]
+    return any(bool(((raw - np.uint8(low)) <= np.uint8(high - low)).any()) for low, high in _LINE_BREAK_BYTE_RANGES)
 
 
 def encode_token(token: Token) -> bytes:

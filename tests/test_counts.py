@@ -225,3 +225,8 @@ def test_fuzz_file_unsafe_positions_agree_with_is_file_safe(tokens, data):
     stop = data.draw(st.integers(start, len(tokens)))
     expected = [i for i, t in enumerate(tokens[start:stop]) if not vocab.is_file_safe(t.encode("utf-8"))]
     assert vocab.file_unsafe_positions(array.slice(start, stop - start)) == expected
+
+
+def test_the_line_break_byte_ranges_are_the_last_bytes_of_the_line_breaks():
+    last_bytes = {c.encode("utf-8")[-1] for c in vocab.LINE_BREAKS}
+    assert {b for low, high in vocab._LINE_BREAK_BYTE_RANGES for b in range(low, high + 1)} == last_bytes
