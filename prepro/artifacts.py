@@ -23,6 +23,7 @@ each checked against its listed size and SHA-256 at the moment it is read.
 """
 
 import collections
+import contextlib
 import hashlib
 import itertools
 import json
@@ -251,20 +252,13 @@ class StateFiles:
 
     def blocks(self, relpath: str, size: int = _CHUNK) -> Iterator[bytes]:
         """The file's bytes in consecutive blocks of `size`, for a reader that needs no
-        more than a block at a time. The check comes last: a mismatch raises instead of the end of
-        the iteration, so a reader must finish before it trusts what it read."""
-        expected = dict(self._entry(relpath))
-        path = fs.join(self.dir, relpath)
+        more than a block at a time. The check comes last: a mismatch raises instead of
+        the end of the iteration, so a reader must finish before it trusts what it read."""
         digest = Digest()
-        try:
-            with self._open(path, expected["bytes"]) as f:
-                for chunk in _chunks(f, expected["bytes"], size):
-                    digest.update(chunk)
-                    yield chunk
-        except FileNotFoundError:
-            raise ArtifactError(f"{path}: listed in the manifest but missing") from None
-        except OSError as e:
-            raise ArtifactError(one_line(f"{path}: cannot read it: {e.strerror or e}")) from None
+        with self._reading(relpath) as (f, expected, path):
+            for chunk in _chunks(f, expected["bytes"], size):
+                digest.update(chunk)
+                yield chunk
         if digest.entry() != expected:
             raise _mismatch(path, expected, digest.entry())
 
@@ -290,21 +284,27 @@ class StateFiles:
                                           f"refusing to read it")) from None
 
     def _checked(self, relpath: str) -> bytes:
+        with self._reading(relpath) as (f, expected, path):
+            # One buffer, not blocks joined: a vocabulary is read at 1x its size.
+            data = _read_at_most(f, expected["bytes"] + 1)
+        found = Digest().update(data).entry()
+        if found != expected:
+            raise _mismatch(path, expected, found)
+        return data
+
+    @contextlib.contextmanager
+    def _reading(self, relpath: str):
+        """A listed file opened for reading, with its manifest entry and its path; a
+        missing or unreadable file is an ArtifactError naming it."""
         expected = dict(self._entry(relpath))
         path = fs.join(self.dir, relpath)
-        digest = Digest()
         try:
             with self._open(path, expected["bytes"]) as f:
-                # One buffer, not blocks joined: a vocabulary is read at 1x its size.
-                data = _read_at_most(f, expected["bytes"] + 1)
-                digest.update(data)
+                yield f, expected, path
         except FileNotFoundError:
             raise ArtifactError(f"{path}: listed in the manifest but missing") from None
         except OSError as e:
             raise ArtifactError(one_line(f"{path}: cannot read it: {e.strerror or e}")) from None
-        if digest.entry() != expected:
-            raise _mismatch(path, expected, digest.entry())
-        return data
 
     def _open(self, path: str, size: int):
         if self._real_root is None:
