@@ -20,8 +20,10 @@ order. And from ~108,000 values on, Eigen's cost model gives the sum several thr
 one block each, as many as the machine has cores (measured here on 2 cores: vectors of
 108,389 values and more are summed as 2 blocks, unless TensorFlow has 1 intra-op thread).
 So `reproducible` holds on x86-64 for 1 to 2^16 values, which one thread sums whatever
-the core count. tests/test_tf_mean.py compares with `tf.reduce_mean` on vectors of every
-length that changes the order.
+the core count. TensorFlow's threads also run with denormals flushed (DAZ and FTZ: a
+subnormal input counts as zero, a subnormal result of an addition or of the division
+becomes zero), so every step here flushes them too. tests/test_tf_mean.py compares with
+`tf.reduce_mean` on vectors of every length that changes the order.
 """
 
 import platform
@@ -41,10 +43,16 @@ def reproducible(count: int) -> bool:
 def mean(values: np.ndarray) -> np.float32:
     """`tf.reduce_mean(tf.constant(values, tf.float32))` of a 1-D vector, the same bits
     where `reproducible(len(values))`."""
-    values = np.ascontiguousarray(values, np.float32).reshape(-1)
+    values = _flushed(np.ascontiguousarray(values, np.float32).reshape(-1))
     if not len(values):
         raise ValueError("the mean of no values")
-    return np.float32(_sum(values, 0, len(values)) / np.float32(len(values)))
+    return _flushed(np.float32(_sum(values, 0, len(values)) / np.float32(len(values))))
+
+
+def _flushed(x):
+    """Subnormal float32 values as zeros of their sign (DAZ on inputs, FTZ on results)."""
+    x = np.asarray(x, np.float32)
+    return np.where(np.abs(x) < np.finfo(np.float32).tiny, np.copysign(np.float32(0), x), x).astype(np.float32)
 
 
 def _sum(values: np.ndarray, first: int, count: int) -> np.float32:
@@ -52,9 +60,9 @@ def _sum(values: np.ndarray, first: int, count: int) -> np.float32:
         return _leaf(values[first:first + count])
     split = LANES * -(-(first + -(-count // 2)) // LANES)  # ceil, as Eigen's div_ceil
     left = min(split - first, count)
-    total = np.float32(np.float32(0) + _sum(values, first, left))
+    total = _flushed(np.float32(0) + _sum(values, first, left))
     if left < count:
-        total = np.float32(total + _sum(values, split, count - left))
+        total = _flushed(total + _sum(values, split, count - left))
     return total
 
 
@@ -63,16 +71,16 @@ def _leaf(values: np.ndarray) -> np.float32:
     packet, start = np.zeros(LANES, np.float32), 0
     if count >= 4 * LANES:
         start = count // (4 * LANES) * (4 * LANES)
-        rows = np.concatenate([np.zeros((1, 4, LANES), np.float32), values[:start].reshape(-1, 4, LANES)])
-        p = np.cumsum(rows, axis=0, dtype=np.float32)[-1]  # cumsum: strictly one row after another
-        packet = ((p[0] + p[1]) + p[2]) + p[3]
+        p = np.zeros((4, LANES), np.float32)
+        for row in values[:start].reshape(-1, 4, LANES):  # strictly one row after another
+            p = _flushed(p + row)
+        packet = _flushed(_flushed(_flushed(p[0] + p[1]) + p[2]) + p[3])
     whole = count // LANES * LANES
-    if start < whole:
-        rows = np.concatenate([packet[None], values[start:whole].reshape(-1, LANES)])
-        packet = np.cumsum(rows, axis=0, dtype=np.float32)[-1]
+    for row in values[start:whole].reshape(-1, LANES):
+        packet = _flushed(packet + row)
     scalars = np.float32(0)
     for value in values[whole:]:
-        scalars = np.float32(scalars + value)
+        scalars = _flushed(scalars + value)
     while len(packet) > 1:
-        packet = packet[:len(packet) // 2] + packet[len(packet) // 2:]
-    return np.float32(scalars + packet[0])
+        packet = _flushed(packet[:len(packet) // 2] + packet[len(packet) // 2:])
+    return _flushed(scalars + packet[0])

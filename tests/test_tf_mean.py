@@ -49,6 +49,19 @@ def test_any_finite_vector(values):
     _same(values)
 
 
+def test_denormals_are_flushed_as_tensorflow_flushes_them():
+    """TensorFlow's threads run with DAZ and FTZ: a mean that would be subnormal is 0 (a
+    case hypothesis found), subnormal inputs count as 0, and a partial sum that cancels
+    to a subnormal is 0 before it is added on."""
+    tiny = np.finfo(np.float32).tiny
+    subnormal = np.float32(tiny) / np.float32(4)
+    cases = [[0, tiny], [tiny, tiny, -tiny], [subnormal] * 3, [subnormal, 1.0], [-subnormal, -subnormal],
+             [tiny * 1.5, -tiny] + [0.0] * 40, list(np.float32([tiny * 3, -tiny * 2.5]).repeat(20)),
+             [1e-38] * 7 + [-9e-39] * 7]
+    for values in cases:
+        _same(np.asarray(values, np.float32))
+
+
 def test_reproducible_only_where_one_thread_sums_on_an_avx_build():
     assert tf_mean.reproducible(1) and tf_mean.reproducible(tf_mean.MAX_VALUES)
     assert not tf_mean.reproducible(0) and not tf_mean.reproducible(tf_mean.MAX_VALUES + 1)
