@@ -116,3 +116,54 @@ def test_covered_golden_rows_are_recorded_without_tensorflow_once_the_helper_che
     assert figures == {"tf": False, "helpers": 1, "recorded_here": 1}
     assert prepro.load(str(out)).manifest["golden"]["rows"] == 3
     assert glob.glob(str(cache / "keras-check" / "*"))  # the helper cached its verdict
+
+
+def _helper_state(job_pid: int):
+    """The state letter of `job_pid`'s Keras helper child (Z once it exited), or None."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if b"pipelines.keras_helper" in cmdline and int(stat[1]) == job_pid:
+            return stat[0]
+    return None
+
+
+def test_the_helper_exits_after_its_verdict_when_numpy_records_the_golden_rows(tmp_path):
+    """A cold verdict cache starts the helper; for a spec prepro.golden_numpy covers it
+    has nothing to do after the verdict, so it exits then (its TensorFlow is not held
+    through the job: ~0.8 GB of a bigram job's peak). The job is held at its first read
+    until the helper has exited, then finishes with its golden rows."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"features": {"user": {"source": "text", "layer": "StringLookup"}}}))
+    env = {**os.environ, "PYTHONPATH": ROOT, "PREPRO_CACHE_DIR": str(cache), "PREPRO_FAILPOINTS": "read:stop"}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    job = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "analyze", "--spec", str(spec), "--input",
+                            inputs(tmp_path), "--format", "text", "--output", str(out), "--golden-rows", "3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    started, seen = time.time(), set()
+    try:
+        while True:
+            state = _helper_state(job.pid)
+            seen.add(state)
+            if "Z" in seen or (seen - {None} and state is None):  # exited (a zombie: the job is stopped)
+                break
+            assert job.poll() is None, job.stderr.read()
+            assert time.time() - started < 120, f"the helper did not exit after its verdict: {seen}"
+            time.sleep(0.05)
+        assert glob.glob(str(cache / "keras-check" / "*"))  # its verdict, cached
+        assert not (out / "manifest.json").exists()  # while the job has not got past its first read
+    finally:
+        while job.poll() is None and time.time() - started < 240:  # (it stops again at every read)
+            os.kill(job.pid, signal.SIGCONT)
+            time.sleep(0.05)
+    _, stderr = job.communicate(timeout=10)
+    assert job.returncode == 0, stderr
+    assert prepro.load(str(out)).manifest["golden"]["rows"] == 3
