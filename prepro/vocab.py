@@ -260,17 +260,19 @@ def find_in_vocabulary_file(blocks: Iterable[bytes], values, integer: bool) -> T
     """Each of `values`' (an Arrow array of the file's type) line number in a
     vocabulary file read as consecutive `blocks` (-1 where absent), and the file's
     line count: a lookup of a few tokens holds a block at a time, not a GB-sized file."""
-    import pyarrow as pa
     import pyarrow.compute as pc
     wanted = pc.unique(values)
     found = np.full(len(wanted), -1, np.int64)
-    lines, carry = 0, b""
+    lines, carry = 0, []  # (the pieces of an unfinished line: joined once it ends, not per block)
     for block in itertools.chain(blocks, [None]):
         if block is None:  # the end: what is left is the last line (none if empty)
-            whole, carry = carry, b""
+            whole, carry = b"".join(carry), []
         else:
             cut = block.rfind(b"\n") + 1
-            whole, carry = (carry + block[:cut], block[cut:]) if cut else (b"", carry + block)
+            if not cut:
+                carry.append(block)
+                continue
+            whole, carry = b"".join(carry + [block[:cut]]), [block[cut:]]
         if not whole:
             continue
         tokens = read_vocabulary_array(whole, integer)
