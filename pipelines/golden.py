@@ -20,11 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.io import Batch
+from prepro.byte_words import ByteWords, high_bytes, low_bytes
 from prepro.spec import Spec
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)  # a word's first k bytes
-_HIGH_BYTES = np.array([((1 << 64) - 1) ^ ((1 << (64 - 8 * k)) - 1) for k in range(9)], np.uint64)  # its last k
 
 
 def candidate_rows(batch: Batch, columns: Dict[str, str], spec: Spec, limit: int) -> List[Tuple[int, str]]:
@@ -164,20 +163,11 @@ def _byte_words(values: pa.Array) -> List[np.ndarray]:
     key costs O(rows), not a pass over every byte; rows that tie on it are ordered by
     their canonical JSON. The 8 bytes are little-endian words; a value shorter than 8
     bytes has zeros after its bytes in the first word and before them in the last."""
-    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
-    data_buffer = values.buffers()[2]
-    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    first, last = offsets[0] if len(offsets) else 0, offsets[-1] if len(offsets) else 0
-    # The values' bytes with 8 zeros either side, and a view of it whose element i is the
-    # (unaligned) word at byte i: one gather per row, not eight.
-    padded = np.concatenate([np.zeros(8, np.uint8), data[first:last], np.zeros(8, np.uint8)])
-    words = np.ndarray((len(padded) - 7,), np.dtype("<u8"), padded, 0, (1,))
-    starts, ends = offsets[:-1] - first + 8, offsets[1:] - first + 8
-    lengths = (ends - starts).astype(np.uint64)
-    kept = np.minimum(ends - starts, 8)  # bytes of the value in each word
-    heads = words[starts].astype(np.uint64) & _LOW_BYTES[kept]
-    tails = words[ends - 8].astype(np.uint64) & _HIGH_BYTES[kept]
-    return [lengths, heads, tails]
+    words = ByteWords(values)
+    starts, lengths = words.starts, words.lengths
+    heads = words.word(starts) & low_bytes(lengths)
+    tails = words.word(starts + lengths - 8) & high_bytes(lengths)
+    return [lengths.astype(np.uint64), heads, tails]
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

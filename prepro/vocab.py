@@ -19,6 +19,8 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from prepro.byte_words import ByteWords, high_bytes
+
 Token = Union[bytes, int]
 
 
@@ -62,19 +64,12 @@ def bytes_descending_order(values) -> np.ndarray:
     then only those still tied by their next word within their group, and so on; values
     equal in every word by length (a shorter value that a longer one extends with zero
     bytes is the smaller), then by position."""
-    import pyarrow as pa
-    values = values.cast(pa.large_binary())
-    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + len(values) + 1]
-    data = np.frombuffer(values.buffers()[2], np.uint8) if len(values) and values.buffers()[2] is not None \
-        else np.zeros(0, np.uint8)
-    padded = np.concatenate([data[offsets[0]:offsets[-1]], np.zeros(8, np.uint8)])
-    at = np.ndarray((len(padded) - 7,), np.dtype(">u8"), padded, 0, (1,))  # at[i]: the word from byte i
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+    words = ByteWords(values, ">")
+    starts, lengths = words.starts, words.lengths
 
     def inverted_word(rows: np.ndarray, level: int) -> np.ndarray:
         """~(word `level` of each row): its ascending order is descending bytes."""
-        kept = np.clip(lengths[rows] - 8 * level, 0, 8)
-        return ~(at[np.minimum(starts[rows] + 8 * level, len(at) - 1)].astype(np.uint64) & _HIGH_BYTES[kept])
+        return ~(words.word(starts[rows] + 8 * level) & high_bytes(lengths[rows] - 8 * level))
 
     order = np.arange(len(values), dtype=np.int64)
     tied, group, level = order.copy(), np.zeros(len(values), np.int64), 0  # positions still tied, their groups
@@ -107,9 +102,6 @@ def _tied_groups(starts_group: np.ndarray):
     group = np.cumsum(starts_group) - 1
     kept = np.flatnonzero(np.bincount(group)[group] > 1)
     return kept, starts_group[kept]
-
-
-_HIGH_BYTES = np.array([((1 << 64) - 1) ^ ((1 << (64 - 8 * k)) - 1) for k in range(9)], np.uint64)  # a word's first k bytes (big-endian)
 
 
 def rank_key(count, token: Token) -> Tuple[Any, Token]:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prepro import vocab
+from prepro.byte_words import ByteWords, high_bytes, low_bytes
 from prepro.text import window_starts
 
 _COMPACT_ROWS = 1 << 20  # re-aggregate pending tables past at least this many rows
@@ -324,28 +325,11 @@ def shard_of(tokens: pa.Array, num_shards: int) -> np.ndarray:
         return (h % np.uint64(num_shards)).astype(np.int64)
     if len(tokens) == 0:
         return np.zeros(0, np.int64)
-    tokens = tokens.cast(pa.binary()) if not pa.types.is_binary(tokens.type) else tokens
-    offsets = np.frombuffer(tokens.buffers()[1], np.int32)[tokens.offset:tokens.offset + len(tokens) + 1]
-    lo, hi = int(offsets[0]), int(offsets[-1])
-    data_buf = tokens.buffers()[2]
-    padded = np.zeros(hi - lo + 24, np.uint8)
-    if data_buf is not None:
-        padded[8:8 + hi - lo] = np.frombuffer(data_buf, np.uint8)[lo:hi]
-    # words[i] = the 8 bytes at padded[i:i+8] (little-endian), for every i.
-    words = np.ndarray(shape=(len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
-    starts = offsets[:-1].astype(np.int64) - lo + 8
-    lengths = np.diff(offsets).astype(np.int64)
-    head = words[starts] & _low_bytes_mask(lengths)
-    middle = words[starts + 8] & _low_bytes_mask(lengths - 8)
-    tail = words[starts + lengths - 8] & ~_low_bytes_mask(8 - lengths)  # last <=8 bytes
+    words = ByteWords(tokens)
+    starts, lengths = words.starts, words.lengths
+    head = words.word(starts) & low_bytes(lengths)
+    middle = words.word(starts + 8) & low_bytes(lengths - 8)
+    tail = words.word(starts + lengths - 8) & high_bytes(lengths)  # last <=8 bytes
     with np.errstate(over="ignore"):
         h = _mix(_mix(_mix(head ^ lengths.astype(np.uint64)) ^ middle) ^ tail)
     return (h % np.uint64(num_shards)).astype(np.int64)
-
-
-_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)
-
-
-def _low_bytes_mask(n: np.ndarray) -> np.ndarray:
-    """Per element, a uint64 with its low min(max(n, 0), 8) bytes set."""
-    return _LOW_BYTES[np.clip(n, 0, 8)]
