@@ -436,3 +436,15 @@ def test_forged_moments_and_a_missing_profile_are_refused(two_versions, tmp_path
     write_manifest_json(root, manifest)
     with pytest.raises(prepro.artifacts.ArtifactError, match=r"\$\.features\.word: no profile, which format version 4"):
         prepro.load(root)
+
+
+def test_vocabulary_positions_of_a_forged_vocabulary_name_the_file(two_versions, tmp_path):
+    """Checksums re-forged to match: a vocabulary file with a line less than the
+    manifest's vocabulary_size is refused naming the file, not looked up."""
+    import pyarrow as pa
+    arts, _ = two_versions["old"]
+    relpath = arts.manifest["features"]["word"]["state"]["vocabulary_file"]
+    data = arts.files.read(relpath)
+    forged = prepro.load(_forged(arts.root, tmp_path / "short", relpath, data[:data.rindex(b"\n", 0, -1) + 1]))
+    with pytest.raises(prepro.artifacts.ArtifactError, match=f"^{relpath}: malformed: .*vocabulary_size"):
+        forged.vocabulary_positions("word", pa.array([b"w1"], pa.large_binary()))
